@@ -1,0 +1,1 @@
+"""Scoring backends: each turns prompt token ids into option-letter log-probabilities."""

@@ -1,0 +1,1 @@
+"""Subcommands of `auditor`: one module each, discovered by auditor.cli."""

@@ -1,0 +1,60 @@
+"""Where BBQ items and text corpora come from: explicit path, environment, then project fixtures."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor.errors import DataError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = PROJECT_ROOT / "fixtures"
+SAMPLE_BBQ = FIXTURES / "bbq_sample"
+BBQ_ENV = "AUDITOR_BBQ_DIR"
+CORPUS_ENV = "AUDITOR_CORPUS_DIR"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    path: Path
+    origin: str  # a sentence for provenance: what this data is and where it came from
+    is_sample: bool
+
+
+def resolve_bbq(explicit: str | Path | None) -> DataSource:
+    """--bbq PATH, then $AUDITOR_BBQ_DIR, then the project's sample (which is not BBQ)."""
+    if explicit:
+        path = Path(explicit)
+        if not path.exists():
+            raise DataError(path, "--bbq: no such file or directory")
+        return DataSource(path, f"BBQ from --bbq {path}", False)
+    env = os.environ.get(BBQ_ENV)
+    if env:
+        path = Path(env)
+        if not path.exists():
+            raise DataError(path, f"${BBQ_ENV}: no such file or directory")
+        return DataSource(path, f"BBQ from ${BBQ_ENV}={path}", False)
+    return DataSource(SAMPLE_BBQ, "project SAMPLE in BBQ's schema (fixtures/bbq_sample) - NOT BBQ; "
+                      "numbers on it say nothing about bias", True)
+
+
+def resolve_corpus(explicit: str | Path | None, split: str) -> DataSource:
+    """Text for calibration (split "valid") or perplexity (split "test").
+
+    --corpus/--calib FILE, then $AUDITOR_CORPUS_DIR/<split>.txt, then
+    ../shared/corpus/wikitext-2/<split>.txt beside the checkout, then the fixture text.
+    """
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise DataError(path, "no such text file")
+        return DataSource(path, f"text file {path}", False)
+    candidates = []
+    if os.environ.get(CORPUS_ENV):
+        candidates.append(Path(os.environ[CORPUS_ENV]) / f"{split}.txt")
+    candidates.append(PROJECT_ROOT.parent / "shared" / "corpus" / "wikitext-2" / f"{split}.txt")
+    for path in candidates:
+        if path.is_file():
+            return DataSource(path, f"WikiText-2 {split} ({path})", False)
+    fixture = FIXTURES / f"corpus_{split}.txt"
+    return DataSource(fixture, f"project fixture text {fixture.name} (not WikiText-2)", True)

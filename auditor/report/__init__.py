@@ -1,0 +1,1 @@
+"""Reports computed from a run directory's files."""

@@ -1,0 +1,103 @@
+"""The Compressor interface and the Variant it produces.
+
+A compressor has a name, a family (prune / quantize), a level (sparsity or
+bits) and one way to apply it to a loaded model. Chains apply compressors in
+order (prune, then quantize). The maths lives in pure tensor functions
+(`compressors.masks`, `compressors.quantize_math`); classes only load, hook and save.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+Family = Literal["prune", "quantize"]
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """Token ids for calibration, shape (n_samples, seq_len), and where the text came from."""
+
+    input_ids: Any  # torch.LongTensor
+    origin: str
+
+
+@dataclass
+class StepReport:
+    """What one compressor did: its spec, parameters, measured effect and wall time."""
+
+    spec: str
+    family: Family
+    params: dict[str, Any]
+    wall_s: float
+    measured: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Variant:
+    """A compressed (or dense) model and how it was made.
+
+    Torch-served variants hold `model`; llama.cpp-served ones hold `gguf_path`.
+    """
+
+    spec: str
+    model: Any | None = None
+    gguf_path: Path | None = None
+    steps: list[StepReport] = field(default_factory=list)
+
+    @property
+    def variant_id(self) -> str:
+        return variant_id(self.spec)
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if self.model is not None else "llama.cpp"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "variant_id": self.variant_id,
+            "runtime": self.runtime,
+            "gguf_path": str(self.gguf_path) if self.gguf_path else None,
+            "steps": [s.__dict__ for s in self.steps],
+        }
+
+
+def variant_id(spec: str) -> str:
+    """A short, path-safe id: the spec's readable part plus a hash of the exact spec."""
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
+    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in spec)[:48]
+    return f"{safe}-{digest}"
+
+
+class Compressor(ABC):
+    """One technique at one level. Subclasses set `method` and `family` and implement `apply`."""
+
+    method: ClassVar[str]
+    family: ClassVar[Family]
+    needs_calibration: ClassVar[bool] = False
+
+    def __init__(self, level: float | None, params: dict[str, Any] | None = None) -> None:
+        self.level = level
+        self.params = dict(params or {})
+
+    @property
+    def spec(self) -> str:
+        return self.spec_text()
+
+    def spec_text(self) -> str:
+        return self.method if self.level is None else f"{self.method}@{self._level_text()}"
+
+    def _level_text(self) -> str:
+        return f"{self.level:g}"
+
+    @abstractmethod
+    def apply(self, variant: Variant, *, calibration: CalibrationData | None = None,
+              seed: int = 0, workdir: Path | None = None) -> Variant:
+        """Return a new Variant made from `variant` (which may be modified in place)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, params={json.dumps(self.params, default=str)})"

@@ -1,0 +1,32 @@
+"""Calibration token windows for activation-aware methods (Wanda)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from compressors.base import CalibrationData
+
+DEFAULT_SAMPLES = 32
+DEFAULT_SEQ_LEN = 256
+
+
+def load_calibration(tokenizer, path: str | Path | None = None, *, n_samples: int = DEFAULT_SAMPLES,
+                     seq_len: int = DEFAULT_SEQ_LEN, seed: int = 0) -> CalibrationData:
+    """n_samples random windows of seq_len tokens from a text file (WikiText-2 valid by default).
+
+    Windows start at seeded uniform offsets, as in the Wanda and SparseGPT
+    reference code. A text too short for one window is an error naming the file.
+    """
+    import torch
+
+    from auditor.data import resolve_corpus
+    from auditor.errors import DataError
+
+    source = resolve_corpus(path, "valid")
+    ids = tokenizer.encode(source.path.read_text(encoding="utf-8"), add_special_tokens=False)
+    if len(ids) <= seq_len:
+        raise DataError(source.path, f"calibration text has {len(ids)} tokens; need more than seq_len={seq_len}")
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - seq_len, (n_samples,), generator=generator)
+    tokens = torch.tensor(ids, dtype=torch.long)
+    windows = torch.stack([tokens[s:s + seq_len] for s in starts.tolist()])
+    return CalibrationData(windows, f"{source.origin}; {n_samples} x {seq_len} tokens, seed {seed}")

@@ -1,0 +1,126 @@
+"""Parse compressor specs ("magnitude@0.5", "rtn@3:g64", "wanda@0.5+gguf-q4_k_m") into Compressors.
+
+Targets are lazy "module:Class" strings so that importing the registry imports
+no torch; unknown names get a "did you mean" error listing what is valid.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from auditor.errors import SpecError
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: str  # "module:Class"
+    family: str
+    parse_level: Callable[[str | None, str], tuple[float | None, dict[str, Any]]]
+    levels: str  # human-readable description of valid levels
+
+
+def _sparsity(text: str | None, spec: str) -> tuple[float | None, dict[str, Any]]:
+    if text is None:
+        raise SpecError(f"{spec!r}: a sparsity is required, e.g. {spec}@0.5 (valid: a number in [0, 1))")
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpecError(f"{spec!r}: sparsity {text!r} is not a number (valid: a number in [0, 1))") from None
+    if not 0.0 <= value < 1.0:
+        raise SpecError(f"{spec!r}: sparsity {value} is outside [0, 1)")
+    return value, {}
+
+
+def _no_level(text: str | None, spec: str) -> tuple[float | None, dict[str, Any]]:
+    if text is not None:
+        raise SpecError(f"{spec!r}: this method takes no level")
+    return None, {}
+
+
+def _sparsity_or_nm(text: str | None, spec: str) -> tuple[float | None, dict[str, Any]]:
+    """A sparsity in [0, 1) or an N:M pattern such as 2:4 (N of every M weights pruned)."""
+    if text is not None and ":" in text:
+        n_text, _, m_text = text.partition(":")
+        try:
+            n, m = int(n_text), int(m_text)
+        except ValueError:
+            raise SpecError(f"{spec!r}: N:M pattern {text!r} needs two integers, e.g. 2:4") from None
+        if not 0 < n < m:
+            raise SpecError(f"{spec!r}: N:M needs 0 < N < M, got {n}:{m}")
+        return n / m, {"n": n, "m": m}
+    return _sparsity(text, spec)
+
+
+RTN_BITS = (3, 4, 8)
+
+
+def _bits_and_group(text: str | None, spec: str) -> tuple[float | None, dict[str, Any]]:
+    """Bits (3, 4 or 8) and an optional group size: rtn@4, rtn@3:g64. Default group 128."""
+    if text is None:
+        raise SpecError(f"{spec!r}: bits are required, e.g. rtn@4 or rtn@3:g64 (valid bits: {RTN_BITS})")
+    bits_text, _, group_text = text.partition(":")
+    try:
+        bits = int(bits_text)
+        group = int(group_text.removeprefix("g")) if group_text else 128
+    except ValueError:
+        raise SpecError(f"{spec!r}: expected BITS[:gGROUP] such as 3:g64") from None
+    if bits not in RTN_BITS:
+        raise SpecError(f"{spec!r}: {bits} bits not supported (valid: {', '.join(map(str, RTN_BITS))})")
+    if group <= 0:
+        raise SpecError(f"{spec!r}: group size must be positive, got {group}")
+    return float(bits), {"group_size": group}
+
+
+_PRUNE_LEVELS = "sparsity in [0, 1)"
+REGISTRY: dict[str, Entry] = {
+    "random": Entry("compressors.pruning:RandomPruner", "prune", _sparsity, _PRUNE_LEVELS),
+    "magnitude": Entry("compressors.pruning:MagnitudePruner", "prune", _sparsity, _PRUNE_LEVELS),
+    "wanda": Entry("compressors.wanda:WandaPruner", "prune", _sparsity_or_nm, _PRUNE_LEVELS + " or N:M"),
+    # The reference studies' variant: o_proj/down_proj skipped, norms from the dense model only.
+    "wanda-dense": Entry("compressors.wanda:WandaDensePruner", "prune", _sparsity_or_nm, _PRUNE_LEVELS + " or N:M"),
+    "rtn": Entry("compressors.rtn:RTNQuantizer", "quantize", _bits_and_group, "3|4|8[:gGROUP]"),
+    "bnb-int8": Entry("compressors.bnb:BnbInt8Quantizer", "quantize", _no_level, ""),
+    "bnb-nf4": Entry("compressors.bnb:BnbNF4Quantizer", "quantize", _no_level, ""),
+    # llama.cpp quantization types, spelled as llama.cpp spells them (lower-cased in specs).
+    "gguf-q8_0": Entry("compressors.gguf_quant:GGUFQuantizer", "quantize", _no_level, ""),
+    "gguf-q4_k_m": Entry("compressors.gguf_quant:GGUFQuantizer", "quantize", _no_level, ""),
+    "gguf-q3_k_m": Entry("compressors.gguf_quant:GGUFQuantizer", "quantize", _no_level, ""),
+}
+
+
+def register(name: str, entry: Entry) -> None:
+    REGISTRY[name] = entry
+
+
+def valid_specs() -> str:
+    return "; ".join(f"{name}@<{e.levels}>" if e.parse_level is not _no_level else name
+                     for name, e in sorted(REGISTRY.items()))
+
+
+def parse_one(spec: str):
+    """One compressor from "method[@level]"."""
+    text = spec.strip()
+    name, _, level = text.partition("@")
+    entry = REGISTRY.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, REGISTRY, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise SpecError(f"unknown compressor {name!r} in {spec!r}.{hint} Valid: {valid_specs()}")
+    value, params = entry.parse_level(level if "@" in text else None, text)
+    module, _, cls = entry.target.partition(":")
+    compressor = getattr(importlib.import_module(module), cls)(value, params)
+    compressor.method = name  # one class may serve several specs (gguf-q8_0, gguf-q4_k_m, ...)
+    return compressor
+
+
+def parse_chain(spec: str) -> list:
+    """Compressors of a "+"-joined chain, in application order; "dense" is the empty chain."""
+    if spec.strip() in ("", "dense"):
+        return []
+    steps = [parse_one(part) for part in spec.split("+")]
+    families = [s.family for s in steps]
+    if "quantize" in families and "prune" in families[families.index("quantize"):]:
+        raise SpecError(f"{spec!r}: prune before quantizing (a chain is prune steps, then quantize steps)")
+    return steps
