@@ -1,0 +1,1 @@
+"""Benchmarks behind `auditor bench`: one module each, with register(subparsers)."""

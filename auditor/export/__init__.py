@@ -1,0 +1,1 @@
+"""Writing variants to files: HF safetensors directories, GGUF, sparse-aware layouts."""
