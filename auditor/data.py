@@ -21,19 +21,43 @@ class DataSource:
     is_sample: bool
 
 
+def regenerated_categories(folder: Path) -> list[str]:
+    """Categories a data folder's README marks as regenerated from templates (not the release).
+
+    The shared BBQ copy documents this in a table row such as
+    `| SES.jsonl | 6864 | regenerated from the official templates |`; reports must say so.
+    """
+    readme = folder / "README.md" if folder.is_dir() else folder.parent / "README.md"
+    if not readme.is_file():
+        return []
+    found = []
+    for line in readme.read_text(encoding="utf-8", errors="replace").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].endswith(".jsonl") and "regenerated" in cells[-1].lower():
+            found.append(cells[0].removesuffix(".jsonl"))
+    return found
+
+
+def _origin(path: Path, how: str) -> str:
+    regen = regenerated_categories(path)
+    note = (f" ({', '.join(regen)} regenerated from the official templates, not the released files: "
+            "treat their numbers as BBQ-template results)" if regen else "")
+    return f"BBQ from {how}{note}"
+
+
 def resolve_bbq(explicit: str | Path | None) -> DataSource:
     """--bbq PATH, then $AUDITOR_BBQ_DIR, then the project's sample (which is not BBQ)."""
     if explicit:
         path = Path(explicit)
         if not path.exists():
             raise DataError(path, "--bbq: no such file or directory")
-        return DataSource(path, f"BBQ from --bbq {path}", False)
+        return DataSource(path, _origin(path, f"--bbq {path}"), False)
     env = os.environ.get(BBQ_ENV)
     if env:
         path = Path(env)
         if not path.exists():
             raise DataError(path, f"${BBQ_ENV}: no such file or directory")
-        return DataSource(path, f"BBQ from ${BBQ_ENV}={path}", False)
+        return DataSource(path, _origin(path, f"${BBQ_ENV}={path}"), False)
     return DataSource(SAMPLE_BBQ, "project SAMPLE in BBQ's schema (fixtures/bbq_sample) - NOT BBQ; "
                       "numbers on it say nothing about bias", True)
 

@@ -125,3 +125,13 @@ def test_shared_selection_of_300_ambiguous_items(shared_bbq):
     assert len(sel.items) == 300
     assert {i.category for i in sel.items} == set(cats)
     assert all(i.condition == "ambig" and i.resolved for i in sel.items)
+
+
+def test_regenerated_categories_are_named_in_the_origin(tmp_path):
+    from auditor.data import resolve_bbq
+
+    (tmp_path / "README.md").write_text("| file | items | origin |\n| --- | ---: | --- |\n"
+                                        "| Age.jsonl | 3680 | official release |\n"
+                                        "| SES.jsonl | 6864 | regenerated from the official templates |\n")
+    origin = resolve_bbq(tmp_path).origin
+    assert "SES regenerated" in origin and "Age" not in origin.split("(")[1]
