@@ -66,6 +66,11 @@ class Variant:
         }
 
 
+def chain_spec(base: str, step: str) -> str:
+    """The spec of `base` followed by `step` ("dense" is the empty chain)."""
+    return step if base == "dense" else f"{base}+{step}"
+
+
 def variant_id(spec: str) -> str:
     """A short, path-safe id: the spec's readable part plus a hash of the exact spec."""
     digest = hashlib.sha256(spec.encode()).hexdigest()[:8]

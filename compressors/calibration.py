@@ -14,15 +14,26 @@ def load_calibration(tokenizer, path: str | Path | None = None, *, n_samples: in
     """n_samples random windows of seq_len tokens from a text file (WikiText-2 valid by default).
 
     Windows start at seeded uniform offsets, as in the Wanda and SparseGPT
-    reference code. A text too short for one window is an error naming the file.
+    reference code (which draw them from C4; WikiText-2 is what we have offline).
+    Windows may overlap on a short text. Without `path`: WikiText-2 valid beside
+    the checkout when present, else fixtures/corpus_valid.txt (see auditor.data).
+    A text too short for one window is an error naming the file.
     """
     import torch
 
     from auditor.data import resolve_corpus
-    from auditor.errors import DataError
+    from auditor.errors import DataError, SpecError
 
+    if n_samples <= 0 or seq_len <= 0:
+        raise SpecError(f"calibration needs positive sample count and length, got {n_samples} x {seq_len}")
     source = resolve_corpus(path, "valid")
-    ids = tokenizer.encode(source.path.read_text(encoding="utf-8"), add_special_tokens=False)
+    if not source.path.is_file():
+        raise DataError(source.path, "calibration text file is missing")
+    try:
+        text = source.path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(source.path, f"calibration text is not UTF-8 (byte {exc.start})") from None
+    ids = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) <= seq_len:
         raise DataError(source.path, f"calibration text has {len(ids)} tokens; need more than seq_len={seq_len}")
     generator = torch.Generator().manual_seed(seed)

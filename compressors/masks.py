@@ -47,8 +47,21 @@ def random_mask(weight: torch.Tensor, sparsity: float, generator: torch.Generato
     return lowest_score_mask(scores, sparsity, group)
 
 
+def wanda_scores(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> torch.Tensor:
+    """Wanda importance S_ij = |W_ij| * ||X_j||_2 (Sun et al. 2023, eq. 1).
+
+    `input_sq_norms[j]` is the sum over all calibration tokens of x_j^2 (so ||X_j||_2 is its
+    square root); W is (out, in). Ranked per output row, so only the column factor matters.
+    """
+    if input_sq_norms.shape != weight.shape[1:]:
+        raise ValueError(f"{tuple(input_sq_norms.shape)} input norms for a weight of shape {tuple(weight.shape)}")
+    return weight.abs().float() * torch.sqrt(input_sq_norms.float())[None, :]
+
+
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """N:M sparsity: in every group of M consecutive inputs of a row, prune the N lowest scores."""
+    if not 0 < n < m:
+        raise ValueError(f"N:M needs 0 < N < M, got {n}:{m}")
     rows, cols = scores.shape
     if cols % m:
         raise ValueError(f"{cols} input columns are not a multiple of M={m}")

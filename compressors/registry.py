@@ -27,15 +27,16 @@ def _sparsity(text: str | None, spec: str) -> tuple[float | None, dict[str, Any]
     try:
         value = float(text)
     except ValueError:
-        raise SpecError(f"{spec!r}: sparsity {text!r} is not a number (valid: a number in [0, 1))") from None
+        hint = "; N:M patterns are for wanda and wanda-dense only" if ":" in text else ""
+        raise SpecError(f"{spec!r}: sparsity {text!r} is not a number (valid: a number in [0, 1)){hint}") from None
     if not 0.0 <= value < 1.0:
-        raise SpecError(f"{spec!r}: sparsity {value} is outside [0, 1)")
+        raise SpecError(f"{spec!r}: sparsity {value} is outside [0, 1) (valid: a number in [0, 1))")
     return value, {}
 
 
 def _no_level(text: str | None, spec: str) -> tuple[float | None, dict[str, Any]]:
     if text is not None:
-        raise SpecError(f"{spec!r}: this method takes no level")
+        raise SpecError(f"{spec!r}: this method takes no level (write {spec.partition('@')[0]})")
     return None, {}
 
 
@@ -122,5 +123,30 @@ def parse_chain(spec: str) -> list:
     steps = [parse_one(part) for part in spec.split("+")]
     families = [s.family for s in steps]
     if "quantize" in families and "prune" in families[families.index("quantize"):]:
-        raise SpecError(f"{spec!r}: prune before quantizing (a chain is prune steps, then quantize steps)")
+        raise SpecError(f"{spec!r}: prune before quantizing (a chain is prune steps, then one quantize step)")
+    if families.count("quantize") > 1:
+        # Re-quantizing an already quantized model measures neither format; refuse it.
+        raise SpecError(f"{spec!r}: at most one quantize step per chain "
+                        "(a chain is prune steps, then one quantize step)")
     return steps
+
+
+def apply_chain(spec: str, model, *, tokenizer=None, calib: str | None = None, calib_samples: int | None = None,
+                calib_seq_len: int | None = None, calib_seed: int = 0, seed: int = 0, workdir=None):
+    """Apply the chain `spec` to `model` (modified in place; pass a copy to keep the dense one) and
+    return the Variant. Calibration text is loaded only when a step needs it (then `tokenizer` is
+    required); its defaults are those of `compressors.calibration`."""
+    from compressors.base import Variant
+    from compressors.calibration import DEFAULT_SAMPLES, DEFAULT_SEQ_LEN, load_calibration
+
+    steps = parse_chain(spec)
+    calibration = None
+    if any(step.needs_calibration for step in steps):
+        if tokenizer is None:
+            raise SpecError(f"{spec!r}: needs calibration text, hence a tokenizer")
+        calibration = load_calibration(tokenizer, calib, n_samples=calib_samples or DEFAULT_SAMPLES,
+                                       seq_len=calib_seq_len or DEFAULT_SEQ_LEN, seed=calib_seed)
+    variant = Variant("dense", model=model)
+    for step in steps:
+        variant = step.apply(variant, calibration=calibration, seed=seed, workdir=workdir)
+    return variant

@@ -1,0 +1,74 @@
+"""`auditor bench wanda`: wall time of Wanda@0.5 on SmolLM2 from 32 x 256 calibration tokens.
+
+Target (issue 3): under 5 minutes on 2 CPU cores. Prints the figures; asserts nothing.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+TARGET_S = 300.0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("wanda", help="time Wanda pruning of the default model (target: < 5 min on 2 cores)")
+    p.add_argument("--model", default=None, help="HF directory, GGUF file, or 'smollm2' (default)")
+    p.add_argument("--spec", default="wanda@0.5", help="Wanda spec to time (default wanda@0.5)")
+    p.add_argument("--calib", default=None, help="calibration text (default: WikiText-2 valid, else the fixture text)")
+    p.add_argument("--samples", type=int, default=32, help="calibration windows (default 32)")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per window (default 256)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from auditor.errors import SpecError
+    from auditor.models import load_model, load_tokenizer, resolve_model
+    from compressors.base import Variant
+    from compressors.calibration import load_calibration
+    from compressors.registry import parse_chain
+
+    steps = parse_chain(args.spec)
+    if len(steps) != 1 or not steps[0].method.startswith("wanda"):
+        raise SpecError(f"bench wanda: {args.spec!r} is not a single wanda or wanda-dense step")
+    source = resolve_model(args.model)
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(source)
+    model = load_model(source)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    calibration = load_calibration(tokenizer, args.calib, n_samples=args.samples, seq_len=args.seq_len)
+    calib_s = time.perf_counter() - t0
+    variant = steps[0].apply(Variant("dense", model=model), calibration=calibration)
+    report = variant.steps[-1]
+    figures = {
+        "spec": variant.spec,
+        "model": source.describe(),
+        "calibration": calibration.origin,
+        "torch_threads": torch.get_num_threads(),
+        "load_s": load_s,
+        "calibration_load_s": calib_s,
+        "wanda_wall_s": report.wall_s,
+        "target_s": TARGET_S,
+        "within_target": report.wall_s < TARGET_S,
+        "sparsity_requested": report.measured["sparsity_requested"],
+        "sparsity_overall": report.measured["sparsity_overall"],
+        "sparsity_pruned_layers": report.measured["sparsity_pruned_layers"],
+        "sparsity_max_deviation_weights_per_group": report.measured["sparsity_max_deviation_weights_per_group"],
+        "sparsity_per_layer_min": min(report.measured["sparsity_per_layer"].values()),
+        "sparsity_per_layer_max": max(report.measured["sparsity_per_layer"].values()),
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"{figures['spec']} on {figures['model']}")
+        print(f"calibration: {figures['calibration']} ({calib_s:.1f} s to tokenize)")
+        print(f"model load {load_s:.1f} s; Wanda {report.wall_s:.1f} s on {figures['torch_threads']} torch threads "
+              f"(target < {TARGET_S:.0f} s: {'met' if figures['within_target'] else 'NOT met'})")
+        print(f"sparsity requested {figures['sparsity_requested']:.3f}, "
+              f"measured overall {figures['sparsity_overall']:.4f}, "
+              f"per layer {figures['sparsity_per_layer_min']:.4f}..{figures['sparsity_per_layer_max']:.4f}, "
+              f"max deviation {figures['sparsity_max_deviation_weights_per_group']:.2f} weights per row")
+    return 0

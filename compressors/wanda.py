@@ -1,0 +1,197 @@
+"""Wanda pruning (Sun et al. 2023, "A Simple and Effective Pruning Approach for LLMs").
+
+Score S_ij = |W_ij| * ||X_j||_2, compared within each output row (or within each
+group of M consecutive inputs of a row for N:M), lowest scores pruned. The
+lifecycle follows the reference implementation (github locuslab/wanda,
+lib/prune.py `prune_wanda`):
+
+1. run the calibration windows through the embeddings and capture what the
+   first block receives (hidden states plus the model's own attention mask and
+   rotary position embeddings);
+2. block by block: hook every Linear of the block to accumulate the squared L2
+   norm of each input feature over all calibration tokens, run the (still
+   dense) block, prune it from those norms, then recompute the block's outputs
+   with the PRUNED block and feed them to the next block.
+
+`wanda-dense` is the reference studies' variant: norms from the dense model only
+(every block sees the dense model's hidden states; the same as collecting all
+norms in one dense pass before pruning) and o_proj / down_proj left unpruned.
+The maths (`wanda_scores`, the masks) are pure functions in `compressors.masks`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from auditor.errors import SpecError
+from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
+from compressors.masks import lowest_score_mask, nm_mask, wanda_scores
+from compressors.pruning import BLOCK_SCOPE, prune_, pruned_report, require_torch_model
+from compressors.scope import decoder_layers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 8  # calibration windows per forward: bounds activation memory
+DENSE_SKIPPED = ("o_proj", "down_proj")  # left dense by the reference studies' Wanda
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the first block's inputs are known."""
+
+
+def capture_block_inputs(model, input_ids: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, dict]]:
+    """Per batch of calibration windows: (hidden states entering block 0, the keyword arguments
+    the model passes to its blocks: attention mask, position embeddings, position ids)."""
+    captured: list[tuple[torch.Tensor, dict]] = []
+
+    def hook(module, args, kwargs):
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.append((hidden.detach(), kwargs))
+        raise _StopForward
+
+    first = decoder_layers(model)[0]
+    handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+    device = next(model.parameters()).device
+    try:
+        for batch in input_ids.split(batch_size):
+            try:
+                model(input_ids=batch.to(device), use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _run_block(layer, batches: list[tuple[torch.Tensor, dict]]) -> list[tuple[torch.Tensor, dict]]:
+    outputs = []
+    for hidden, kwargs in batches:
+        out = layer(hidden, **kwargs)
+        outputs.append((out[0] if isinstance(out, tuple) else out, kwargs))
+    return outputs
+
+
+def _block_input_sq_norms(layer, linears: dict[str, torch.nn.Linear],
+                          batches: list[tuple[torch.Tensor, dict]]):
+    """Run the block over all batches; return its outputs and, per Linear, sum_t x_tj^2 over all
+    calibration tokens t (float64 accumulation, so batching does not change the sums' order much)."""
+    sq_norms = {name: torch.zeros(linear.in_features, dtype=torch.float64, device=linear.weight.device)
+                for name, linear in linears.items()}
+
+    def make_hook(name: str):
+        def hook(module, args, output):
+            x = args[0].reshape(-1, module.in_features).float()
+            sq_norms[name] += (x * x).sum(dim=0).double()
+        return hook
+
+    handles = [linear.register_forward_hook(make_hook(name)) for name, linear in linears.items()]
+    try:
+        outputs = _run_block(layer, batches)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, sq_norms
+
+
+def wanda_mask(weight: torch.Tensor, sq_norms: torch.Tensor, sparsity: float,
+               n: int | None = None, m: int | None = None) -> torch.Tensor:
+    """The Wanda mask of one Linear: per-row lowest scores, or N lowest of every M inputs."""
+    scores = wanda_scores(weight, sq_norms)
+    if n is not None and m is not None:
+        return nm_mask(scores, n, m)
+    return lowest_score_mask(scores, sparsity, "row")
+
+
+def wanda_prune(model, input_ids: torch.Tensor, *, sparsity: float, n: int | None = None, m: int | None = None,
+                sequential: bool = True, skip: tuple[str, ...] = (),
+                batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, int]:
+    """Prune the block Linears of `model` in place; return {qualified name: comparison group size}
+    of the pruned layers. Linears whose leaf name is in `skip` stay dense."""
+    import torch.nn as nn
+
+    layers = decoder_layers(model)
+    group_sizes: dict[str, int] = {}
+    with torch.no_grad():
+        batches = capture_block_inputs(model, input_ids, batch_size)
+        for i, layer in enumerate(layers):
+            linears = {name: module for name, module in layer.named_modules()
+                       if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in skip}
+            outputs, sq_norms = _block_input_sq_norms(layer, linears, batches)
+            for name, linear in linears.items():
+                prune_(linear, wanda_mask(linear.weight.data, sq_norms[name], sparsity, n, m))
+                group_sizes[f"model.layers.{i}.{name}"] = m if m is not None else linear.in_features
+            if sequential and i + 1 < len(layers):
+                outputs = _run_block(layer, batches)  # the next block sees this block pruned
+            batches = outputs
+            log.info("wanda: block %d/%d pruned", i + 1, len(layers))
+    return group_sizes
+
+
+class WandaPruner(Compressor):
+    """Wanda on every block Linear, block inputs propagated through the already-pruned blocks."""
+
+    method = "wanda"
+    family = "prune"
+    needs_calibration = True
+    sequential = True
+    skip: tuple[str, ...] = ()
+
+    def __init__(self, level: float | None, params: dict[str, Any] | None = None) -> None:
+        super().__init__(level, params)
+        self.params.setdefault("batch_size", DEFAULT_BATCH_SIZE)
+
+    def _level_text(self) -> str:
+        if "n" in self.params and "m" in self.params:
+            return f"{self.params['n']}:{self.params['m']}"
+        return super()._level_text()
+
+    def _check_nm(self, model) -> None:
+        m = self.params.get("m")
+        if m is None:
+            return
+        for i, layer in enumerate(decoder_layers(model)):
+            for name, module in layer.named_modules():
+                if (isinstance(module, torch.nn.Linear) and module.in_features % m
+                        and name.rsplit(".", 1)[-1] not in self.skip):
+                    raise SpecError(f"{self.spec}: model.layers.{i}.{name} has {module.in_features} inputs, "
+                                    f"not a multiple of M={m}")
+
+    def apply(self, variant: Variant, *, calibration: CalibrationData | None = None,
+              seed: int = 0, workdir: Path | None = None) -> Variant:
+        require_torch_model(variant, self.spec)
+        if calibration is None:
+            raise SpecError(f"{self.spec}: Wanda needs calibration text (see compressors.calibration)")
+        if calibration.input_ids.dim() != 2:
+            raise SpecError(f"{self.spec}: calibration token ids must be (n_samples, seq_len), "
+                            f"got shape {tuple(calibration.input_ids.shape)}")
+        self._check_nm(variant.model)
+        start = time.perf_counter()
+        n, m = self.params.get("n"), self.params.get("m")
+        group_sizes = wanda_prune(variant.model, calibration.input_ids, sparsity=self.level, n=n, m=m,
+                                  sequential=self.sequential, skip=self.skip,
+                                  batch_size=self.params["batch_size"])
+        wall_s = time.perf_counter() - start
+        n_samples, seq_len = calibration.input_ids.shape
+        params = {**self.params, "sparsity": self.level, "seed": seed,
+                  "comparison_group": "row" if m is None else f"{n}:{m}", "calibration": calibration.origin,
+                  "calibration_samples": n_samples,
+                  "calibration_seq_len": seq_len,
+                  "block_inputs": "through the pruned earlier blocks" if self.sequential else "dense model",
+                  "skipped": list(self.skip),
+                  "scope": BLOCK_SCOPE + (f"; {', '.join(self.skip)} left dense" if self.skip else "")}
+        report = StepReport(self.spec, self.family, params, wall_s,
+                            pruned_report(variant.model, self.level, group_sizes))
+        return Variant(chain_spec(variant.spec, self.spec), variant.model, None, [*variant.steps, report])
+
+
+class WandaDensePruner(WandaPruner):
+    """The reference studies' Wanda: dense-model norms only; o_proj and down_proj left dense."""
+
+    method = "wanda-dense"
+    sequential = False
+    skip = DENSE_SKIPPED
