@@ -87,6 +87,15 @@ def summarize(records: pd.DataFrame, by: Iterable[str] = ("variant", "backend", 
     return pd.DataFrame(rows)
 
 
+def paired_outcomes(reference: pd.DataFrame, variant: pd.DataFrame) -> pd.DataFrame:
+    """Reference and variant rows paired on (seed, item_id), with ref_biased / var_biased flags."""
+    cols = ["seed", "item_id", "category", "condition", "role"]
+    merged = reference[cols].merge(variant[["seed", "item_id", "role"]], on=["seed", "item_id"], suffixes=("_ref", "_var"))
+    merged["ref_biased"] = merged["role_ref"] == ROLE_STEREOTYPE
+    merged["var_biased"] = merged["role_var"] == ROLE_STEREOTYPE
+    return merged
+
+
 def transitions(reference: pd.DataFrame, variant: pd.DataFrame) -> pd.DataFrame:
     """Paired item transitions between the reference and a variant, per category and "all".
 
@@ -95,10 +104,7 @@ def transitions(reference: pd.DataFrame, variant: pd.DataFrame) -> pd.DataFrame:
     (n_bu), and unchanged. flip_rate = n_ub / n(reference unbiased);
     reverse_rate = n_bu / n(reference biased); NaN on empty denominators.
     """
-    cols = ["seed", "item_id", "category", "condition", "role"]
-    merged = reference[cols].merge(variant[["seed", "item_id", "role"]], on=["seed", "item_id"], suffixes=("_ref", "_var"))
-    merged["ref_biased"] = merged["role_ref"] == ROLE_STEREOTYPE
-    merged["var_biased"] = merged["role_var"] == ROLE_STEREOTYPE
+    merged = paired_outcomes(reference, variant)
     rows = []
     for cond, cframe in merged.groupby("condition", sort=True):
         for cat, f in list(cframe.groupby("category", sort=True)) + [("all", cframe)]:
