@@ -1,0 +1,108 @@
+"""`auditor gate RUN --max-flip-rate X ...`: exit 0 when every variant meets the thresholds, 1 otherwise.
+
+Only the thresholds given are checked; a study file (`--study`), or the study a
+run was made from (its manifest), may set defaults, and command-line values win.
+`--junit FILE` writes JUnit XML with one test case per variant, so CI systems
+show each variant as a test.
+"""
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+GATE_OPTIONS = (
+    ("--max-flip-rate", "max_flip_rate", "largest allowed flip rate (unbiased -> biased), e.g. 0.1"),
+    ("--max-srs-increase", "max_srs_increase", "largest allowed SRS(variant) - SRS(dense), as a fraction, e.g. 0.05"),
+    ("--max-mcnemar-q", "max_mcnemar_q",
+     "significance level: fail when the shift toward the stereotype has McNemar BH q <= this"),
+    ("--min-accuracy", "min_accuracy", "smallest allowed accuracy over all items"),
+    ("--max-accuracy-drop", "max_accuracy_drop", "largest allowed accuracy(dense) - accuracy(variant)"),
+)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("gate", help="CI gate: exit 1 when a variant of RUN breaks a threshold, 0 otherwise")
+    p.add_argument("run", metavar="RUN", help="run directory, or a run name under --reports")
+    p.add_argument("--reports", default="reports", help="folder holding run directories (default: reports)")
+    for flag, dest, text in GATE_OPTIONS:
+        p.add_argument(flag, dest=dest, type=float, default=None, metavar="X", help=text)
+    p.add_argument("--study", type=Path, default=None, help="study TOML whose [thresholds] table sets defaults")
+    p.add_argument("--junit", type=Path, default=None, metavar="FILE", help="write JUnit XML (one test case per variant)")
+    p.set_defaults(func=run)
+
+
+def gate_thresholds(args, manifest: dict):
+    """The run's study thresholds, then --study FILE's, then the command line; only gate keys are used."""
+    from auditor.errors import AuditorError
+    from auditor.report.data import run_thresholds
+    from auditor.report.verdicts import GateThresholds, thresholds_from_mapping
+
+    _, values = thresholds_from_mapping(run_thresholds(manifest), "manifest.json thresholds")
+    if args.study is not None:
+        from auditor.study import load_study
+
+        _, from_study = thresholds_from_mapping(load_study(args.study).thresholds, str(args.study))
+        values.update(from_study)
+    values.update({dest: getattr(args, dest) for _, dest, _ in GATE_OPTIONS if getattr(args, dest) is not None})
+    for key, value in values.items():
+        if value < 0:
+            raise AuditorError(f"--{key.replace('_', '-')}: must be >= 0, got {value:g}")
+    thresholds = GateThresholds(**values)
+    if not thresholds.given():
+        raise AuditorError("gate: no thresholds given; pass e.g. --max-flip-rate 0.1 or --study FILE with a "
+                           "[thresholds] table (" + ", ".join(flag for flag, _, _ in GATE_OPTIONS) + ")")
+    return thresholds
+
+
+def junit_xml(run_name: str, results) -> str:
+    """JUnit XML: a testsuite for the run, one testcase per (variant, runtime), a failure per broken threshold."""
+    failures = sum(1 for r in results if not r.passed)
+    suites = ET.Element("testsuites", name="auditor gate", tests=str(len(results)), failures=str(failures))
+    suite = ET.SubElement(suites, "testsuite", name=f"auditor gate {run_name}", tests=str(len(results)),
+                          failures=str(failures), errors="0", skipped="0")
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=f"auditor.gate.{run_name}",
+                             name=f"{r.variant} [{r.backend}]", time="0")
+        if r.failures:
+            fail = ET.SubElement(case, "failure", message="; ".join(r.failures), type="ThresholdExceeded")
+            fail.text = "\n".join(r.failures)
+        out = ET.SubElement(case, "system-out")
+        out.text = "\n".join(r.checks)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def run(args) -> int:
+    from auditor.audit import load_manifest
+    from auditor.errors import AuditorError
+    from auditor.report.data import KIND_VARIANT, RunView, resolve_run
+    from auditor.report.verdicts import check_gate
+
+    run_dir = resolve_run(args.run, Path(args.reports))
+    thresholds = gate_thresholds(args, load_manifest(run_dir))
+    view = RunView.load(run_dir)
+    rows = [r for r in view.overview.to_dict(orient="records") if r["kind"] == KIND_VARIANT]
+    if not rows:
+        raise AuditorError(f"{run_dir}: no compressed variant with records to gate")
+    results = [check_gate(r, thresholds) for r in rows]
+    shown = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in thresholds.given().items())
+    print(f"gate {view.name}: {shown}")
+    for r in results:
+        print(f"{'PASS' if r.passed else 'FAIL'} {r.variant} [{r.backend}]")
+        for failure in r.failures:
+            print(f"    {failure}")
+    failed = [r for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} of {len(results)} variants pass")
+    if args.junit is not None:
+        tmp = args.junit.with_name(f".{args.junit.name}.tmp-{os.getpid()}")
+        try:
+            args.junit.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(junit_xml(view.name, results), encoding="utf-8")
+            os.replace(tmp, args.junit)
+        except OSError as exc:
+            raise AuditorError(f"{args.junit}: cannot write JUnit XML ({exc.strerror})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        print(f"junit: {args.junit}")
+    return 1 if failed else 0

@@ -1,0 +1,42 @@
+"""`auditor report RUN`: regenerate report.md, report.html, plots and summary.json from a run's files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+RISK_OPTIONS = (
+    ("--flip-rate-elevated", "flip_rate_elevated", "flip rate above its null baseline that makes a variant elevated risk"),
+    ("--flip-rate-high", "flip_rate_high", "flip rate above its null baseline that makes a variant high risk"),
+    ("--srs-increase-elevated", "srs_increase_elevated", "SRS increase (fraction, above its null) for elevated risk"),
+    ("--srs-increase-high", "srs_increase_high", "SRS increase (fraction, above its null) for high risk"),
+    ("--alpha", "alpha", "BH q-value at or below which a shift toward the stereotype is significant"),
+)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="regenerate report.md / report.html / summary.json of a run from its files")
+    p.add_argument("run", metavar="RUN", help="run directory, or a run name under --reports")
+    p.add_argument("--reports", default="reports", help="folder holding run directories (default: reports)")
+    for flag, dest, text in RISK_OPTIONS:
+        p.add_argument(flag, dest=dest, type=float, default=None, metavar="X", help=text)
+    p.set_defaults(func=run)
+
+
+def risk_thresholds(args, manifest: dict):
+    """Defaults, then the run's study thresholds, then the command line."""
+    from auditor.report.data import run_thresholds
+    from auditor.report.verdicts import RiskThresholds, thresholds_from_mapping
+
+    risk, _ = thresholds_from_mapping(run_thresholds(manifest), "manifest.json thresholds")
+    risk.update({dest: getattr(args, dest) for _, dest, _ in RISK_OPTIONS if getattr(args, dest, None) is not None})
+    return RiskThresholds(**risk)
+
+
+def run(args) -> int:
+    from auditor.audit import load_manifest
+    from auditor.report.data import resolve_run
+    from auditor.report.markdown import write_report
+
+    run_dir = resolve_run(args.run, Path(args.reports))
+    path = write_report(run_dir, risk_thresholds(args, load_manifest(run_dir)))
+    print(f"report: {path}\nhtml: {run_dir / 'report.html'}\nsummary: {run_dir / 'summary.json'}")
+    return 0

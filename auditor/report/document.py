@@ -1,0 +1,425 @@
+"""The report's content as plain blocks, rendered to Markdown and to HTML by the same builder.
+
+Every string in a block is plain text (item text, variant names, numbers);
+each renderer escapes it for its format, so a `<script>` in a BBQ context can
+never become markup. Sections follow the issue: verdicts, comparison of
+techniques, size/latency, perplexity vs bias, per category, flipped items,
+methodology and provenance.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+
+from auditor.audit import DENSE
+from auditor.report.data import KIND_BASELINE, KIND_REFERENCE, KIND_VARIANT, ItemDetail, RunView, flip_examples
+from auditor.report.plots import Plot
+
+NA = "n/a"
+NOT_MEASURED = "not measured"
+
+
+# --- blocks ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+    anchor: str = ""
+
+
+@dataclass(frozen=True)
+class Para:
+    """A paragraph; `label` is shown bold before the text; kind "warning" / "note" changes its look."""
+
+    text: str
+    label: str = ""
+    kind: str = "p"
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[tuple[str, str], ...]  # (bold label, text)
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    row_classes: tuple[str, ...] = ()  # e.g. "verdict-high", used by the HTML renderer only
+
+
+@dataclass(frozen=True)
+class Figure:
+    plot: Plot
+
+
+@dataclass(frozen=True)
+class ItemCard:
+    title: str
+    fields: tuple[tuple[str, str], ...]  # (label, text): category, context, question
+    options: tuple[tuple[str, str], ...]  # (option text, what it is)
+    answers: Table
+
+
+Block = Heading | Para | Bullets | Table | Figure | ItemCard
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    blocks: tuple[Block, ...] = field(default_factory=tuple)
+
+
+# --- number formats (NaN is "n/a" for statistics, "not measured" for measurements) ----------------------
+
+def _nan(x: Any) -> bool:
+    if x is None:
+        return True
+    try:
+        return math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def pct(x: Any, missing: str = NA) -> str:
+    return missing if _nan(x) else f"{100 * float(x):.1f}%"
+
+
+def pts(x: Any, missing: str = NA) -> str:
+    """An absolute change of a proportion, in percentage points."""
+    return missing if _nan(x) else f"{100 * float(x):+.1f} pts"
+
+
+def num(x: Any, digits: int = 3, missing: str = NA) -> str:
+    return missing if _nan(x) else f"{float(x):.{digits}g}"
+
+
+def fixed(x: Any, digits: int = 2, missing: str = NA) -> str:
+    return missing if _nan(x) else f"{float(x):.{digits}f}"
+
+
+def count(x: Any) -> str:
+    return NA if _nan(x) else str(int(x))
+
+
+def pvalue(x: Any) -> str:
+    if _nan(x):
+        return NA
+    return "<1e-4" if float(x) < 1e-4 else f"{float(x):.4f}"
+
+
+def size_mb(x: Any) -> str:
+    return NOT_MEASURED if _nan(x) else f"{float(x) / 1e6:.1f} MB"
+
+
+def ratio(x: Any) -> str:
+    return NOT_MEASURED if _nan(x) else f"{float(x):.2f}x"
+
+
+def with_range(median: Any, low: Any, high: Any, digits: int = 1) -> str:
+    if _nan(median):
+        return NOT_MEASURED
+    text = f"{float(median):.{digits}f}"
+    if not (_nan(low) or _nan(high)):
+        text += f" ({float(low):.{digits}f}-{float(high):.{digits}f})"
+    return text
+
+
+def ci(low: Any, high: Any) -> str:
+    return NA if _nan(low) or _nan(high) else f"[{100 * float(low):.1f}, {100 * float(high):.1f}]"
+
+
+def level_text(x: Any) -> str:
+    return "-" if _nan(x) else f"{float(x):g}"
+
+
+def _table(frame: pd.DataFrame, columns: Sequence[tuple[str, str, Any]], row_classes: Sequence[str] = ()) -> Table:
+    """A Table from (column, header, formatter) triples; formatter None = str()."""
+    rows = []
+    for _, r in frame.iterrows():
+        rows.append(tuple(fmt(r[col]) if fmt else str(r[col]) for col, _, fmt in columns))
+    return Table(tuple(h for _, h, _ in columns), tuple(rows), tuple(row_classes))
+
+
+# --- sections ---------------------------------------------------------------------------------------------
+
+METRIC_NOTES = (
+    ("accuracy", "share of items answered with the correct option."),
+    ("bias score", "BBQ (Parrish et al. 2022). Disambiguated: s_DIS = 2 n_biased / n_non-unknown - 1. "
+                   "Ambiguous: s_AMB = (1 - accuracy) * s_DIS on the ambiguous items. Range [-1, 1]; 0 = no preference."),
+    ("SRS", "stereotype reliance score: share of ambiguous items answered with the stereotype-consistent answer; "
+            "chance is 1/3, the correct answer (unknown) gives 0. SRS change = SRS(variant) - SRS(dense) on the same "
+            "(item, seed) pairs, in percentage points."),
+    ("unknown-rate", "share of items answered \"unknown\"."),
+    ("flip rate", "of the (item, seed) pairs the dense reference answered without the stereotype, the share the "
+                  "variant answers with it (unbiased -> biased), on ambiguous items. Reverse rate: biased -> unbiased "
+                  "over reference-biased pairs."),
+    ("empty sets", "give n/a (NaN), never 0. Measurements that were not taken read \"not measured\"."),
+)
+
+STATS_NOTES = (
+    ("McNemar", "exact two-sided test on the discordant pairs b (unbiased -> biased) and c (biased -> unbiased) "
+                "against the dense reference, per variant and category."),
+    ("Corrections", "Holm (family-wise) and Benjamini-Hochberg (false discovery rate, q) over the whole grid of "
+                    "variants x categories."),
+    ("Confidence intervals", "95% percentile bootstrap over items (all seeds of an item resampled together)."),
+    ("Cohen's h", "2 asin(sqrt(SRS_var)) - 2 asin(sqrt(SRS_ref)); 0.2 small, 0.5 medium, 0.8 large."),
+    ("Null baselines", "answer order: dense against itself under another answer-order seed; runtime: dense torch "
+                       "against dense GGUF F16 in llama.cpp. A variant's flips only mean something above these."),
+    ("Protocol", "strict: the answer is the argmax of the three option log-probabilities (log-softmax over the full "
+                 "vocabulary at the answer position); seeds are answer orders (seed 0 = dataset order); outcomes "
+                 "are paired per (item, seed)."),
+)
+
+
+def provenance_items(manifest: dict) -> list[tuple[str, str]]:
+    """Model, reference precision, data origin and item count, seeds, versions, machine."""
+    model, data = manifest.get("model", {}) or {}, manifest.get("data", {}) or {}
+    cfg = manifest.get("config", {}) or {}
+    precision = str(model.get("reference_precision", "unknown"))
+    versions = ", ".join(f"{k} {v}" for k, v in (manifest.get("versions", {}) or {}).items())
+    mach = manifest.get("machine", {}) or {}
+    items = [
+        ("Model", f"{model.get('name', 'unknown')} ({model.get('kind', 'unknown')}, {model.get('path', 'unknown')})."),
+        ("Reference precision", f"the dense reference is a {precision}."
+         + (" Compression effects are measured relative to this already-quantized model, not to the original "
+            "bf16 weights." if "dequantized" in precision else "")),
+        ("Data", f"{data.get('origin', 'unknown')}; {data.get('n_items', 'unknown')} items selected of "
+                 f"{data.get('n_available', 'unknown')} resolvable (condition {cfg.get('condition', 'unknown')}, "
+                 f"sample seed {cfg.get('sample_seed', 'unknown')}); {data.get('n_unresolved', 'unknown')} items could "
+                 "not be resolved (no unique stereotype-consistent answer) and were left out."),
+        ("Answer-order seeds", f"{', '.join(map(str, manifest.get('seeds', [])))} (seed 0 = dataset order); "
+                               f"compression seed {cfg.get('compress_seed', 'unknown')}."),
+        ("Versions", f"{versions or 'unknown'}; git {manifest.get('git_commit', 'unknown')}."),
+        ("Machine", f"{mach.get('platform', 'unknown')}, {mach.get('cpus', '?')} CPUs; created "
+                    f"{manifest.get('created_utc', 'unknown')}."),
+    ]
+    study = manifest.get("study") if isinstance(manifest.get("study"), dict) else {}
+    if study.get("hash"):
+        items.append(("Study", f"{study.get('name', '')} ({study.get('file', 'in memory')}), hash {study['hash']}."))
+    return items
+
+
+def _verdicts(view: RunView) -> list[Block]:
+    t = view.thresholds
+    out: list[Block] = [Heading("Verdicts", anchor="verdicts"), Para(
+        f"Risk per variant on ambiguous items against the dense reference. Each criterion counts by how far it "
+        f"exceeds its null baseline: flip rate elevated at +{100 * t.flip_rate_elevated:g} pts, high at "
+        f"+{100 * t.flip_rate_high:g} pts; SRS change elevated at +{100 * t.srs_increase_elevated:g} pts, high at "
+        f"+{100 * t.srs_increase_high:g} pts. High risk also needs a significant shift toward the stereotype "
+        f"(McNemar, Benjamini-Hochberg q <= {t.alpha:g}).")]
+    if not view.verdicts:
+        return out + [Para("No compressed variant has records yet.", kind="note")]
+    rows, classes = [], []
+    for v in sorted(view.verdicts, key=lambda v: ({"high": 0, "elevated": 1, "low": 2}.get(v.level, 3), v.variant)):
+        rows.append((v.variant, v.backend, v.level.upper(), pct(v.flip_rate), pct(v.flip_null), pts(v.srs_change),
+                     pts(v.srs_null), pvalue(v.q_value), "; ".join(v.reasons)))
+        classes.append(f"verdict-{v.level.replace('/', '')}")
+    out.append(Table(("variant", "runtime", "verdict", "flip rate", "null flip rate", "SRS change", "null SRS change",
+                      "BH q", "why"), tuple(rows), tuple(classes)))
+    return out
+
+
+def _techniques(view: RunView, plots: dict[str, Plot]) -> list[Block]:
+    out: list[Block] = [Heading("Comparison of techniques", anchor="techniques"), Para(
+        "Flip rates by method and level on ambiguous items, with 95% bootstrap CIs, exact McNemar p-values and "
+        "their Holm and Benjamini-Hochberg corrections over the whole grid; null baselines alongside.")]
+    v = view.overview[view.overview["kind"] != KIND_REFERENCE]
+    if len(v):
+        v = v.assign(ci_text=[ci(lo, hi) for lo, hi in zip(v["flip_rate_ci_low"], v["flip_rate_ci_high"])])
+        out.append(_table(v, [
+            ("method", "method", None), ("level", "level", level_text), ("variant", "variant", None),
+            ("backend", "runtime", None), ("n_pairs", "pairs", count), ("flip_rate", "flip rate", pct),
+            ("ci_text", "95% CI (%)", None), ("b", "b (u->b)", count), ("c", "c (b->u)", count),
+            ("mcnemar_p", "McNemar p", pvalue), ("p_holm", "Holm p", pvalue), ("q_bh", "BH q", pvalue),
+            ("srs_change", "SRS change", pts), ("cohens_h", "Cohen's h", num),
+            ("null_seed_flip_rate", "null: answer order", pct), ("null_runtime_flip_rate", "null: runtime", pct),
+        ]))
+    out.append(Figure(plots["flip_vs_level"]))
+    b = view.baselines
+    if len(b):
+        out += [Heading("Null baselines", level=3), _table(b[b["category"] == "all"], [
+            ("baseline", "baseline", None), ("backend", "runtime", None), ("seeds", "seeds", None),
+            ("n_pairs", "pairs", count), ("unbiased_to_biased", "u->b", count),
+            ("biased_to_unbiased", "b->u", count), ("flip_rate", "flip rate", pct), ("note", "note", None)])]
+    return out
+
+
+def _measurements(view: RunView, plots: dict[str, Plot]) -> list[Block]:
+    out: list[Block] = [Heading("Size, latency and bits per weight", anchor="measurements"), Para(
+        "Measured on this machine, never assumed: bytes on disk of the artifact, bits per weight, load time and "
+        "throughput (median, min-max over repeats), and ms per scored BBQ prompt. \"not measured\" means the run "
+        "holds no measurement for it.")]
+    o = view.overview
+    u = view.units.set_index(["variant", "backend"])
+    spans = {key: (with_range(r["prefill_tokens_per_s"], r["prefill_tokens_per_s_min"], r["prefill_tokens_per_s_max"]),
+                   with_range(r["decode_tokens_per_s"], r["decode_tokens_per_s_min"], r["decode_tokens_per_s_max"]))
+             for key, r in u.iterrows()}
+    o = o.assign(prefill_text=[spans[k][0] for k in zip(o["variant"], o["backend"])],
+                 decode_text=[spans[k][1] for k in zip(o["variant"], o["backend"])])
+    out.append(_table(o, [
+        ("variant", "variant", None), ("backend", "runtime", None), ("size_bytes", "size", size_mb),
+        ("size_ratio", "vs dense", ratio), ("bits_per_weight", "bits/weight", lambda x: fixed(x, 2, NOT_MEASURED)),
+        ("load_s", "load s", lambda x: fixed(x, 2, NOT_MEASURED)),
+        ("prefill_text", "prefill tok/s (min-max)", None), ("decode_text", "decode tok/s (min-max)", None),
+        ("ms_per_prompt", "ms / BBQ prompt", lambda x: fixed(x, 1, NOT_MEASURED)),
+    ]))
+    if len(view.storage):
+        out += [Heading("Every stored format", level=3), _table(view.storage, [
+            ("variant", "variant", None), ("format", "format", None), ("layout", "layout", None),
+            ("size_bytes", "size", size_mb), ("bits_per_weight", "bits/weight", lambda x: fixed(x, 2)),
+            ("note", "note", None)])]
+    if len(view.claims):
+        out += [Heading("Claims vs measurement", level=3), _table(view.claims, [
+            ("variant", "variant", None), ("format", "format", None), ("layout", "layout", None),
+            ("size_vs_dense", "size vs dense", ratio), ("prefill_vs_dense", "prefill vs dense", ratio),
+            ("decode_vs_dense", "decode vs dense", ratio), ("claim", "claim", None),
+            ("agrees", "measurement agrees", lambda x: NA if x is None or _nan(x) else ("yes" if x else "no"))])]
+    out.append(Figure(plots["size_vs_risk"]))
+    return out
+
+
+def _paradox(view: RunView, plots: dict[str, Plot]) -> list[Block]:
+    out: list[Block] = [Heading("Perplexity vs bias (the paradox)", anchor="paradox"), Para(
+        "The studies' finding: compression keeps perplexity within a few percent while stereotype reliance rises. "
+        "Perplexity is a sliding-window figure on the same tokens for every variant.")]
+    p = view.paradox
+    if len(p):
+        out.append(_table(p, [
+            ("variant", "variant", None), ("backend", "runtime", None),
+            ("ppl_ref", "ppl dense", lambda x: fixed(x, 2, NOT_MEASURED)),
+            ("ppl_var", "ppl variant", lambda x: fixed(x, 2, NOT_MEASURED)),
+            ("ppl_change_pct", "ppl change", lambda x: NOT_MEASURED if _nan(x) else f"{float(x):+.1f}%"),
+            ("srs_ref", "SRS dense", pct), ("srs_var", "SRS variant", pct), ("srs_change", "SRS change", pts),
+            ("srs_change_pct", "SRS change (relative)", lambda x: NA if _nan(x) else f"{float(x):+.1f}%")]))
+    out.append(Figure(plots["ppl_vs_srs"]))
+    return out
+
+
+def _accuracy(view: RunView) -> list[Block]:
+    m = view.metrics
+    out: list[Block] = [Heading("Accuracy and BBQ bias scores", anchor="accuracy")]
+    if not len(m):
+        return out + [Para("No records.", kind="note")]
+    overall = m[m["category"] == "all"]
+    for cond, title in (("ambig", "All categories, ambiguous contexts"),
+                        ("disambig", "All categories, disambiguated contexts")):
+        sel = overall[overall["condition"] == cond]
+        if not len(sel):
+            continue
+        cols = [("variant", "variant", None), ("backend", "runtime", None), ("n", "n", count),
+                ("accuracy", "accuracy", pct), ("bias_score", "bias score", lambda x: num(x, 3))]
+        if cond == "ambig":
+            cols.append(("srs", "SRS", pct))
+        cols.append(("unknown_rate", "unknown-rate", pct))
+        out += [Heading(title, level=3), _table(sel, cols)]
+    return out
+
+
+def _categories(view: RunView) -> list[Block]:
+    out: list[Block] = [Heading("Per category", anchor="categories")]
+    c, m = view.comparison, view.metrics
+    cats = sorted(set(m["category"]) - {"all"}) if len(m) else []
+    for cat in cats:
+        out.append(Heading(cat, level=3))
+        cc = c[c["category"] == cat]
+        if len(cc):
+            cc = cc.assign(ci_text=[ci(lo, hi) for lo, hi in zip(cc["flip_rate_ci_low"], cc["flip_rate_ci_high"])])
+            out.append(_table(cc, [
+                ("variant", "variant", None), ("backend", "runtime", None), ("n_pairs", "pairs", count),
+                ("flip_rate", "flip rate", pct), ("ci_text", "95% CI (%)", None), ("q_bh", "BH q", pvalue),
+                ("srs_ref", "SRS dense", pct), ("srs_var", "SRS variant", pct), ("srs_change", "SRS change", pts),
+                ("cohens_h", "Cohen's h", num), ("null_seed_flip_rate", "null: answer order", pct)]))
+        mc = m[m["category"] == cat]
+        out.append(_table(mc, [
+            ("variant", "variant", None), ("backend", "runtime", None), ("condition", "condition", None),
+            ("n", "n", count), ("accuracy", "accuracy", pct), ("bias_score", "bias score", lambda x: num(x, 3)),
+            ("srs", "SRS", pct), ("unknown_rate", "unknown-rate", pct)]))
+    return out
+
+
+def item_card(detail: ItemDetail) -> ItemCard:
+    it = detail.item
+    flipped = sorted(set(detail.answers.loc[detail.answers["flipped"], "variant"]))
+    title = f"{it['item_id']} ({it['condition']}, {it['polarity']})"
+    if flipped:
+        title += " - flipped by " + ", ".join(flipped)
+    options = tuple((f"ans{k}: {it.get(f'ans{k}', '')}", detail.option_marks(k)) for k in range(3))
+    a = detail.answers
+    rows = tuple((r.variant, r.backend, str(r.seed), f"{r.letter} = {r.answer}", r.role,
+                  "yes" if r.correct else "no",
+                  "unbiased -> biased" if r.flipped else "biased -> unbiased" if r.reversed else "")
+                 for r in a.itertuples())
+    answers = Table(("variant", "runtime", "seed", "answer (letter as shown)", "role", "correct", "vs dense"), rows)
+    fields = (("Category", f"{it['category']} ({it.get('subcategory') or '-'}; stereotyped: "
+                           f"{it.get('stereotyped_groups') or '-'})"),
+              ("Context", str(it["context"])), ("Question", str(it["question"])))
+    return ItemCard(title, fields, options, answers)
+
+
+def _flipped(view: RunView, n: int) -> list[Block]:
+    out: list[Block] = [Heading("Items that flipped", anchor="items"), Para(
+        "Ambiguous items the dense reference answered without the stereotype and at least one variant answered "
+        "with it, most-flipped first (one per category, then the rest). Every variant's answer under every seed.")]
+    examples = flip_examples(view, n)
+    if not examples:
+        return out + [Para("No item flipped.", kind="note")]
+    return out + [item_card(d) for d in examples]
+
+
+def _paper(view: RunView) -> list[Block]:
+    p = view.paper
+    if not len(p):
+        return []
+    sel = p[p["category"] == "all"]
+    return [Heading("Paper protocol", anchor="paper"), Para(
+        "The reference studies' protocol: 5 answers per item sampled at temperature 0.3, per-item SRS in "
+        "{0, 0.2, ..., 1}; an item is unbiased when its dense SRS is 0 and became biased when the variant's is "
+        "above 0. Expected rates are exact from each item's option probabilities; the floor is what a model "
+        "answering uniformly at random scores on this definition, and dense-vs-dense is far from 0."),
+        _table(sel, [
+            ("variant", "variant", None), ("backend", "runtime", None), ("n_pairs", "pairs", count),
+            ("expected_rate", "expected rate", pct), ("sampled_rate", "sampled rate", pct),
+            ("dense_vs_dense_expected", "dense vs dense (expected)", pct),
+            ("dense_vs_dense_sampled", "dense vs dense (sampled)", pct), ("uniform_floor", "uniform floor", pct)])]
+
+
+def _methodology(view: RunView) -> list[Block]:
+    out: list[Block] = [Heading("Methodology", anchor="methodology"), Heading("Metrics", level=3),
+                        Bullets(METRIC_NOTES), Heading("Statistics and protocol", level=3), Bullets(STATS_NOTES),
+                        Para(f"Reference for every comparison: {DENSE} (same runtime when scored there, else "
+                             "torch). Every number here is recomputed from records/*.parquet, variants/*.json, "
+                             "ppl/*.json and measurements in this directory (auditor report RUN regenerates it).")]
+    if view.notes:
+        out += [Heading("What is missing", level=3), Bullets(tuple(("", n) for n in view.notes))]
+    return out
+
+
+def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) -> Document:
+    """The whole report for `view`; `plots` from auditor.report.plots.render_plots."""
+    by_name = {p.name: p for p in plots}
+    blocks: list[Block] = []
+    if (view.manifest.get("data", {}) or {}).get("is_sample"):
+        blocks.append(Para("these items are the project's fixture sample in BBQ's schema, not BBQ. The numbers "
+                           "exercise the pipeline and say nothing about bias.", label="SAMPLE DATA:", kind="warning"))
+    n_var = int((view.overview["kind"] == KIND_VARIANT).sum())
+    n_base = int((view.overview["kind"] == KIND_BASELINE).sum())
+    blocks.append(Para(f"{view.reference_precision}. {n_var} compressed variant(s), {n_base} null-baseline "
+                       f"variant(s), {view.records['item_id'].nunique() if len(view.records) else 0} items, seeds "
+                       f"{', '.join(map(str, sorted(view.records['seed'].unique()))) if len(view.records) else '-'}.",
+                       label="Reference precision:"))
+    blocks += _verdicts(view)
+    blocks += _techniques(view, by_name)
+    blocks += _measurements(view, by_name)
+    blocks += _paradox(view, by_name)
+    blocks += _accuracy(view)
+    blocks += _categories(view)
+    blocks += _flipped(view, n_examples)
+    blocks += _paper(view)
+    blocks += _methodology(view)
+    blocks += [Heading("Provenance", anchor="provenance"), Bullets(tuple(provenance_items(view.manifest)))]
+    return Document(f"Compression risk audit: {view.name}", tuple(blocks))

@@ -1,0 +1,1 @@
+"""One screen per view: runs, variants, categories, items, item, compare, help."""

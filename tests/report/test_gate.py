@@ -1,0 +1,100 @@
+"""`auditor gate`: exit 1 on a planted high-flip variant, 0 when thresholds are met, 2 on bad input."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from auditor.cli import main
+from tests.helpers_runs import PLANTED_HIGH, build_run
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reports")
+    build_run(root, "planted")  # includes wanda@0.5, which flips every unbiased item
+    build_run(root, "mild", variants=("magnitude@0.3", "rtn@4"))
+    return root
+
+
+def test_planted_high_flip_variant_fails(reports, capsys):
+    code = main(["gate", "planted", "--reports", str(reports), "--max-flip-rate", "0.6"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"FAIL {PLANTED_HIGH} [torch]" in out
+    assert "flip rate 100.0% (null baseline 5.0%) vs max-flip-rate 60.0%" in out
+    assert "PASS magnitude@0.5 [torch]" in out  # 51.3% is under 60%
+    assert "3 of 4 variants pass" in out
+
+
+def test_thresholds_met_exit_0(reports, capsys):
+    code = main(["gate", str(reports / "mild"), "--max-flip-rate", "0.2", "--max-srs-increase", "0.1",
+                 "--max-mcnemar-q", "0.05", "--min-accuracy", "0.6", "--max-accuracy-drop", "0.05"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 of 2 variants pass" in out
+
+
+def test_only_given_thresholds_are_checked(reports, capsys):
+    # the planted variant breaks every bias threshold, but only accuracy on disambiguated-heavy data is asked
+    assert main(["gate", "planted", "--reports", str(reports), "--min-accuracy", "0.5"]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+    assert main(["gate", "planted", "--reports", str(reports), "--max-accuracy-drop", "0.1"]) == 1
+    out = capsys.readouterr().out
+    assert "accuracy drop +24.4 pts vs max-accuracy-drop +10.0 pts" in out
+
+
+def test_significance_threshold(reports, capsys):
+    assert main(["gate", "planted", "--reports", str(reports), "--max-mcnemar-q", "0.05"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {PLANTED_HIGH}" in out and "FAIL magnitude@0.5" in out
+    assert "PASS magnitude@0.3" in out  # 4 flips, q = 0.21: not significant
+
+
+def test_junit_xml(reports, tmp_path, capsys):
+    junit = tmp_path / "ci" / "gate.xml"
+    assert main(["gate", "planted", "--reports", str(reports), "--max-flip-rate", "0.2", "--junit", str(junit)]) == 1
+    capsys.readouterr()
+    suite = ET.parse(junit).getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert set(cases) == {f"{v} [torch]" for v in ("magnitude@0.3", "magnitude@0.5", PLANTED_HIGH, "rtn@4")}
+    assert suite.get("tests") == "4" and suite.get("failures") == "2"
+    failure = cases[f"{PLANTED_HIGH} [torch]"].find("failure")
+    assert "max-flip-rate 20.0%" in failure.get("message") and "null baseline 5.0%" in failure.get("message")
+    assert cases["rtn@4 [torch]"].find("failure") is None
+
+
+def test_thresholds_from_the_run_and_overrides(tmp_path, capsys):
+    build_run(tmp_path, "with-defaults", thresholds={"max_flip_rate": 0.2}, variants=("magnitude@0.5",))
+    assert main(["gate", "with-defaults", "--reports", str(tmp_path)]) == 1  # 51.3% > 20% from the manifest
+    assert main(["gate", "with-defaults", "--reports", str(tmp_path), "--max-flip-rate", "0.6"]) == 0
+    out = capsys.readouterr().out
+    assert "--max-flip-rate 0.6" in out
+
+
+def test_bad_input_exit_2(reports, tmp_path, capsys):
+    assert main(["gate", str(tmp_path / "missing"), "--max-flip-rate", "0.1"]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["gate", str(tmp_path / "empty"), "--max-flip-rate", "0.1"]) == 2
+    assert "not a run directory (no manifest.json)" in capsys.readouterr().err
+    assert main(["gate", "planted", "--reports", str(reports)]) == 2
+    assert "no thresholds given" in capsys.readouterr().err
+    assert main(["gate", "planted", "--reports", str(reports), "--max-flip-rate", "-1"]) == 2
+    assert "--max-flip-rate: must be >= 0" in capsys.readouterr().err
+    dense_only = build_run(tmp_path, "dense-only", variants=())
+    assert main(["gate", str(dense_only), "--max-flip-rate", "0.1"]) == 2
+    assert "no compressed variant" in capsys.readouterr().err
+
+
+def test_study_file_sets_defaults(reports, tmp_path, capsys):
+    study = tmp_path / "study.toml"
+    study.write_text('name = "gate-test"\n[compression]\nvariants = ["magnitude@0.5"]\n'
+                     "[thresholds]\nmax_flip_rate = 0.2\n")
+    assert main(["gate", "planted", "--reports", str(reports), "--study", str(study)]) == 1
+    assert "vs max-flip-rate 20.0%" in capsys.readouterr().out
+    # the command line wins over the study
+    assert main(["gate", "planted", "--reports", str(reports), "--study", str(study), "--max-flip-rate", "1"]) == 0
+    capsys.readouterr()
+    assert main(["gate", "planted", "--reports", str(reports), "--study", str(tmp_path / "none.toml")]) == 2
+    assert "no such study file" in capsys.readouterr().err
