@@ -186,12 +186,18 @@ def _parse_item(raw: dict, path: Path, line: int) -> tuple[BBQItem, str]:
         raise DataError(path, f"question_polarity {polarity!r} is not neg or nonneg", line)
     if condition not in CONDITIONS:
         raise DataError(path, f"context_condition {condition!r} is not ambig or disambig", line)
+    example_id, label = _integer(raw, "example_id", path, line), _integer(raw, "label", path, line)
+    for key in ("context", "question", "ans0", "ans1", "ans2"):
+        if not isinstance(raw[key], str):
+            raise DataError(path, f"{key} must be a string, got {type(raw[key]).__name__}", line)
     try:
-        example_id = int(raw["example_id"])
-        label = int(raw["label"])
         info = raw["answer_info"]
+        if not all(isinstance(info[f"ans{k}"], list) and len(info[f"ans{k}"]) >= 2 for k in range(3)):
+            raise TypeError("answer_info.ansK must be [text, group] lists")
         groups = tuple(str(info[f"ans{k}"][1]) for k in range(3))
         texts = tuple(str(info[f"ans{k}"][0]) for k in range(3))
+        if not isinstance(raw["additional_metadata"]["stereotyped_groups"], list):
+            raise TypeError("additional_metadata.stereotyped_groups must be a list")
         stereotyped = tuple(str(g) for g in raw["additional_metadata"]["stereotyped_groups"])
         answers = tuple(str(raw[f"ans{k}"]) for k in range(3))
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -220,6 +226,16 @@ def _parse_item(raw: dict, path: Path, line: int) -> tuple[BBQItem, str]:
     return item, reason
 
 
+def _integer(raw: dict, key: str, path: Path, line: int) -> int:
+    """An int64 field: a JSON integer or a string of digits (never a bool, float or infinity)."""
+    value = raw[key]
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
+        return value
+    raise DataError(path, f"{key} must be an integer, got {str(value)[:40]!r}", line)
+
+
 def read_jsonl(path: Path) -> list[tuple[BBQItem, str]]:
     """Parse one BBQ jsonl file; any bad line raises DataError naming file and line."""
     out: list[tuple[BBQItem, str]] = []
@@ -229,7 +245,9 @@ def read_jsonl(path: Path) -> list[tuple[BBQItem, str]]:
         raise DataError(path, f"not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise DataError(path, f"cannot read: {exc.strerror}") from None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: str.splitlines() also breaks at U+2028, \x1c, \x85 ..., which
+    # may appear inside JSON strings and would shift the line numbers errors report.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -1,4 +1,7 @@
-"""`auditor audit`: score the dense model and compressed variants on BBQ and write a report."""
+"""`auditor audit`: score the dense model and compressed variants on BBQ and write a report.
+
+A thin front: the options become an in-memory study run by `auditor.runner`, like `auditor run`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--run", default="demo", help="run name; the run directory is REPORTS/RUN")
     p.add_argument("--reports", default="reports", help="folder holding run directories")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory (off by default)")
+    p.add_argument("--no-null-baselines", dest="null_baselines", action="store_false",
+                   help="skip the dense GGUF F16 (llama.cpp) runtime-noise unit")
+    p.add_argument("--force", action="store_true",
+                   help="reuse a run directory made with other options (see `auditor run --force`)")
     p.set_defaults(func=run)
 
 
@@ -46,8 +53,8 @@ def run(args) -> int:
         categories=tuple(c.strip() for c in args.categories.split(",")) if args.categories else None,
         condition=args.condition, n_items=args.n_items, sample_seed=args.sample_seed, seeds=seeds,
         batch_size=args.batch_size, device=args.device, run_name=args.run, reports_dir=args.reports,
-        calib=args.calib, trust_remote_code=args.trust_remote_code,
+        calib=args.calib, trust_remote_code=args.trust_remote_code, null_baselines=args.null_baselines,
     )
-    run_dir = run_audit(cfg)
+    run_dir = run_audit(cfg, force=args.force)
     print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
     return 0

@@ -1,0 +1,39 @@
+"""`auditor run STUDY.toml`: run (or resume) a study; finished units are skipped."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run or resume a study file (models x compressor specs x seeds)")
+    p.add_argument("study", help="study file (TOML); see docs/study.md and studies/*.toml")
+    p.add_argument("--force", action="store_true",
+                   help="reuse a run directory made by a changed study: keep its units whose definition is "
+                        "unchanged, move the rest to superseded/ and redo them")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="override the study's execution.executor")
+    p.add_argument("--ray-address", default=None, help="override execution.ray_address (default: a local cluster)")
+    p.add_argument("--out", default=None, help="override output_dir (a relative path here is relative to the "
+                                               "current folder)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model code shipped in a model directory (off by default; a study file cannot enable it)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import os
+    from dataclasses import replace
+
+    from auditor.runner import run_study
+    from auditor.study import load_study
+
+    study = load_study(args.study)
+    execution = study.execution
+    if args.executor:
+        execution = replace(execution, executor=args.executor)
+    if args.ray_address:
+        execution = replace(execution, ray_address=args.ray_address)
+    study = replace(study, execution=execution, trust_remote_code=args.trust_remote_code)
+    if args.out:
+        study = replace(study, output_dir=os.path.abspath(args.out))
+    for run_dir in run_study(study, force=args.force):
+        print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
+    return 0

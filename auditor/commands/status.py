@@ -1,0 +1,34 @@
+"""`auditor status RUN`: which units of a run are finished, and whether a process is running it."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("status", help="show a run directory's units (finished / pending) and state")
+    p.add_argument("run", help="run directory, or a run name under --reports")
+    p.add_argument("--reports", default="reports", help="folder holding run directories (for a bare run name)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from auditor.runner import run_status
+
+    run_dir = Path(args.run)
+    if not run_dir.is_dir() and (Path(args.reports) / args.run).is_dir():
+        run_dir = Path(args.reports) / args.run
+    status = run_status(run_dir)
+    if args.json:
+        doc = {**asdict(status), "run_dir": str(status.run_dir), "n_finished": status.n_finished}
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"run {status.run_dir} (study {status.study}, hash {status.study_hash[:12]})")
+    print(f"state: {status.state}" + (f" - {status.detail}" if status.detail else ""))
+    print(f"units: {status.n_finished}/{len(status.units)} finished; report: {'yes' if status.has_report else 'no'}")
+    width = max((len(u.id) for u in status.units), default=0)
+    for u in status.units:
+        print(f"  {u.state:<9} {u.id:<{width}}  {u.variant} on {u.backend}")
+    return 0
