@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/auditor audit --variant magnitude@0.5 --run demo
+	$(BIN)/auditor run studies/demo.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
