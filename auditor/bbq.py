@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Iterator, Literal
 
 import numpy as np
 
@@ -174,7 +174,7 @@ def resolve_roles(
 # --- loading -----------------------------------------------------------------
 
 
-def _parse_item(raw: dict, path: Path, line: int) -> tuple[BBQItem, str]:
+def parse_item(raw: dict, path: Path, line: int) -> tuple[BBQItem, str]:
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise DataError(path, f"missing field(s) {', '.join(missing)}", line)
@@ -236,11 +236,10 @@ def _integer(raw: dict, key: str, path: Path, line: int) -> int:
     raise DataError(path, f"{key} must be an integer, got {str(value)[:40]!r}", line)
 
 
-def read_jsonl(path: Path) -> list[tuple[BBQItem, str]]:
-    """Parse one BBQ jsonl file; any bad line raises DataError naming file and line."""
-    out: list[tuple[BBQItem, str]] = []
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a jsonl file; DataError names file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
@@ -256,8 +255,12 @@ def read_jsonl(path: Path) -> list[tuple[BBQItem, str]]:
             raise DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", lineno) from None
         if not isinstance(raw, dict):
             raise DataError(path, "expected a JSON object", lineno)
-        out.append(_parse_item(raw, path, lineno))
-    return out
+        yield lineno, raw
+
+
+def read_jsonl(path: Path) -> list[tuple[BBQItem, str]]:
+    """Parse one BBQ jsonl file; any bad line raises DataError naming file and line."""
+    return [parse_item(raw, path, lineno) for lineno, raw in iter_json_objects(path)]
 
 
 def _files(source: Path, categories: Iterable[str] | None) -> list[Path]:

@@ -7,13 +7,12 @@ authors' scoring script does).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from auditor.bbq import BBQItem, _parse_item
+from auditor.bbq import BBQItem, iter_json_objects, parse_item
 from auditor.errors import DataError
 from auditor.metrics import finite_or_none, summarize
 from auditor.records import COLUMNS, role_of
@@ -46,20 +45,8 @@ def score_predictions(paths: Sequence[Path], field: str) -> dict:
     """Metrics keyed "<Category>/<ambig|disambig>", plus "_skipped" counts by reason."""
     rows, skipped = [], {"no_prediction": 0, "unmatched": 0, "unresolved": 0}
     for path in paths:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise DataError(path, f"cannot read: {exc.strerror}") from None
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"malformed JSON ({exc.msg})", lineno) from None
-            if not isinstance(raw, dict):
-                raise DataError(path, "expected a JSON object", lineno)
-            item, _ = _parse_item(raw, Path(path), lineno)
+        for lineno, raw in iter_json_objects(Path(path)):
+            item, _ = parse_item(raw, Path(path), lineno)
             if field not in raw:
                 skipped["no_prediction"] += 1
                 continue
