@@ -217,6 +217,7 @@ def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
         if todo:
             for name in _REPORT_FILES:  # they would describe an older set of units
                 (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "plots", ignore_errors=True)
         _set_state(run_dir, "running", plan, n_finished=len(kept))
         done = len(kept)
         try:
