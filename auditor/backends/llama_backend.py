@@ -45,8 +45,10 @@ class LlamaCppBackend(ScoringBackend):
     """Scores PromptGroups with a GGUF model in llama.cpp, reusing each group's prefix KV cache.
 
     `reuse_prefix=False` re-decodes every full prompt from an empty cache (the
-    reference the reuse path is tested against). n_threads defaults to
-    os.cpu_count().
+    reference the reuse path is tested against). n_threads defaults to half the
+    cores, as llama-cpp-python's own default: ggml's worker threads spin-wait for
+    each other, and with one core taken by another process a 2-thread prefill on
+    2 cores was measured 34x slower than 1 thread (docs/gguf.md).
     """
 
     name = "llama.cpp"
@@ -60,7 +62,7 @@ class LlamaCppBackend(ScoringBackend):
         if source.kind != "gguf":
             raise ModelError(f"{gguf_path}: the llama.cpp backend needs a GGUF file, not an HF directory")
         self.path = source.path
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or max(1, (os.cpu_count() or 1) // 2)
         self.reuse_prefix = reuse_prefix
         try:
             self.llm = llama_cpp.Llama(
