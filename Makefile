@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The study scores the variants; `measure` adds real size/latency per storage format to the same
+# run directory (same Wanda calibration as the study), and `report` redraws the report with them.
 demo: $(STAMP)
 	$(BIN)/auditor run studies/demo.toml
+	$(BIN)/auditor measure magnitude@0.5 wanda@0.5 --calib-samples 16 --out reports/demo
+	$(BIN)/auditor report reports/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
