@@ -16,6 +16,7 @@ the expected figures can be counted by hand from the rules:
 from __future__ import annotations
 
 import dataclasses
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -139,3 +140,18 @@ def build_run(
             write_json({"ppl": PPL[spec], "n_tokens": 4096}, run / "ppl" / f"{unit}.json")
     return run
 
+
+
+class HtmlTags(HTMLParser):
+    """Every start tag with its attributes, and the page's text (for checks on rendered HTML)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)

@@ -11,14 +11,13 @@ import base64
 import io
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from auditor.report.html import CSP
 from auditor.report.markdown import write_report
-from tests.helpers_runs import SCRIPT_TEXT, build_run
+from tests.helpers_runs import SCRIPT_TEXT, HtmlTags, build_run
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
@@ -35,17 +34,6 @@ def console_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-class _Dom(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
 
 
 def test_report_renders_without_errors(tmp_path):
@@ -62,7 +50,7 @@ def test_report_renders_without_errors(tmp_path):
     result = chromium(["--dump-dom", url], tmp_path / "profile")
     assert result.returncode == 0, result.stderr[-2000:]
     assert console_lines(result.stderr) == []
-    dom = _Dom()
+    dom = HtmlTags()
     dom.feed(result.stdout)
     tags = [t for t, _ in dom.tags]
     assert "script" not in tags  # the planted <script> stayed text after parsing

@@ -3,28 +3,14 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 
 import pytest
 
 from auditor.cli import main
 from auditor.report.markdown import md, write_report
-from tests.helpers_runs import PLANTED_HIGH, SCRIPT_TEXT, build_run
+from tests.helpers_runs import PLANTED_HIGH, SCRIPT_TEXT, HtmlTags, build_run
 
 
-class _Tags(HTMLParser):
-    """Every start tag with its attributes, and the page's text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +32,7 @@ def test_files_written(run):
 
 def test_html_escapes_item_text_and_is_self_contained(run):
     page = (run / "report.html").read_text()
-    parser = _Tags()
+    parser = HtmlTags()
     parser.feed(page)
     tags = [t for t, _ in parser.tags]
     assert "script" not in tags and "link" not in tags and "iframe" not in tags
