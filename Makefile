@@ -3,6 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llama-cpp-python compiles from source (about 7 minutes on 2 cores); pip caches the wheel afterwards.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
@@ -17,6 +18,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test]'
 	touch $(STAMP)
 
+# The tests also exercise the optional Ray executor against a local Ray cluster.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -e '.[test,ray]'
+	touch $(TEST_STAMP)
+
 install: $(STAMP)
 
 # The study scores the variants; `measure` adds real size/latency per storage format to the same
@@ -26,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/auditor measure magnitude@0.5 wanda@0.5 --calib-samples 16 --out reports/demo
 	$(BIN)/auditor report reports/demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
