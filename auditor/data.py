@@ -26,6 +26,7 @@ def regenerated_categories(folder: Path) -> list[str]:
 
     The shared BBQ copy documents this in a table row such as
     `| SES.jsonl | 6864 | regenerated from the official templates |`; reports must say so.
+    For a single file, only that file's category counts.
     """
     readme = folder / "README.md" if folder.is_dir() else folder.parent / "README.md"
     if not readme.is_file():
@@ -35,6 +36,8 @@ def regenerated_categories(folder: Path) -> list[str]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 2 and cells[0].endswith(".jsonl") and "regenerated" in cells[-1].lower():
             found.append(cells[0].removesuffix(".jsonl"))
+    if not folder.is_dir():
+        found = [c for c in found if c == folder.stem]
     return found
 
 

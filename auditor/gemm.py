@@ -13,6 +13,10 @@ skips the masked half), so it is the higher, stricter bound. Norms, rotary
 embeddings, activations and softmax are not counted: they are memory-bound
 extras a real forward pays on top.
 
+For prompts planned into trees (auditor.backends.trees) the same terms are
+counted over what the plan computes: its distinct tokens, the (query, key)
+pairs its mask allows, and one head row per answer node (forward_flops).
+
 The FLOP/s rate is measured with the exact matmuls a forward runs: activations
 (tokens x in) times the transposed weight (in x out), as nn.Linear does, at
 the token count of an engine batch, weighted by how often each shape runs per
@@ -64,13 +68,18 @@ class ModelDims:
         return self.n_layers * sum(a * b for _, a, b in self.block_linears())
 
 
-def prompt_flops(dims: ModelDims, n_tokens: int) -> float:
-    """FLOPs to score one prompt of n_tokens: linear + causal attention + head at the last position."""
-    t = n_tokens
-    linear = 2.0 * dims.block_params * t
-    attention = dims.n_layers * 4.0 * dims.n_heads * dims.head_dim * t * (t + 1) / 2
-    head = 2.0 * dims.hidden * dims.vocab
+def forward_flops(dims: ModelDims, n_tokens: int, n_attended_pairs: float, n_head_rows: int) -> float:
+    """FLOPs of a forward that computes n_tokens, with n_attended_pairs (query, key) pairs per layer
+    and the head at n_head_rows rows: linear + attention + head, as in the module docstring."""
+    linear = 2.0 * dims.block_params * n_tokens
+    attention = dims.n_layers * 4.0 * dims.n_heads * dims.head_dim * n_attended_pairs
+    head = 2.0 * dims.hidden * dims.vocab * n_head_rows
     return linear + attention + head
+
+
+def prompt_flops(dims: ModelDims, n_tokens: int) -> float:
+    """FLOPs to score one prompt of n_tokens on its own: causal pairs T(T+1)/2, head at the last position."""
+    return forward_flops(dims, n_tokens, n_tokens * (n_tokens + 1) / 2, 1)
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def build_groups(tokenizer: Tokenizer, items: Sequence[BBQItem], seeds: Sequence
     for item in items:
         perms = tuple(permutation(item.item_id, s) for s in seeds)
         full = [tokenizer.encode(prompt_text(tokenizer, item, p), add_special_tokens=False) for p in perms]
-        n = _common_prefix_len(full)
+        n = common_prefix_len(full)
         # Keep at least one suffix token so every order has its own answer position.
         n = min(n, min(len(f) for f in full) - 1)
         groups.append(
@@ -98,7 +98,8 @@ def build_groups(tokenizer: Tokenizer, items: Sequence[BBQItem], seeds: Sequence
     return groups
 
 
-def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix shared by every sequence (0 for none)."""
     n = min(len(s) for s in seqs)
     for i in range(n):
         t = seqs[0][i]

@@ -133,5 +133,10 @@ def test_regenerated_categories_are_named_in_the_origin(tmp_path):
     (tmp_path / "README.md").write_text("| file | items | origin |\n| --- | ---: | --- |\n"
                                         "| Age.jsonl | 3680 | official release |\n"
                                         "| SES.jsonl | 6864 | regenerated from the official templates |\n")
+    (tmp_path / "Age.jsonl").write_text("")
+    (tmp_path / "SES.jsonl").write_text("")
     origin = resolve_bbq(tmp_path).origin
     assert "SES regenerated" in origin and "Age" not in origin.split("(")[1]
+    # One file of the folder: only its own category can be regenerated.
+    assert "regenerated from" not in resolve_bbq(tmp_path / "Age.jsonl").origin
+    assert "SES regenerated" in resolve_bbq(tmp_path / "SES.jsonl").origin

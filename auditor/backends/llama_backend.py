@@ -1,9 +1,12 @@
 """llama.cpp backend: GGUF variants scored from token ids through llama-cpp-python's low-level API.
 
-Per prompt group the shared prefix (system prompt, context, question) is
-decoded once; for each answer order the KV cache is truncated back to the
-prefix length (`llama_memory_seq_rm`) and only that order's suffix is decoded,
-with logits requested for its last token alone (no logits_all). Scores are the
+Groups are scored in the order of their token ids, so neighbours share a start
+(the system prompt always, a context when BBQ pairs it with two questions).
+The KV cache keeps what the previous prompt left: it is truncated to the part
+the next group's prefix shares with it (`llama_memory_seq_rm`) and only the
+rest of that prefix is decoded. For each answer order the cache is truncated
+back to the prefix and only that order's suffix is decoded, with logits
+requested for its last token alone (no logits_all). Scores are the
 log-softmax over the full vocabulary at that position, read at the option
 letters, exactly as the torch backend does.
 """
@@ -21,7 +24,7 @@ import numpy as np
 from auditor.backends.base import ScoringBackend
 from auditor.errors import AuditorError, ModelError
 from auditor.progress import progress
-from auditor.prompts import PromptGroup
+from auditor.prompts import PromptGroup, common_prefix_len
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ class LlamaCppBackend(ScoringBackend):
         self._memory = llama_cpp.llama_get_memory(self.llm.ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._closed = False
+        self._cached: list[int] = []
+        self.tokens_decoded = 0  # tokens through llama_decode since load: what KV reuse saves shows here
 
     # -- scoring ---------------------------------------------------------------------------------
 
@@ -88,18 +93,21 @@ class LlamaCppBackend(ScoringBackend):
         """Raw logits and full-vocab log-softmax at the last position, read at `letter_ids`."""
         letters = np.asarray(list(letter_ids), dtype=np.int64)
         self._check_ids(letters.tolist(), "letter ids")
-        out = []
+        out: list[LetterScores | None] = [None] * len(groups)
         n_prompts = sum(len(g.suffix_ids) for g in groups)
+        order = sorted(range(len(groups)), key=lambda i: groups[i].prefix_ids)
+        self._clear()
         with progress(n_prompts, "prompts") as bar:
-            for group in groups:
+            for i in order:
+                group = groups[i]
                 logits = np.empty((len(group.suffix_ids), len(letters)))
                 logprobs = np.empty_like(logits)
                 for s, last in enumerate(self._group_last_logits(group)):
                     logits[s] = last[letters]
                     logprobs[s] = log_softmax(last)[letters]
                     bar.update(1)
-                out.append(LetterScores(logits, logprobs))
-        return out
+                out[i] = LetterScores(logits, logprobs)
+        return out  # type: ignore[return-value]
 
     def _group_last_logits(self, group: PromptGroup):
         """Yield the last-position logits (n_vocab,) of prefix + suffix[i] for each suffix."""
@@ -110,16 +118,19 @@ class LlamaCppBackend(ScoringBackend):
                                f"context of {self.n_ctx}; raise n_ctx")
         self._check_ids(prefix, f"item {group.item_id}")
         if self.reuse_prefix:
-            self._clear()
-            self._decode(prefix, 0, want_last=False)
+            keep = common_prefix_len([self._cached, prefix])
+            self._truncate(keep)
+            if keep < len(prefix):
+                self._decode(prefix[keep:], keep, want_last=False)
+                self._cached = list(prefix)
             for suffix in group.suffix_ids:
                 if not suffix:
                     raise ValueError(f"item {group.item_id}: empty suffix (the answer position must be its own)")
                 self._check_ids(suffix, f"item {group.item_id}")
-                # Drop the previous suffix's cells: positions [len(prefix), end) of sequence 0.
-                if not self._llama_cpp.llama_memory_seq_rm(self._memory, 0, len(prefix), -1):
-                    raise ModelError(f"{self.path}: llama.cpp could not truncate its KV cache")
-                yield self._decode(list(suffix), len(prefix), want_last=True)
+                self._truncate(len(prefix))  # drop the previous order's suffix
+                last = self._decode(list(suffix), len(prefix), want_last=True)
+                self._cached = prefix + list(suffix)
+                yield last
         else:
             for suffix in group.suffix_ids:
                 self._check_ids(suffix, f"item {group.item_id}")
@@ -178,6 +189,13 @@ class LlamaCppBackend(ScoringBackend):
 
     def _clear(self) -> None:
         self._llama_cpp.llama_memory_clear(self._memory, True)
+        self._cached: list[int] = []  # the token ids whose keys/values sequence 0 holds, from position 0
+
+    def _truncate(self, n: int) -> None:
+        """Keep positions [0, n) of sequence 0 and forget the rest."""
+        if not self._llama_cpp.llama_memory_seq_rm(self._memory, 0, n, -1):
+            raise ModelError(f"{self.path}: llama.cpp could not truncate its KV cache")
+        self._cached = self._cached[:n]
 
     def _decode(self, ids: list[int], start_pos: int, *, want_last: bool) -> np.ndarray | None:
         """Decode `ids` at positions start_pos.. in chunks of n_batch; the last token's logits if asked."""
@@ -203,6 +221,7 @@ class LlamaCppBackend(ScoringBackend):
             batch.seq_id[i][0] = 0
             batch.logits[i] = 1 if i in wanted else 0
         rc = self._llama_cpp.llama_decode(self.llm.ctx, batch)
+        self.tokens_decoded += len(chunk)
         if rc != 0:
             raise ModelError(f"{self.path}: llama_decode failed with code {rc} "
                              f"({len(chunk)} tokens at position {pos0}, context {self.n_ctx})")

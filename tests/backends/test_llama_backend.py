@@ -70,7 +70,12 @@ def test_kv_prefix_reuse_equals_full_recompute(backend, tiny_gguf, prompts):
     from auditor.backends.llama_backend import LlamaCppBackend
 
     assert all(len(g.prefix_ids) > 20 for g in prompts.groups)  # there is a prefix to reuse
+    before = backend.tokens_decoded
     reused = backend.letter_logprobs(prompts.groups, prompts.letter_ids)
+    decoded = backend.tokens_decoded - before
+    per_group = sum(len(g.prefix_ids) + sum(len(s) for s in g.suffix_ids) for g in prompts.groups)
+    # The system prompt is decoded once for all items, not once per item.
+    assert decoded <= per_group - (len(prompts.groups) - 1) * 20
     fresh = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=THREADS, reuse_prefix=False)
     try:
         full = fresh.letter_logprobs(prompts.groups, prompts.letter_ids)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditor.backends.torch_backend import TorchBackend, ancestor_mask, pack_trees, prompt_tree
+from auditor.backends.torch_backend import TorchBackend
+from auditor.backends.trees import ancestor_mask, pack_trees, prompt_tree
 from auditor.prompts import PromptGroup
 from tests.conftest import make_tiny_llama
 
@@ -39,6 +40,39 @@ def random_groups(n: int, seed: int = 0, vocab: int = 49152) -> list[PromptGroup
         suffixes = [(a, b, a, c, b), (a,), (c, b)][g % 3]  # repeats as seeds can draw the same order
         groups.append(PromptGroup(f"g{g}", tuple((0, 1, 2) for _ in suffixes), prefix, suffixes))
     return groups
+
+
+def shared_context_groups(n: int, seed: int = 0, vocab: int = 49152) -> list[PromptGroup]:
+    """BBQ-shaped groups: one system prefix for all, contexts shared by pairs, an ambiguous context
+    that starts its disambiguated one, and several answer orders per item."""
+    rng = np.random.default_rng(seed)
+
+    def toks(k: int) -> tuple[int, ...]:
+        return tuple(int(t) for t in rng.integers(3, vocab, k))
+
+    system = toks(10)
+    groups = []
+    for g in range(n):
+        if g % 4 == 0:
+            context = toks(int(rng.integers(9, 20)))
+        elif g % 4 == 2:
+            context = context + toks(int(rng.integers(2, 6)))  # the disambiguated context extends it
+        question = toks(int(rng.integers(2, 8)))
+        orders = [toks(int(rng.integers(1, 5))) for _ in range(1 + g % 3)]
+        groups.append(PromptGroup(f"g{g}", tuple((0, 1, 2) for _ in orders), system + context + question,
+                                  tuple(orders)))
+    return groups
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_context_scores_equal_no_reuse_scores(attn: str) -> None:
+    model = make_tiny_llama(attn_implementation=attn)
+    groups = shared_context_groups(11)
+    ref = no_reuse_logprobs(model, groups, LETTERS)
+    for per_tree in (1, 4):
+        got = TorchBackend(model, batch_size=3, max_items_per_tree=per_tree).letter_logprobs(groups, LETTERS)
+        for r, g in zip(ref, got):
+            np.testing.assert_allclose(g, r, atol=1e-4, rtol=0)
 
 
 def test_prompt_tree_shares_prefix_and_repeats() -> None:
@@ -116,6 +150,8 @@ def test_token_logprobs_match_a_full_forward(tiny_llama) -> None:
 def test_batch_size_must_be_positive(tiny_llama) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         TorchBackend(tiny_llama, batch_size=0)
+    with pytest.raises(ValueError, match="max_items_per_tree"):
+        TorchBackend(tiny_llama, max_items_per_tree=0)
 
 
 @pytest.mark.slow
