@@ -81,7 +81,7 @@ class LlamaCppBackend(ScoringBackend):
         self._memory = llama_cpp.llama_get_memory(self.llm.ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._closed = False
-        self._cached: list[int] = []
+        self._cached: list[int] = []  # the token ids whose keys/values sequence 0 holds, from position 0
         self.tokens_decoded = 0  # tokens through llama_decode since load: what KV reuse saves shows here
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class LlamaCppBackend(ScoringBackend):
 
     def _clear(self) -> None:
         self._llama_cpp.llama_memory_clear(self._memory, True)
-        self._cached: list[int] = []  # the token ids whose keys/values sequence 0 holds, from position 0
+        self._cached = []
 
     def _truncate(self, n: int) -> None:
         """Keep positions [0, n) of sequence 0 and forget the rest."""

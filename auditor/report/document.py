@@ -224,13 +224,18 @@ def _verdicts(view: RunView) -> list[Block]:
     return out
 
 
+def _with_flip_ci_text(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` plus a ci_text column: the flip rate's 95% bootstrap CI as table text."""
+    return rows.assign(ci_text=[ci(lo, hi) for lo, hi in zip(rows["flip_rate_ci_low"], rows["flip_rate_ci_high"])])
+
+
 def _techniques(view: RunView, plots: dict[str, Plot]) -> list[Block]:
     out: list[Block] = [Heading("Comparison of techniques", anchor="techniques"), Para(
         "Flip rates by method and level on ambiguous items, with 95% bootstrap CIs, exact McNemar p-values and "
         "their Holm and Benjamini-Hochberg corrections over the whole grid; null baselines alongside.")]
     v = view.overview[view.overview["kind"] != KIND_REFERENCE]
     if len(v):
-        v = v.assign(ci_text=[ci(lo, hi) for lo, hi in zip(v["flip_rate_ci_low"], v["flip_rate_ci_high"])])
+        v = _with_flip_ci_text(v)
         out.append(_table(v, [
             ("method", "method", None), ("level", "level", level_text), ("variant", "variant", None),
             ("backend", "runtime", None), ("n_pairs", "pairs", count), ("flip_rate", "flip rate", pct),
@@ -328,7 +333,7 @@ def _categories(view: RunView) -> list[Block]:
         out.append(Heading(cat, level=3))
         cc = c[c["category"] == cat]
         if len(cc):
-            cc = cc.assign(ci_text=[ci(lo, hi) for lo, hi in zip(cc["flip_rate_ci_low"], cc["flip_rate_ci_high"])])
+            cc = _with_flip_ci_text(cc)
             out.append(_table(cc, [
                 ("variant", "variant", None), ("backend", "runtime", None), ("n_pairs", "pairs", count),
                 ("flip_rate", "flip rate", pct), ("ci_text", "95% CI (%)", None), ("q_bh", "BH q", pvalue),
