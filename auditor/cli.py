@@ -9,12 +9,11 @@ import os
 import pkgutil
 import sys
 
-from auditor.errors import AuditorError
+import auditor.commands as commands
+from auditor.core.errors import AuditorError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import auditor.commands as commands
-
     parser = argparse.ArgumentParser(prog="auditor", description="Compression-risk auditor for LLMs (BBQ bias under pruning and quantization).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

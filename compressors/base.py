@@ -7,12 +7,13 @@ order (prune, then quantize). The maths lives in pure tensor functions
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+
+from auditor.core.names import LLAMA_CPP, TORCH, variant_id
 
 Family = Literal["prune", "quantize"]
 
@@ -54,7 +55,7 @@ class Variant:
 
     @property
     def runtime(self) -> str:
-        return "torch" if self.model is not None else "llama.cpp"
+        return TORCH if self.model is not None else LLAMA_CPP
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -69,13 +70,6 @@ class Variant:
 def chain_spec(base: str, step: str) -> str:
     """The spec of `base` followed by `step` ("dense" is the empty chain)."""
     return step if base == "dense" else f"{base}+{step}"
-
-
-def variant_id(spec: str) -> str:
-    """A short, path-safe id: the spec's readable part plus a hash of the exact spec."""
-    digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
-    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in spec)[:48]
-    return f"{safe}-{digest}"
 
 
 class Compressor(ABC):

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from auditor.artifacts.safetensors_dir import save_hf_dir, stored_tensors
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.pruning import require_torch_model
 from compressors.scope import block_linears
@@ -101,7 +102,6 @@ class _BnbQuantizer(Compressor):
               seed: int = 0, workdir: Path | None = None) -> Variant:
         from transformers import AutoModelForCausalLM
 
-        from auditor.export.safetensors_dir import save_hf_dir, stored_tensors
 
         require_torch_model(variant, self.spec)
         model = variant.model

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auditor.core.errors import DataError, SpecError
+from auditor.data.sources import resolve_corpus
 from compressors.base import CalibrationData
 
 DEFAULT_SAMPLES = 32
@@ -16,13 +18,11 @@ def load_calibration(tokenizer, path: str | Path | None = None, *, n_samples: in
     Windows start at seeded uniform offsets, as in the Wanda and SparseGPT
     reference code (which draw them from C4; WikiText-2 is what we have offline).
     Windows may overlap on a short text. Without `path`: WikiText-2 valid beside
-    the checkout when present, else fixtures/corpus_valid.txt (see auditor.data).
+    the checkout when present, else fixtures/corpus_valid.txt (see auditor.data.sources).
     A text too short for one window is an error naming the file.
     """
     import torch
 
-    from auditor.data import resolve_corpus
-    from auditor.errors import DataError, SpecError
 
     if n_samples <= 0 or seq_len <= 0:
         raise SpecError(f"calibration needs positive sample count and length, got {n_samples} x {seq_len}")

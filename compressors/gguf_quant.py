@@ -6,7 +6,7 @@ inputs to float32 first, so an F16 source would only add one more rounding.
 The F32 file is deleted after quantizing unless `keep_source` is set.
 
 The variant's measured bits per weight and tensor types come from the
-quantized file itself (`auditor.gguf_info`); when llama.cpp replaced K-quant
+quantized file itself (`auditor.artifacts.gguf_info`); when llama.cpp replaced K-quant
 types (rows not a multiple of 256, e.g. SmolLM2's 576), the StepReport's
 `fallback` says so and the variant is not called by its nominal bit width.
 """
@@ -22,8 +22,12 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from auditor.errors import ModelError, SpecError
-from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec, variant_id
+from auditor.artifacts.gguf_info import detect_fallback, read_gguf_info
+from auditor.artifacts.gguf_writer import tokenizer_for_model, write_gguf
+from auditor.core.errors import ModelError, SpecError
+from auditor.core.files import atomic_path
+from auditor.core.names import variant_id
+from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +55,13 @@ def quantize_gguf(src: Path, dst: Path, ftype: str, *, n_threads: int = 0) -> li
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = code
     params.nthread = n_threads
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(dst) as tmp:
         with _captured_output() as captured:
             rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         text = captured.getvalue()  # complete only once the block has exited
         log.debug("llama.cpp quantizer output:\n%s", text)
         if rc != 0 or not tmp.is_file():
             raise ModelError(f"{src}: llama.cpp could not quantize to {ftype} (return code {rc}): {text[-500:]}")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return [line.strip() for line in text.splitlines() if "WARNING" in line]
 
 
@@ -105,7 +105,7 @@ class GGUFQuantizer(Compressor):
 
     params (optional): "tokenizer" (an HF tokenizer or a TokenizerMetadata; by
     default found from the model's name_or_path, see
-    `auditor.export.gguf_writer.tokenizer_for_model`), "n_threads" (int),
+    `auditor.artifacts.gguf_writer.tokenizer_for_model`), "n_threads" (int),
     "keep_source" (bool: keep the intermediate F32 GGUF).
     """
 
@@ -121,9 +121,6 @@ class GGUFQuantizer(Compressor):
 
     def apply(self, variant: Variant, *, calibration: CalibrationData | None = None,
               seed: int = 0, workdir: Path | None = None) -> Variant:
-        from auditor.export.gguf_writer import tokenizer_for_model, write_gguf
-        from auditor.gguf_info import detect_fallback, read_gguf_info
-
         ftype = self.ftype
         if variant.model is None:
             raise SpecError(f"{self.spec}: needs a torch model; {variant.spec!r} is already a GGUF "

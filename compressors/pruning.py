@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import torch
 
-from auditor.errors import SpecError
+from auditor.core.errors import SpecError
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.masks import magnitude_mask, random_mask
 from compressors.scope import block_linears

@@ -5,12 +5,16 @@ no torch; unknown names get a "did you mean" error listing what is valid.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from auditor.errors import SpecError
+from auditor.core.errors import SpecError
+from auditor.core.names import DENSE
+from compressors.base import Variant
+from compressors.calibration import DEFAULT_SAMPLES, DEFAULT_SEQ_LEN, load_calibration
 
 
 @dataclass(frozen=True)
@@ -136,9 +140,6 @@ def apply_chain(spec: str, model, *, tokenizer=None, calib: str | None = None, c
     """Apply the chain `spec` to `model` (modified in place; pass a copy to keep the dense one) and
     return the Variant. Calibration text is loaded only when a step needs it (then `tokenizer` is
     required); its defaults are those of `compressors.calibration`."""
-    from compressors.base import Variant
-    from compressors.calibration import DEFAULT_SAMPLES, DEFAULT_SEQ_LEN, load_calibration
-
     steps = parse_chain(spec)
     calibration = None
     if any(step.needs_calibration for step in steps):
@@ -146,7 +147,19 @@ def apply_chain(spec: str, model, *, tokenizer=None, calib: str | None = None, c
             raise SpecError(f"{spec!r}: needs calibration text, hence a tokenizer")
         calibration = load_calibration(tokenizer, calib, n_samples=calib_samples or DEFAULT_SAMPLES,
                                        seq_len=calib_seq_len or DEFAULT_SEQ_LEN, seed=calib_seed)
-    variant = Variant("dense", model=model)
+    return build_variant(steps, model, calibration=calibration, seed=seed, workdir=workdir, copy_model=False)
+
+
+def build_variant(steps: Sequence, dense_model, *, calibration=None, seed: int = 0, workdir=None,
+                  copy_model: bool = True):
+    """The Variant made by applying `steps` (from `parse_chain`) in order to the dense model.
+
+    The one way every caller (study units, measurements, `auditor compress`) builds a variant.
+    With `copy_model` the steps work on a deep copy, so the dense model stays usable; the empty
+    chain returns the dense model itself.
+    """
+    model = copy.deepcopy(dense_model) if steps and copy_model else dense_model
+    variant = Variant(DENSE, model=model)
     for step in steps:
         variant = step.apply(variant, calibration=calibration, seed=seed, workdir=workdir)
     return variant

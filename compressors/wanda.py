@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from auditor.errors import SpecError
+from auditor.core.errors import SpecError
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.masks import lowest_score_mask, nm_mask, wanda_scores
 from compressors.pruning import BLOCK_SCOPE, prune_, pruned_report, require_torch_model

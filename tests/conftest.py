@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SHARED_BBQ = SHARED / "bbq"
 SAMPLE_BBQ = ROOT / "fixtures" / "bbq_sample"
+FIXTURE_CORPUS = ROOT / "fixtures" / "corpus_valid.txt"
 
 
 def tiny_llama_config(vocab_size: int = 49152, **overrides):
@@ -42,14 +43,14 @@ def tiny_llama():
 
 @pytest.fixture(scope="session")
 def smollm2_source():
-    from auditor.models import resolve_model
+    from auditor.artifacts.models import resolve_model
 
     return resolve_model(None)
 
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer(smollm2_source):
-    from auditor.models import load_tokenizer
+    from auditor.artifacts.models import load_tokenizer
 
     return load_tokenizer(smollm2_source)
 
@@ -57,7 +58,7 @@ def smollm2_tokenizer(smollm2_source):
 @pytest.fixture(scope="session")
 def smollm2_model(smollm2_source):
     """The real embedded model (dequantized Q4_1). Shared: tests must not modify it (deepcopy first)."""
-    from auditor.models import load_model
+    from auditor.artifacts.models import load_model
 
     return load_model(smollm2_source)
 
@@ -67,3 +68,21 @@ def shared_bbq():
     if not SHARED_BBQ.is_dir():
         pytest.skip("../shared/bbq is absent")
     return SHARED_BBQ
+
+@pytest.fixture
+def calibration():
+    """6 windows x 24 random token ids: enough tokens per input feature for a stable norm."""
+    import torch
+
+    from compressors.base import CalibrationData
+
+    ids = torch.randint(0, 49152, (6, 24), generator=torch.Generator().manual_seed(123))
+    return CalibrationData(ids, "random token ids (test)")
+
+
+@pytest.fixture
+def tiny_hf_dir(tmp_path: Path, smollm2_tokenizer) -> Path:
+    """The tiny random Llama saved with the real SmolLM2 tokenizer, as `--model` accepts it."""
+    from auditor.artifacts.safetensors_dir import save_hf_dir
+
+    return save_hf_dir(make_tiny_llama(), smollm2_tokenizer, tmp_path / "tiny")

@@ -1,7 +1,7 @@
 """Build a synthetic run directory with the real file layout, for report, gate and TUI tests. No model.
 
 Answers are planted, not scored: every variant's choice per (item, seed) is a
-rule below, written to records/*.parquet with auditor.records.make_records, so
+rule below, written to records/*.parquet with auditor.data.records.make_records, so
 the expected figures can be counted by hand from the rules:
 
 - dense: ambiguous items answered "unknown", except example ids divisible by 4
@@ -23,10 +23,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from auditor.audit import unit_name, write_json
-from auditor.bbq import BBQItem, select_items
-from auditor.prompts import permutation
-from auditor.records import items_frame, make_records, write_parquet
+from auditor.core.files import write_json
+from auditor.core.names import unit_name
+from auditor.data.bbq import BBQItem, select_items
+from auditor.data.prompts import permutation
+from auditor.data.records import items_frame, make_records, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_BBQ = ROOT / "fixtures" / "bbq_sample"
@@ -65,12 +66,12 @@ RULES: dict[str, Rule] = {
 MEASURED = {
     "dense": {"size_bytes": 538_000_000, "bits_per_weight": 32.0, "load_s": {"median": 1.2, "min": 1.1, "max": 1.4},
               "prefill_tokens_per_s": {"median": 900.0, "min": 850.0, "max": 950.0},
-              "decode_tokens_per_s": {"median": 40.0, "min": 38.0, "max": 41.0}, "bbq_ms_per_item": 110.0},
+              "decode_tokens_per_s": {"median": 40.0, "min": 38.0, "max": 41.0}, "bbq_ms_per_prompt": 110.0},
     "magnitude@0.5": {"size_bytes": 538_000_000, "bits_per_weight": 32.0,
                       "prefill_tokens_per_s": {"median": 880.0, "min": 860.0, "max": 905.0},
-                      "decode_tokens_per_s": {"median": 39.0, "min": 37.0, "max": 40.0}, "bbq_ms_per_item": 112.0},
-    PLANTED_HIGH: {"size_bytes": 538_000_000, "bits_per_weight": 32.0, "bbq_ms_per_item": 111.0},
-    "rtn@4": {"size_bytes": 80_000_000, "bits_per_weight": 4.5, "bbq_ms_per_item": 95.0},
+                      "decode_tokens_per_s": {"median": 39.0, "min": 37.0, "max": 40.0}, "bbq_ms_per_prompt": 112.0},
+    PLANTED_HIGH: {"size_bytes": 538_000_000, "bits_per_weight": 32.0, "bbq_ms_per_prompt": 111.0},
+    "rtn@4": {"size_bytes": 80_000_000, "bits_per_weight": 4.5, "bbq_ms_per_prompt": 95.0},
 }
 #: Planted perplexities (ppl/<unit>.json), for the paradox table and plot.
 PPL = {"dense": 20.0, "magnitude@0.3": 20.5, "magnitude@0.5": 21.0, PLANTED_HIGH: 21.2}
@@ -131,8 +132,8 @@ def build_run(
             frames.append(make_records(spec, "torch", seed, items, perms, _shown_logprobs(chosen, perms)))
         unit = unit_name(spec, "torch")
         write_parquet(pd.concat(frames, ignore_index=True), run / "records" / f"{unit}.parquet")
-        info = {"spec": spec, "variant_id": unit.split("__")[0], "runtime": "torch", "backend": "torch",
-                "steps": [], "scoring_wall_s": 1.0, "per_prompt_ms": 100.0}
+        info = {"variant": spec, "spec": spec, "variant_id": unit.split("__")[0], "runtime": "torch", "backend": "torch",
+                "steps": [], "scoring_wall_s": 1.0, "ms_per_prompt": 100.0}
         if spec in MEASURED:
             info["measurements"] = MEASURED[spec]
         write_json(info, run / "variants" / f"{unit}.json")

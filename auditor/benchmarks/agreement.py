@@ -15,6 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from auditor.artifacts.gguf_writer import write_gguf
+from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
+from auditor.data.bbq import select_items
+from auditor.data.prompts import prompt_text
+from auditor.data.sources import resolve_bbq
+from auditor.scoring.backends.llama_backend import LlamaCppBackend, log_softmax
+from auditor.scoring.engine import PromptSet
+
 LOGIT_BOUND = 0.05
 SAME_ANSWER_BOUND = 0.99
 
@@ -55,13 +63,6 @@ def compare(torch_logits: np.ndarray, llama_logits: np.ndarray, torch_logprobs: 
 def run(args) -> int:
     import torch
 
-    from auditor.backends.llama_backend import LlamaCppBackend, log_softmax
-    from auditor.bbq import select_items
-    from auditor.data import resolve_bbq
-    from auditor.engine import PromptSet
-    from auditor.export.gguf_writer import write_gguf
-    from auditor.models import load_model, load_tokenizer, resolve_model
-    from auditor.prompts import prompt_text
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
     data = resolve_bbq(args.bbq)

@@ -4,11 +4,11 @@ Targets (issue 5), on 2 CPU cores with SmolLM2: the engine with 1 seed
 reaches >= 60% of the GEMM-bound prompts/s and >= 3x the naive loop; 5 seeds
 cost < 2x one seed on the same items. Prints the figures; asserts nothing.
 
-- engine: `auditor.engine.score` with TorchBackend (common prefix once, prompt
+- engine: `auditor.scoring.engine.score` with TorchBackend (common prefix once, prompt
   trees over answer orders and items that share a context, sorted batches).
 - naive: what a straightforward implementation does, one `model(input_ids)`
   per (item, seed), batch 1, full logits, under torch.inference_mode.
-- GEMM bound: auditor.gemm (measured fp32 matmul rate at the engine's batch
+- GEMM bound: auditor.scoring.gemm (measured fp32 matmul rate at the engine's batch
   shapes / FLOPs per prompt, every prompt's every token counted). The engine
   shares tokens across prompts, so it can pass this bound; its own efficiency
   is the FLOPs its plan computes per second over the same rate.
@@ -23,6 +23,16 @@ from __future__ import annotations
 import json
 import os
 import time
+
+from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
+from auditor.core.errors import AuditorError
+from auditor.core.progress import progress
+from auditor.data.bbq import select_items
+from auditor.data.sources import resolve_bbq
+from auditor.scoring.backends.torch_backend import TorchBackend
+from auditor.scoring.backends.trees import plan_trees
+from auditor.scoring.engine import PromptSet, score
+from auditor.scoring.gemm import ModelDims, forward_flops, gemm_bound_prompts_per_s, measure_gemm
 
 ENGINE_OVER_GEMM_TARGET = 0.60
 ENGINE_OVER_NAIVE_TARGET = 3.0
@@ -49,7 +59,6 @@ def naive_loop(model, prompts) -> None:
     """One full forward per (item, seed), batch 1, logits for every position; log-softmax of the last."""
     import torch
 
-    from auditor.progress import progress
 
     with torch.inference_mode(), progress(prompts.n_prompts, "prompts") as bar:
         for group in prompts.groups:
@@ -68,14 +77,6 @@ def _timed(fn) -> float:
 def run(args) -> int:
     import torch
 
-    from auditor.backends.torch_backend import TorchBackend
-    from auditor.backends.trees import plan_trees
-    from auditor.bbq import select_items
-    from auditor.data import resolve_bbq
-    from auditor.engine import PromptSet, score
-    from auditor.errors import AuditorError
-    from auditor.gemm import ModelDims, forward_flops, gemm_bound_prompts_per_s, measure_gemm
-    from auditor.models import load_model, load_tokenizer, resolve_model
 
     if min(args.items, args.repeats, args.batch_size, args.max_items_per_tree) < 1 or args.seeds < 2:
         raise AuditorError("bench engine: --items, --repeats, --batch-size and --max-items-per-tree must be >= 1 "
@@ -147,7 +148,7 @@ def run(args) -> int:
         "gemm_flops_per_s": gemm.flops_per_s,
         "gemm_tokens_per_matmul": gemm.tokens,
         "gemm_per_shape_gflops": gemm.per_shape_gflops,
-        "flops_note": "linear 2*P_block*T + causal attention + head at the last position (auditor/gemm.py); "
+        "flops_note": "linear 2*P_block*T + causal attention + head at the last position (auditor/scoring/gemm.py); "
                       "the bound counts every token of every prompt",
         "n_items": len(items),
         "n_naive_prompts": n_naive,

@@ -7,6 +7,12 @@ from __future__ import annotations
 import json
 import time
 
+from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
+from auditor.core.errors import SpecError
+from compressors.base import Variant
+from compressors.calibration import load_calibration
+from compressors.registry import parse_chain
+
 TARGET_S = 300.0
 
 
@@ -24,11 +30,6 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from auditor.errors import SpecError
-    from auditor.models import load_model, load_tokenizer, resolve_model
-    from compressors.base import Variant
-    from compressors.calibration import load_calibration
-    from compressors.registry import parse_chain
 
     steps = parse_chain(args.spec)
     if len(steps) != 1 or not steps[0].method.startswith("wanda"):

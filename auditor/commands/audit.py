@@ -1,10 +1,17 @@
 """`auditor audit`: score the dense model and compressed variants on BBQ and write a report.
 
-A thin front: the options become an in-memory study run by `auditor.runner`, like `auditor run`.
+A thin front: the options become an in-memory study, validated like a study file and run like
+`auditor run`.
 """
 from __future__ import annotations
 
 import argparse
+import os
+from dataclasses import replace
+
+from auditor.commands.run import run_and_report
+from auditor.core.errors import AuditorError
+from auditor.study.spec import Study, parse_study
 
 
 def register(sub) -> None:
@@ -38,23 +45,32 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{option}: {text!r} is not a comma-separated list of integers") from None
 
 
-def run(args) -> int:
-    from auditor.audit import AuditConfig, run_audit
-    from auditor.errors import AuditorError
+def study_from_args(args, seeds: tuple[int, ...]) -> Study:
+    """The study `auditor audit` runs: dense + the --variant specs, on the options given."""
+    def given(**kw):
+        return {k: v for k, v in kw.items() if v is not None}
 
+    categories = [c.strip() for c in args.categories.split(",")] if args.categories else None
+    doc = {
+        "name": args.run, "output_dir": args.reports, "models": [args.model or "smollm2"],
+        "seeds": list(seeds), "null_baselines": args.null_baselines,
+        "data": given(bbq=args.bbq, categories=categories, condition=args.condition, n_items=args.n_items,
+                      sample_seed=args.sample_seed),
+        "compression": {"variants": list(args.variants or ("magnitude@0.5",)), "seed": 0},
+        "calibration": given(corpus=args.calib),
+        "execution": {"batch_size": args.batch_size, "device": args.device},
+    }
+    study = parse_study(doc, source="auditor audit", base_dir=os.getcwd())
+    return replace(study, trust_remote_code=args.trust_remote_code)
+
+
+def run(args) -> int:
     try:
         seeds = _int_list(args.seeds, "--seeds")
     except argparse.ArgumentTypeError as exc:
         raise AuditorError(str(exc)) from None
     if args.n_items is not None and args.n_items <= 0:
         raise AuditorError(f"--n-items must be positive, got {args.n_items}")
-    cfg = AuditConfig(
-        variants=tuple(args.variants or ("magnitude@0.5",)), model=args.model, bbq=args.bbq,
-        categories=tuple(c.strip() for c in args.categories.split(",")) if args.categories else None,
-        condition=args.condition, n_items=args.n_items, sample_seed=args.sample_seed, seeds=seeds,
-        batch_size=args.batch_size, device=args.device, run_name=args.run, reports_dir=args.reports,
-        calib=args.calib, trust_remote_code=args.trust_remote_code, null_baselines=args.null_baselines,
-    )
-    run_dir = run_audit(cfg, force=args.force)
+    run_dir = run_and_report(study_from_args(args, seeds), force=args.force)[0]
     print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
     return 0

@@ -7,10 +7,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import auditor.benchmarks as benchmarks
+
 
 def register(sub) -> None:
-    import auditor.benchmarks as benchmarks
-
     p = sub.add_parser("bench", help="benchmark commands that print measured figures")
     bench_sub = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda m: m.name):

@@ -7,6 +7,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
+from auditor.artifacts.safetensors_dir import save_hf_dir
+from auditor.core.errors import AuditorError, ModelError
+from compressors.registry import apply_chain, parse_chain
+
 
 def register(sub) -> None:
     p = sub.add_parser("compress", help="apply a compressor chain to a model and write the variant")
@@ -26,11 +31,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from auditor.errors import AuditorError, ModelError
-    from auditor.export.safetensors_dir import save_hf_dir
-    from auditor.models import load_model, load_tokenizer, resolve_model
-    from compressors.registry import apply_chain, parse_chain
-
     start = time.perf_counter()
     steps = parse_chain(args.spec)  # a bad spec fails before the model is loaded
     if args.out.suffix == ".gguf" and not (steps and steps[-1].method.startswith("gguf-")):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from auditor.measure.exports import export_variant
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a variant as safetensors (HF dir), GGUF, or sparse layouts")
@@ -22,8 +24,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from auditor.measure import export_variant
-
     record = export_variant(args.spec, args.fmt, args.out, model=args.model, outtype=args.outtype,
                             calib=args.calib, zstd_level=args.zstd_level, seed=args.seed)
     if args.json:

@@ -7,9 +7,16 @@ show each variant as a test.
 """
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from auditor.analysis.verdicts import GateThresholds, check_gate, thresholds_from_mapping
+from auditor.core.errors import AuditorError
+from auditor.core.files import write_text
+from auditor.data.rundir import load_manifest, manifest_thresholds
+from auditor.study.spec import load_study
+from auditor.view.run import KIND_VARIANT, RunView
+from auditor.view.runs import resolve_run
 
 GATE_OPTIONS = (
     ("--max-flip-rate", "max_flip_rate", "largest allowed flip rate (unbiased -> biased), e.g. 0.1"),
@@ -34,14 +41,8 @@ def register(sub) -> None:
 
 def gate_thresholds(args, manifest: dict):
     """The run's study thresholds, then --study FILE's, then the command line; only gate keys are used."""
-    from auditor.errors import AuditorError
-    from auditor.report.data import run_thresholds
-    from auditor.report.verdicts import GateThresholds, thresholds_from_mapping
-
-    _, values = thresholds_from_mapping(run_thresholds(manifest), "manifest.json thresholds")
+    _, values = thresholds_from_mapping(manifest_thresholds(manifest), "manifest.json thresholds")
     if args.study is not None:
-        from auditor.study import load_study
-
         _, from_study = thresholds_from_mapping(load_study(args.study).thresholds, str(args.study))
         values.update(from_study)
     values.update({dest: getattr(args, dest) for _, dest, _ in GATE_OPTIONS if getattr(args, dest) is not None})
@@ -74,11 +75,6 @@ def junit_xml(run_name: str, results) -> str:
 
 
 def run(args) -> int:
-    from auditor.audit import load_manifest
-    from auditor.errors import AuditorError
-    from auditor.report.data import KIND_VARIANT, RunView, resolve_run
-    from auditor.report.verdicts import check_gate
-
     run_dir = resolve_run(args.run, Path(args.reports))
     thresholds = gate_thresholds(args, load_manifest(run_dir))
     view = RunView.load(run_dir)
@@ -95,14 +91,9 @@ def run(args) -> int:
     failed = [r for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} variants pass")
     if args.junit is not None:
-        tmp = args.junit.with_name(f".{args.junit.name}.tmp-{os.getpid()}")
         try:
-            args.junit.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(junit_xml(view.name, results), encoding="utf-8")
-            os.replace(tmp, args.junit)
+            write_text(args.junit, junit_xml(view.name, results))
         except OSError as exc:
             raise AuditorError(f"{args.junit}: cannot write JUnit XML ({exc.strerror})") from None
-        finally:
-            tmp.unlink(missing_ok=True)
         print(f"junit: {args.junit}")
     return 1 if failed else 0

@@ -5,6 +5,9 @@ import json
 import sys
 from pathlib import Path
 
+from auditor.core.errors import AuditorError
+from auditor.measure.measurement import MeasureSettings, measure
+
 
 def register(sub) -> None:
     p = sub.add_parser("measure", help="size, memory and speed of variants in each storage format, vs the claims")
@@ -28,9 +31,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from auditor.errors import AuditorError
-    from auditor.measure import MeasureSettings, measure
-
     if args.keep_artifacts and args.out is None:
         raise AuditorError("--keep-artifacts needs --out DIR")
     settings = MeasureSettings(
@@ -87,7 +87,7 @@ def _print_tables(doc: dict) -> None:
                       _num(r["bits_per_weight"], "{:.2f}"), _spread(r["load_s"], "{:.2f}"),
                       _num(r["peak_rss_bytes"] and r["peak_rss_bytes"] / 1e6, "{:.0f}"),
                       _spread(r["prefill_tokens_per_s"]), _spread(r["decode_tokens_per_s"]),
-                      _num(r["bbq_ms_per_item"], "{:.0f}"))
+                      _num(r["bbq_ms_per_prompt"], "{:.0f}"))
     console.print(table)
     claims = Table(title="Claims vs measurement (relative to dense in the same format; sparse layouts vs dense "
                          "safetensors; speed > 1x = faster)")

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auditor.analysis.verdicts import RiskThresholds, thresholds_from_mapping
+from auditor.data.rundir import load_manifest, manifest_thresholds
+from auditor.report.markdown import write_report
+from auditor.view.runs import resolve_run
+
 RISK_OPTIONS = (
     ("--flip-rate-elevated", "flip_rate_elevated", "flip rate above its null baseline that makes a variant elevated risk"),
     ("--flip-rate-high", "flip_rate_high", "flip rate above its null baseline that makes a variant high risk"),
@@ -23,19 +28,12 @@ def register(sub) -> None:
 
 def risk_thresholds(args, manifest: dict):
     """Defaults, then the run's study thresholds, then the command line."""
-    from auditor.report.data import run_thresholds
-    from auditor.report.verdicts import RiskThresholds, thresholds_from_mapping
-
-    risk, _ = thresholds_from_mapping(run_thresholds(manifest), "manifest.json thresholds")
+    risk, _ = thresholds_from_mapping(manifest_thresholds(manifest), "manifest.json thresholds")
     risk.update({dest: getattr(args, dest) for _, dest, _ in RISK_OPTIONS if getattr(args, dest, None) is not None})
     return RiskThresholds(**risk)
 
 
 def run(args) -> int:
-    from auditor.audit import load_manifest
-    from auditor.report.data import resolve_run
-    from auditor.report.markdown import write_report
-
     run_dir = resolve_run(args.run, Path(args.reports))
     path = write_report(run_dir, risk_thresholds(args, load_manifest(run_dir)))
     print(f"report: {path}\nhtml: {run_dir / 'report.html'}\nsummary: {run_dir / 'summary.json'}")

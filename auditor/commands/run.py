@@ -1,6 +1,15 @@
 """`auditor run STUDY.toml`: run (or resume) a study; finished units are skipped."""
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+from auditor.report.markdown import write_report
+from auditor.study.runner import run_study
+from auditor.study.spec import Study, load_study
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run or resume a study file (models x compressor specs x seeds)")
@@ -18,13 +27,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def run_and_report(study: Study, *, force: bool) -> list[Path]:
+    """Run `study`, then write each run's report (with the thresholds its manifest records) where it is missing.
+
+    The runner removes a run's report whenever it computes a unit, so a missing report is a stale one.
+    """
+    run_dirs = run_study(study, force=force)
+    report_missing(run_dirs)
+    return run_dirs
+
+
+def report_missing(run_dirs: Iterable[Path]) -> None:
+    for run_dir in run_dirs:
+        if not (run_dir / "report.md").is_file():
+            write_report(run_dir)
+
+
 def run(args) -> int:
-    import os
-    from dataclasses import replace
-
-    from auditor.runner import run_study
-    from auditor.study import load_study
-
     study = load_study(args.study)
     execution = study.execution
     if args.executor:
@@ -34,6 +53,6 @@ def run(args) -> int:
     study = replace(study, execution=execution, trust_remote_code=args.trust_remote_code)
     if args.out:
         study = replace(study, output_dir=os.path.abspath(args.out))
-    for run_dir in run_study(study, force=args.force):
+    for run_dir in run_and_report(study, force=args.force):
         print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
     return 0

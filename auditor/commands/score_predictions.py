@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from auditor.analysis.predictions import score_predictions
+
 
 def register(sub) -> None:
     p = sub.add_parser("score-predictions", help="metrics for BBQ items with a prediction field (jsonl)")
@@ -14,7 +16,5 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from auditor.predictions import score_predictions
-
     print(json.dumps(score_predictions(args.files, args.field), indent=2, sort_keys=True))
     return 0

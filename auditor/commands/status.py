@@ -1,6 +1,8 @@
 """`auditor status RUN`: which units of a run are finished, and whether a process is running it."""
 from __future__ import annotations
 
+from auditor.data.rundir import run_status
+
 
 def register(sub) -> None:
     p = sub.add_parser("status", help="show a run directory's units (finished / pending) and state")
@@ -15,7 +17,6 @@ def run(args) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from auditor.runner import run_status
 
     run_dir = Path(args.run)
     if not run_dir.is_dir() and (Path(args.reports) / args.run).is_dir():

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auditor.core.errors import AuditorError
+from auditor.tui.app import AuditorApp
+from auditor.view.runs import resolve_run
+
 
 def register(sub) -> None:
     p = sub.add_parser("tui", help="terminal UI over run directories: variants, categories, items, compare")
@@ -12,10 +16,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from auditor.errors import AuditorError
-    from auditor.report.data import resolve_run
-    from auditor.tui.app import AuditorApp
-
     reports = Path(args.reports)
     run_dir = resolve_run(args.run, reports) if args.run else None
     if run_dir is not None and not (run_dir / "manifest.json").is_file():

@@ -8,19 +8,31 @@ methodology and provenance.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import pandas as pd
 
-from auditor.audit import DENSE
-from auditor.report.data import KIND_BASELINE, KIND_REFERENCE, KIND_VARIANT, ItemDetail, RunView, flip_examples
+from auditor.core.names import DENSE
 from auditor.report.plots import Plot
-
-NA = "n/a"
-NOT_MEASURED = "not measured"
-
+from auditor.view.format import (
+    NA,
+    NOT_MEASURED,
+    ci,
+    count,
+    fixed,
+    is_missing,
+    level_text,
+    num,
+    pct,
+    pts,
+    pvalue,
+    ratio,
+    size_mb,
+    with_range,
+)
+from auditor.view.items import ItemDetail, flip_examples
+from auditor.view.run import KIND_BASELINE, KIND_REFERENCE, KIND_VARIANT, RunView
 
 # --- blocks ---------------------------------------------------------------------------------------------
 
@@ -72,69 +84,6 @@ Block = Heading | Para | Bullets | Table | Figure | ItemCard
 class Document:
     title: str
     blocks: tuple[Block, ...] = field(default_factory=tuple)
-
-
-# --- number formats (NaN is "n/a" for statistics, "not measured" for measurements) ----------------------
-
-def _nan(x: Any) -> bool:
-    if x is None:
-        return True
-    try:
-        return math.isnan(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def pct(x: Any, missing: str = NA) -> str:
-    return missing if _nan(x) else f"{100 * float(x):.1f}%"
-
-
-def pts(x: Any, missing: str = NA) -> str:
-    """An absolute change of a proportion, in percentage points."""
-    return missing if _nan(x) else f"{100 * float(x):+.1f} pts"
-
-
-def num(x: Any, digits: int = 3, missing: str = NA) -> str:
-    return missing if _nan(x) else f"{float(x):.{digits}g}"
-
-
-def fixed(x: Any, digits: int = 2, missing: str = NA) -> str:
-    return missing if _nan(x) else f"{float(x):.{digits}f}"
-
-
-def count(x: Any) -> str:
-    return NA if _nan(x) else str(int(x))
-
-
-def pvalue(x: Any) -> str:
-    if _nan(x):
-        return NA
-    return "<1e-4" if float(x) < 1e-4 else f"{float(x):.4f}"
-
-
-def size_mb(x: Any) -> str:
-    return NOT_MEASURED if _nan(x) else f"{float(x) / 1e6:.1f} MB"
-
-
-def ratio(x: Any) -> str:
-    return NOT_MEASURED if _nan(x) else f"{float(x):.2f}x"
-
-
-def with_range(median: Any, low: Any, high: Any, digits: int = 1) -> str:
-    if _nan(median):
-        return NOT_MEASURED
-    text = f"{float(median):.{digits}f}"
-    if not (_nan(low) or _nan(high)):
-        text += f" ({float(low):.{digits}f}-{float(high):.{digits}f})"
-    return text
-
-
-def ci(low: Any, high: Any) -> str:
-    return NA if _nan(low) or _nan(high) else f"[{100 * float(low):.1f}, {100 * float(high):.1f}]"
-
-
-def level_text(x: Any) -> str:
-    return "-" if _nan(x) else f"{float(x):g}"
 
 
 def _table(frame: pd.DataFrame, columns: Sequence[tuple[str, str, Any]], row_classes: Sequence[str] = ()) -> Table:
@@ -283,7 +232,7 @@ def _measurements(view: RunView, plots: dict[str, Plot]) -> list[Block]:
             ("variant", "variant", None), ("format", "format", None), ("layout", "layout", None),
             ("size_vs_dense", "size vs dense", ratio), ("prefill_vs_dense", "prefill vs dense", ratio),
             ("decode_vs_dense", "decode vs dense", ratio), ("claim", "claim", None),
-            ("agrees", "measurement agrees", lambda x: NA if x is None or _nan(x) else ("yes" if x else "no"))])]
+            ("agrees", "measurement agrees", lambda x: NA if x is None or is_missing(x) else ("yes" if x else "no"))])]
     out.append(Figure(plots["size_vs_risk"]))
     return out
 
@@ -298,9 +247,9 @@ def _paradox(view: RunView, plots: dict[str, Plot]) -> list[Block]:
             ("variant", "variant", None), ("backend", "runtime", None),
             ("ppl_ref", "ppl dense", lambda x: fixed(x, 2, NOT_MEASURED)),
             ("ppl_var", "ppl variant", lambda x: fixed(x, 2, NOT_MEASURED)),
-            ("ppl_change_pct", "ppl change", lambda x: NOT_MEASURED if _nan(x) else f"{float(x):+.1f}%"),
+            ("ppl_change_pct", "ppl change", lambda x: NOT_MEASURED if is_missing(x) else f"{float(x):+.1f}%"),
             ("srs_ref", "SRS dense", pct), ("srs_var", "SRS variant", pct), ("srs_change", "SRS change", pts),
-            ("srs_change_pct", "SRS change (relative)", lambda x: NA if _nan(x) else f"{float(x):+.1f}%")]))
+            ("srs_change_pct", "SRS change (relative)", lambda x: NA if is_missing(x) else f"{float(x):+.1f}%")]))
     out.append(Figure(plots["ppl_vs_srs"]))
     return out
 

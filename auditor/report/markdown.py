@@ -7,14 +7,15 @@ module renders it as Markdown, `auditor.report.html` as self-contained HTML.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from auditor.audit import write_json
-from auditor.report.data import RunView, summary_dict
+from auditor.analysis.verdicts import RiskThresholds
+from auditor.core.files import write_bytes, write_json, write_text
 from auditor.report.document import Bullets, Document, Figure, Heading, ItemCard, Para, Table, build_document
+from auditor.report.html import render_html
 from auditor.report.plots import Plot, render_plots
-from auditor.report.verdicts import RiskThresholds
+from auditor.report.summary import summary_dict
+from auditor.view.run import RunView
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +69,6 @@ def render_markdown(doc: Document) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write: a temp name in the same folder, renamed when complete."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_plots(run_dir: Path, plots: tuple[Plot, ...]) -> None:
     folder = run_dir / PLOTS_DIR
     folder.mkdir(exist_ok=True)
@@ -86,25 +77,18 @@ def _write_plots(run_dir: Path, plots: tuple[Plot, ...]) -> None:
         if plot.png is None:
             path.unlink(missing_ok=True)  # a stale figure from an earlier report would contradict this one
             continue
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            tmp.write_bytes(plot.png)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes(path, plot.png)
 
 
 def write_report(run_dir: Path, thresholds: RiskThresholds | None = None) -> Path:
     """Write summary.json, report.md, report.html and plots/*.png; return the report.md path."""
-    from auditor.report.html import render_html
-
     view = RunView.load(Path(run_dir), thresholds)
     plots = render_plots(view)
     doc = build_document(view, plots)
     _write_plots(view.run_dir, plots)
     write_json(summary_dict(view), view.run_dir / "summary.json")
     path = view.run_dir / "report.md"
-    _write_text(path, render_markdown(doc))
-    _write_text(view.run_dir / "report.html", render_html(doc))
+    write_text(path, render_markdown(doc))
+    write_text(view.run_dir / "report.html", render_html(doc))
     log.info("report written to %s", path)
     return path

@@ -1,6 +1,6 @@
 """The report's figures as PNG bytes (matplotlib's object API with the Agg canvas; no pyplot state).
 
-Each function takes the variants overview of `auditor.report.data.RunView` and
+Each function takes the variants overview of `auditor.view.run.RunView` and
 returns a `Plot`; when the run lacks what a figure needs (no levels, no
 perplexity, no sizes) the plot is None and `reason` says what is missing.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from auditor.report.data import KIND_REFERENCE, KIND_VARIANT, RunView
+from auditor.view.run import KIND_REFERENCE, KIND_VARIANT, RunView
 
 VERDICT_COLORS = {"low": "#2e7d32", "elevated": "#ef6c00", "high": "#c62828", "n/a": "#757575"}
 NULL_COLOR = "#9e9e9e"

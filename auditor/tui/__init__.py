@@ -1,1 +1,1 @@
-"""`auditor tui`: a Textual app over run directories. It only reads run files (via auditor.report.data)."""
+"""`auditor tui`: a Textual app over run directories. It only reads run files (via auditor.view.run)."""

@@ -3,7 +3,7 @@
 Screens sit on a stack above the runs list: the variants table of the open run,
 then at most one view (categories, items, compare, item) on top of it, so `v`,
 `g` and `i` jump between views and escape goes back. The run is read in a
-worker thread through `auditor.report.data.RunView`; the app computes nothing.
+worker thread through `auditor.view.run.RunView`; the app computes nothing.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from auditor.errors import AuditorError
-from auditor.report.data import RunView, compare_variants, item_detail
+from auditor.core.errors import AuditorError
 from auditor.tui.screens.categories import CategoriesScreen
 from auditor.tui.screens.compare import CompareScreen
 from auditor.tui.screens.help import HelpScreen
@@ -23,6 +22,8 @@ from auditor.tui.screens.item import ItemScreen
 from auditor.tui.screens.items import ItemsScreen
 from auditor.tui.screens.runs import RunsScreen
 from auditor.tui.screens.variants import VariantsScreen
+from auditor.view.items import compare_variants, item_detail
+from auditor.view.run import RunView
 
 VIEWS = {"categories": CategoriesScreen, "items": ItemsScreen}
 

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from auditor.export.safetensors_dir import save_hf_dir, stored_tensors
+from auditor.artifacts.safetensors_dir import save_hf_dir, stored_tensors
 from compressors.base import Variant
 from compressors.bnb import artifact_bits
 from compressors.registry import apply_chain, parse_one
@@ -62,7 +62,7 @@ def test_pruned_zeros_survive_quantization(tiny_llama, spec):
 
 
 def test_quantized_variant_is_reloadable(tiny_llama, tmp_path):
-    from auditor.models import load_model, resolve_model
+    from auditor.artifacts.models import load_model, resolve_model
 
     variant = parse_one("bnb-int8").apply(Variant("dense", model=tiny_llama))
     out = save_hf_dir(variant.model, None, tmp_path / "int8")
@@ -75,7 +75,7 @@ def test_quantized_variant_is_reloadable(tiny_llama, tmp_path):
 
 
 def test_artifact_bits_counts_weight_and_statistics_only():
-    from auditor.export.safetensors_dir import StoredTensor as T
+    from auditor.artifacts.safetensors_dir import StoredTensor as T
 
     tensors = {"a.weight": T("I8", (4, 8), 32), "a.SCB": T("F32", (4,), 16), "a.bias": T("F32", (4,), 16),
                "emb.weight": T("F32", (10, 8), 320)}

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from auditor.errors import DataError, SpecError
+from auditor.core.errors import DataError, SpecError
 from compressors.calibration import load_calibration
-from tests.compressors.conftest import FIXTURE_CORPUS
+from tests.conftest import FIXTURE_CORPUS
 
 
 class WordTokenizer:

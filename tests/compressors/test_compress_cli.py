@@ -9,7 +9,7 @@ import torch
 
 from auditor.cli import main
 from compressors.scope import block_linears
-from tests.compressors.conftest import FIXTURE_CORPUS
+from tests.conftest import FIXTURE_CORPUS
 
 CALIB = ["--calib", str(FIXTURE_CORPUS), "--calib-samples", "4", "--calib-seq-len", "32"]
 
@@ -20,7 +20,7 @@ def _run_json(capsys, argv: list[str]) -> dict:
 
 
 def test_compress_wanda_writes_a_reloadable_variant(tiny_hf_dir, tmp_path, capsys):
-    from auditor.models import load_model, resolve_model
+    from auditor.artifacts.models import load_model, resolve_model
 
     out = tmp_path / "wanda"
     record = _run_json(capsys, ["compress", "wanda@0.5", "--model", str(tiny_hf_dir), "--out", str(out), *CALIB, "--json"])

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from auditor.errors import ModelError, SpecError
-from auditor.gguf_info import GGUFInfo, TensorInfo, bits_per_weight, detect_fallback, read_gguf_info
+from auditor.artifacts.gguf_info import GGUFInfo, TensorInfo, bits_per_weight, detect_fallback, read_gguf_info
+from auditor.core.errors import ModelError, SpecError
 from tests.conftest import make_tiny_llama
 
 THREADS = 1
@@ -16,8 +16,8 @@ THREADS = 1
 
 @pytest.fixture(scope="module")
 def embedded_meta():
-    from auditor.export.gguf_writer import TokenizerMetadata
-    from auditor.models import resolve_model
+    from auditor.artifacts.gguf_writer import TokenizerMetadata
+    from auditor.artifacts.models import resolve_model
 
     return TokenizerMetadata.from_gguf(resolve_model(None).path)
 
@@ -95,7 +95,7 @@ def test_unreadable_gguf_is_a_model_error(tmp_path):
     ("gguf-q3_k_m", "Q3_K_M", "magnitude@0.5", 3.4375, 6.5625),  # Q3_K 3.4375 bits
 ])
 def test_quantizer_writes_a_gguf_that_loads_in_llama_cpp(tmp_path, embedded_meta, spec, ftype, base, low, high):
-    from auditor.backends.llama_backend import LlamaCppBackend
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend
     from compressors.base import Variant
     from compressors.registry import parse_chain
 
@@ -136,7 +136,7 @@ def test_a_gguf_variant_cannot_be_quantized_again(tmp_path):
 @pytest.mark.slow
 def test_smollm2_q3_k_m_fallback_is_detected(tmp_path, smollm2_model):
     """SmolLM2-135M's 576-wide rows cannot hold K-quants: its "Q3_K_M" is not a 3-bit file."""
-    from auditor.backends.llama_backend import LlamaCppBackend
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend
     from compressors.base import Variant
     from compressors.registry import parse_chain
 

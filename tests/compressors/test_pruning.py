@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from auditor.errors import SpecError
+from auditor.core.errors import SpecError
 from compressors.base import Variant
 from compressors.pruning import sparsity_report
 from compressors.registry import parse_one

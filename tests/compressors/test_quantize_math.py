@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compressors.quantize_math import (dequantize_affine, group_error_bound, n_groups, quantize_affine)
+from compressors.quantize_math import dequantize_affine, group_error_bound, n_groups, quantize_affine
 
 
 def test_hand_computed_two_bit_group():

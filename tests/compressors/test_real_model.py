@@ -9,7 +9,7 @@ import torch
 from compressors.calibration import load_calibration
 from compressors.registry import apply_chain
 from compressors.scope import block_linears
-from tests.compressors.conftest import FIXTURE_CORPUS
+from tests.conftest import FIXTURE_CORPUS
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from auditor.errors import SpecError
+from auditor.core.errors import SpecError
 from compressors.registry import REGISTRY, parse_chain, parse_one
 
 HAS_GGUF_QUANT = importlib.util.find_spec("compressors.gguf_quant") is not None

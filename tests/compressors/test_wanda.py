@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 
-from auditor.errors import SpecError
+from auditor.core.errors import SpecError
 from compressors.base import CalibrationData, Variant
 from compressors.registry import parse_one
 from compressors.scope import block_linears, decoder_layers

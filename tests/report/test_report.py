@@ -11,8 +11,6 @@ from auditor.report.markdown import md, write_report
 from tests.helpers_runs import PLANTED_HIGH, SCRIPT_TEXT, HtmlTags, build_run
 
 
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run = build_run(tmp_path_factory.mktemp("reports"))

@@ -133,7 +133,7 @@ def test_unsupported_model_file(small_study, capsys, tmp_path):
 
 @pytest.fixture(scope="module")
 def truncated_gguf(tmp_path_factory) -> Path:
-    from auditor.models import embedded_default_path
+    from auditor.artifacts.models import embedded_default_path
 
     data = embedded_default_path().read_bytes()
     path = tmp_path_factory.mktemp("gguf") / "truncated.gguf"
@@ -149,8 +149,9 @@ def test_truncated_gguf_model(small_study, capsys, tmp_path, truncated_gguf):
 
 def test_truncated_gguf_variant_in_llama_cpp_is_a_model_error(tmp_path, truncated_gguf):
     """A GGUF variant file cut short fails with ModelError, not a raw gguf or llama.cpp exception."""
-    from auditor.backends.factory import LLAMA_CPP, available, make_backend
-    from auditor.errors import ModelError
+    from auditor.core.errors import ModelError
+    from auditor.core.names import LLAMA_CPP
+    from auditor.scoring.backends.factory import available, make_backend
     from compressors.base import Variant
 
     if not available(LLAMA_CPP):
@@ -269,7 +270,7 @@ def test_ray_executor_without_ray_is_a_clear_error(small_study, capsys, tmp_path
 
 def test_write_study_helper_round_trips(tmp_path):
     path = write_study(tmp_path / "s.toml", {"name": 'quote"d', "seeds": [0, 1]}, data={"n_items": 3})
-    from auditor.study import load_study
+    from auditor.study.spec import load_study
 
     study = load_study(path)
     assert study.name == 'quote"d' and study.seeds == (0, 1) and study.data.n_items == 3

@@ -13,8 +13,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from auditor.bbq import CATEGORIES, BBQItem, read_jsonl, select_items
-from auditor.errors import DataError
+from auditor.core.errors import DataError
+from auditor.data.bbq import CATEGORIES, BBQItem, read_jsonl, select_items
 from tests.conftest import SAMPLE_BBQ
 
 LINES = [line for f in sorted(SAMPLE_BBQ.glob("*.jsonl")) for line in f.read_text().splitlines() if line.strip()]

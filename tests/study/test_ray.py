@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from auditor.cli import main
-from auditor.runner import merged_records
+from auditor.data.rundir import merged_records
 
 ray = pytest.importorskip("ray", reason="ray is an optional extra (pip install '.[ray]')")
 

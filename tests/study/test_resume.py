@@ -12,8 +12,8 @@ import time
 import pandas as pd
 
 from auditor.cli import main
-from auditor.runner import merged_records
-from auditor.units import SLOW_UNIT_ENV
+from auditor.data.rundir import merged_records
+from auditor.study.units import SLOW_UNIT_ENV
 
 VARIANTS = ("magnitude@0.5", "random@0.5")  # 3 variants x 2 shards = 6 units
 
@@ -57,7 +57,7 @@ def test_sigkill_mid_unit_then_resume_equals_uninterrupted_run(small_study, caps
     finished_before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "records").glob("*.parquet")}
 
     # Resume: the two finished units are kept as they are, the other four are computed.
-    caplog.set_level(logging.INFO, logger="auditor.runner")
+    caplog.set_level(logging.INFO, logger="auditor.study.runner")
     assert main(["run", str(study)]) == 0, capsys.readouterr().err
     assert caplog.text.count("finished earlier, skipped") == 2
     for name, mtime in finished_before.items():

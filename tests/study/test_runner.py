@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from auditor.cli import main
-from auditor.runner import merged_records, run_lock
-from auditor.units import UnitWorker
+from auditor.data.rundir import merged_records, run_lock
+from auditor.study.units import UnitWorker
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -38,7 +38,7 @@ def test_run_writes_units_and_rerun_skips_them(small_study, capsys, monkeypatch,
     assert list(records["variant"].unique()) == ["dense", "magnitude@0.5"]
     assert (run_dir / "report.md").is_file() and (run_dir / "summary.json").is_file()
     merged = json.loads(next((run_dir / "variants").glob("magnitude*__torch.json")).read_text())
-    assert merged["spec"] == "magnitude@0.5" and len(merged["shards"]) == 2 and merged["n_items"] == 12
+    assert merged["variant"] == "magnitude@0.5" and len(merged["shards"]) == 2 and merged["n_items"] == 12
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert len(manifest["study"]["hash"]) == 64 and len(manifest["units"]) == 4
     assert {"model", "data", "items"} <= set(manifest["fingerprints"])
@@ -142,8 +142,9 @@ def test_audit_front_runs_an_in_memory_study(tiny_model_dir, capsys, tmp_path, m
 
 @pytest.mark.slow
 def test_null_baseline_unit_is_scored_by_llama_cpp(small_study, capsys, tmp_path):
-    from auditor.backends.factory import LLAMA_CPP, available
-    from auditor.baselines import DENSE_GGUF_F16
+    from auditor.analysis.baselines import DENSE_GGUF_F16
+    from auditor.core.names import LLAMA_CPP
+    from auditor.scoring.backends.factory import available
 
     if not available(LLAMA_CPP):
         pytest.skip("llama.cpp backend modules are not importable")
@@ -179,3 +180,15 @@ def test_perplexity_units_write_ppl_files(small_study, capsys, tmp_path):
         assert f"{corpus}" in f["corpus"] and f["max_length"] == 32 and f["stride"] == 16
     # the same token ids for both variants, so the figures differ only by the model
     assert figures[0]["ppl"] != figures[1]["ppl"]
+
+
+def test_end_of_run_report_uses_the_study_thresholds(small_study, capsys):
+    """`auditor run` writes the report with the study's [thresholds], as `auditor report` would."""
+    study = small_study("graded", thresholds={"flip_rate_elevated": 0.33, "flip_rate_high": 0.44})
+    code, out, err = _run(capsys, study)
+    assert code == 0, err
+    run_dir = study.parent / "reports" / "graded"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["thresholds"]["flip_rate_elevated"] == 0.33
+    assert summary["thresholds"]["flip_rate_high"] == 0.44
+    assert "elevated at +33 pts, high at +44 pts" in (run_dir / "report.md").read_text()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor.errors import AuditorError, SpecError
-from auditor.study import load_study, parse_study
+from auditor.core.errors import AuditorError, SpecError
+from auditor.study.spec import load_study, parse_study
 from tests.study.conftest import write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_hash_covers_results_not_execution_or_thresholds():
 
 
 def test_backends_per_spec():
-    from auditor.study import backends_for
+    from auditor.study.spec import backends_for
 
     both = ("torch", "llama.cpp")
     assert backends_for("dense", ("auto",)) == ("torch",)
@@ -124,7 +124,7 @@ def test_repository_studies_parse():
 
 
 def test_run_name_is_sanitised_into_one_path_component(tmp_path):
-    from auditor.audit import safe_name
+    from auditor.core.names import safe_name
 
     assert safe_name("../../etc/passwd") == "etc_passwd"
     assert safe_name("a b/c") == "a_b_c"
@@ -132,7 +132,7 @@ def test_run_name_is_sanitised_into_one_path_component(tmp_path):
         safe_name("../..")
     write_study(tmp_path / "s.toml", {"name": "../../escape"})
     study = load_study(tmp_path / "s.toml")
-    from auditor.runner import plan_study
+    from auditor.study.runner import plan_study
 
     plan = plan_study(replace(study, null_baselines=False, perplexity=None))[0]
     assert plan.run_dir.parent == tmp_path.resolve() / "reports" and plan.run_dir.name == "escape"

@@ -196,3 +196,42 @@ def test_tui_command_rejects_a_non_run(tmp_path, capsys):
 
     assert main(["tui", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_tui_grades_with_the_thresholds_the_run_records(tmp_path):
+    """Study [thresholds] recorded in the manifest reach the TUI: the planted variant is no longer HIGH."""
+    # No flip rate or SRS change can exceed its null by more than 1, and no q-value is below 1e-300.
+    lenient = {"flip_rate_elevated": 1.5, "flip_rate_high": 2.0, "srs_increase_elevated": 1.5,
+               "srs_increase_high": 2.0, "alpha": 1e-300}
+    run = build_run(tmp_path / "reports", thresholds=lenient)
+
+    async def scenario() -> None:
+        app = AuditorApp(tmp_path / "reports", run)
+        async with app.run_test(size=(150, 40)) as pilot:
+            table = await ready(pilot, app, VariantsScreen, "#variants", rows=5)
+            assert app.view is not None and app.view.thresholds.flip_rate_high == 2.0
+            verdicts = dict(zip(column(table, 1), column(table, 3)))
+            assert verdicts[PLANTED_HIGH] == "LOW"  # HIGH under the default thresholds (walkthrough)
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+
+
+def test_tui_and_status_agree_on_a_dead_run(tmp_path, capsys):
+    """state.json says running, but no process holds the run's lock: both call it interrupted."""
+    from auditor.cli import main
+    from auditor.core.files import write_json
+
+    run = build_run(tmp_path / "reports")
+    write_json({"state": "running", "pid": 999_999, "n_units": 5, "n_finished": 2}, run / "state.json")
+    assert main(["status", str(run)]) == 0
+    assert "state: interrupted" in capsys.readouterr().out
+
+    async def scenario() -> None:
+        app = AuditorApp(tmp_path / "reports")
+        async with app.run_test(size=(150, 40)) as pilot:
+            table = await ready(pilot, app, RunsScreen, "DataTable", rows=1)
+            assert column(table, table.columns.__len__() - 1) == ["interrupted"]
+            await pilot.press("q")
+
+    asyncio.run(scenario())

@@ -5,9 +5,9 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from auditor.report.data import RunView
-from auditor.report.document import ci, count, num, pct, pts, pvalue
 from auditor.tui.cells import fill
+from auditor.view.format import ci, count, num, pct, pts, pvalue
+from auditor.view.run import RunView
 
 COLUMNS = [("category", "category"), ("variant", "variant"), ("backend", "runtime"), ("pairs", "pairs"),
            ("flip", "flip rate"), ("ci", "95% CI (%)"), ("q", "BH q"), ("srs_ref", "SRS dense"),

@@ -7,9 +7,9 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from auditor.report.data import VariantComparison
-from auditor.report.document import NOT_MEASURED, fixed, pct, pts, pvalue, size_mb
 from auditor.tui.cells import cell, fill, verdict_cell
+from auditor.view.format import NOT_MEASURED, fixed, pct, pts, pvalue, size_mb
+from auditor.view.items import VariantComparison
 
 FIGURES = (
     ("verdict", "verdict", None), ("size", "size_bytes", size_mb),

@@ -7,8 +7,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from auditor.report.data import ItemDetail
 from auditor.tui.cells import cell, fill
+from auditor.view.items import ItemDetail
 
 COLUMNS = [("variant", "variant"), ("backend", "runtime"), ("seed", "seed"), ("answer", "answer (letter as shown)"),
            ("role", "role"), ("correct", "correct"), ("flip", "vs dense")]

@@ -7,8 +7,9 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Checkbox, DataTable, Footer, Header, Select, Static
 
-from auditor.report.data import RunView, filter_items, item_table
 from auditor.tui.cells import fill
+from auditor.view.items import filter_items, item_table
+from auditor.view.run import RunView
 
 COLUMNS = [("item", "item"), ("category", "category"), ("condition", "condition"), ("polarity", "polarity"),
            ("flips", "flipped by"), ("question", "question")]

@@ -8,8 +8,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from auditor.report.data import list_runs
 from auditor.tui.cells import fill
+from auditor.view.runs import list_runs
 
 
 class RunsScreen(Screen[None]):

@@ -6,9 +6,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from auditor.report.data import KIND_VARIANT, SORT_KEYS, RunView, sort_overview
-from auditor.report.document import NOT_MEASURED, fixed, pct, pts, pvalue, size_mb
 from auditor.tui.cells import cell, fill, verdict_cell
+from auditor.view.format import NOT_MEASURED, fixed, pct, pts, pvalue, size_mb
+from auditor.view.run import KIND_VARIANT, SORT_KEYS, RunView, sort_overview
 
 COLUMNS = [("mark", " "), ("variant", "variant"), ("backend", "runtime"), ("verdict", "verdict"),
            ("size", "size"), ("latency", "ms/prompt"), ("ppl", "ppl"), ("accuracy", "accuracy"), ("srs", "SRS"),

@@ -1,0 +1,148 @@
+"""Null baselines for flip rates: how many unbiased -> biased flips appear with NO compression at all.
+
+A variant's flip rate only means something above these:
+
+- **seed** ("dense vs dense under another seed", answer-order sensitivity): for
+  every answer-order seed s_k other than the first seed s_0, the flip rate of
+  the dense model's answers under order s_k against its answers under s_0, on
+  the same items. Same weights, same runtime, only the option order differs.
+- **runtime** ("dense torch vs dense GGUF F16 in llama.cpp", runtime noise): the
+  flip rate of the records of variant ``DENSE_GGUF_F16`` on backend
+  ``LLAMA_CPP`` against the dense torch records, paired on (seed, item_id).
+  The study runner writes that unit when null baselines are enabled; when it is
+  absent the baseline is NaN and the row's ``note`` says so.
+
+Flip rate = n(unbiased -> biased) / n(reference unbiased) as in
+``auditor.analysis.metrics.transitions``, which does the counting here too.
+"""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from auditor.analysis.metrics import NAN, transitions
+from auditor.core.names import DENSE, LLAMA_CPP, TORCH
+
+log = logging.getLogger(__name__)
+
+#: Variant name of the dense model exported to GGUF F16 and scored by llama.cpp (the runtime baseline).
+DENSE_GGUF_F16 = "dense-gguf-f16"
+#: Backend the dense reference is scored on; variants served elsewhere are compared against it.
+REFERENCE_BACKEND = TORCH
+#: Variants that exist only as null baselines: never compared as compressed variants.
+BASELINE_VARIANTS = frozenset({DENSE_GGUF_F16})
+
+#: Baseline kinds, as written in the ``baseline`` column.
+SEED_BASELINE = "seed"
+RUNTIME_BASELINE = "runtime"
+
+BASELINE_COLUMNS = [
+    "baseline", "backend", "category", "seeds", "n_pairs", "n_ref_unbiased",
+    "unbiased_to_biased", "biased_to_unbiased", "flip_rate", "note",
+]
+
+
+def _ambiguous(records: pd.DataFrame, condition: str) -> pd.DataFrame:
+    return records[records["condition"] == condition]
+
+
+def _empty_row(kind: str, backend: str, note: str) -> dict:
+    return {"baseline": kind, "backend": backend, "category": "all", "seeds": "", "n_pairs": 0,
+            "n_ref_unbiased": 0, "unbiased_to_biased": 0, "biased_to_unbiased": 0, "flip_rate": NAN,
+            "note": note}
+
+
+def seed_baseline(records: pd.DataFrame, reference: str = DENSE, condition: str = "ambig") -> pd.DataFrame:
+    """Answer-order sensitivity of the reference, per backend it was scored on and per category + "all".
+
+    For each backend and each seed s_k != s_0 (s_0 = the smallest seed, 0 = dataset
+    order), the reference's rows under s_k are paired item by item with its rows
+    under s_0. Counts are pooled over k: flip_rate = sum_k n_ub(k) / sum_k n(s_0
+    unbiased) (the same pooled denominator the variants' flip rate uses when
+    several seeds are paired). With one seed there is nothing to compare: one
+    "all" row with NaN and a note.
+    """
+    rows: list[dict] = []
+    ref = _ambiguous(records[records["variant"] == reference], condition)
+    if not len(ref):
+        note = f"no {condition} records of variant {reference!r}"
+        return pd.DataFrame([_empty_row(SEED_BASELINE, REFERENCE_BACKEND, note)], columns=BASELINE_COLUMNS)
+    for backend, frame in ref.groupby("backend", sort=True):
+        seeds = sorted(int(s) for s in frame["seed"].unique())
+        if len(seeds) < 2:
+            note = f"{reference!r} on {backend!r} was scored under one seed ({seeds[0]}): no other answer order"
+            log.info("seed baseline: %s", note)
+            rows.append(_empty_row(SEED_BASELINE, str(backend), note))
+            continue
+        base = frame[frame["seed"] == seeds[0]]
+        # Relabel s_k as s_0 so transitions() pairs the two answer orders of the same item.
+        parts = [transitions(base, frame[frame["seed"] == s].assign(seed=seeds[0])) for s in seeds[1:]]
+        pooled = pd.concat(parts, ignore_index=True)
+        pooled = pooled[pooled["condition"] == condition]
+        for cat, f in pooled.groupby("category", sort=True):
+            n_unb = int(f["n_ref_unbiased"].sum())
+            n_ub = int(f["unbiased_to_biased"].sum())
+            rows.append({
+                "baseline": SEED_BASELINE, "backend": str(backend), "category": cat,
+                "seeds": f"{seeds[0]} vs {','.join(map(str, seeds[1:]))}", "n_pairs": int(f["n_pairs"].sum()),
+                "n_ref_unbiased": n_unb, "unbiased_to_biased": n_ub,
+                "biased_to_unbiased": int(f["biased_to_unbiased"].sum()),
+                "flip_rate": n_ub / n_unb if n_unb else NAN, "note": "",
+            })
+    return pd.DataFrame(rows, columns=BASELINE_COLUMNS)
+
+
+def runtime_baseline(records: pd.DataFrame, reference: str = DENSE, condition: str = "ambig") -> pd.DataFrame:
+    """Runtime noise: ``DENSE_GGUF_F16`` on llama.cpp against the reference on torch, per category + "all".
+
+    Pairs are (seed, item_id), so each answer order is compared with itself. NaN
+    with a note when either side has no records (e.g. the runner did not add the
+    unit because llama.cpp was unavailable or null baselines were disabled).
+    """
+    ref = _ambiguous(records[(records["variant"] == reference) & (records["backend"] == REFERENCE_BACKEND)], condition)
+    gguf = _ambiguous(records[(records["variant"] == DENSE_GGUF_F16) & (records["backend"] == LLAMA_CPP)], condition)
+    if not len(ref) or not len(gguf):
+        missing = (f"{DENSE_GGUF_F16!r} on {LLAMA_CPP!r}" if not len(gguf)
+                   else f"{reference!r} on {REFERENCE_BACKEND!r}")
+        note = f"not measured: no {condition} records of {missing}"
+        log.info("runtime baseline %s", note)
+        return pd.DataFrame([_empty_row(RUNTIME_BASELINE, LLAMA_CPP, note)], columns=BASELINE_COLUMNS)
+    t = transitions(ref, gguf)
+    t = t[t["condition"] == condition]
+    seeds = ",".join(str(s) for s in sorted(set(ref["seed"]) & set(gguf["seed"])))
+    if not len(t):
+        return pd.DataFrame([_empty_row(RUNTIME_BASELINE, LLAMA_CPP, "not measured: no paired items")],
+                            columns=BASELINE_COLUMNS)
+    return pd.DataFrame([{
+        "baseline": RUNTIME_BASELINE, "backend": LLAMA_CPP, "category": r["category"], "seeds": seeds,
+        "n_pairs": int(r["n_pairs"]), "n_ref_unbiased": int(r["n_ref_unbiased"]),
+        "unbiased_to_biased": int(r["unbiased_to_biased"]), "biased_to_unbiased": int(r["biased_to_unbiased"]),
+        "flip_rate": r["flip_rate"], "note": "",
+    } for _, r in t.iterrows()], columns=BASELINE_COLUMNS)
+
+
+def null_baselines(records: pd.DataFrame, reference: str = DENSE, condition: str = "ambig") -> pd.DataFrame:
+    """Both null baselines, one row per (baseline, backend, category); NaN rows carry a note."""
+    return pd.concat([seed_baseline(records, reference, condition), runtime_baseline(records, reference, condition)],
+                     ignore_index=True)
+
+
+def baseline_flip_rate(baselines: pd.DataFrame, kind: str, category: str, backend: str | None = None) -> float:
+    """The flip rate of one baseline for a category (NaN when not measured or the category is absent)."""
+    sel = baselines[(baselines["baseline"] == kind) & (baselines["category"] == category)]
+    if backend is not None:
+        sel = sel[sel["backend"] == backend]
+    return float(sel["flip_rate"].iloc[0]) if len(sel) else NAN
+
+
+def srs_null(baselines: pd.DataFrame) -> float:
+    """The largest |SRS change| a null baseline shows on all ambiguous items: |n_ub - n_bu| / n_pairs.
+
+    (SRS(var) - SRS(ref) on the same pairs equals (b - c) / n_pairs.) NaN when no baseline was measured.
+    """
+    if not len(baselines):
+        return NAN
+    sel = baselines[(baselines["category"] == "all") & (baselines["n_pairs"] > 0)]
+    values = ((sel["unbiased_to_biased"] - sel["biased_to_unbiased"]).abs() / sel["n_pairs"]).tolist()
+    return max(values) if values else NAN

@@ -1,0 +1,40 @@
+"""Names shared by every layer: the reference variant, the runtimes, ids and path-safe names.
+
+One source of truth, so that a run directory written by the study and read by the
+view, the report and the gate agree on every name.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+from auditor.core.errors import AuditorError
+
+#: The uncompressed reference variant.
+DENSE = "dense"
+
+#: Runtimes (the `backend` column of every record): torch serves safetensors, llama.cpp serves GGUF.
+TORCH = "torch"
+LLAMA_CPP = "llama.cpp"
+RUNTIMES = (TORCH, LLAMA_CPP)
+RUNTIME_FORMAT = {TORCH: "safetensors", LLAMA_CPP: "gguf"}
+
+
+def variant_id(spec: str) -> str:
+    """A short, path-safe id: the spec's readable part plus a hash of the exact spec."""
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
+    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in spec)[:48]
+    return f"{safe}-{digest}"
+
+
+def unit_name(variant_spec: str, backend: str) -> str:
+    """`<variant_id>__<backend>`: the file stem of an unsharded variant's records and descriptors."""
+    return f"{variant_id(variant_spec)}__{backend}"
+
+
+def safe_name(name: str) -> str:
+    """A run or variant name fit to be a path component (no separators, no dot-dot)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._@+-]", "_", name).strip("._")
+    if not cleaned:
+        raise AuditorError(f"run name {name!r} has no usable characters")
+    return cleaned[:100]

@@ -1,0 +1,87 @@
+"""Where BBQ items and text corpora come from: explicit path, environment, then project fixtures."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from auditor.core.errors import DataError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = PROJECT_ROOT / "fixtures"
+SAMPLE_BBQ = FIXTURES / "bbq_sample"
+BBQ_ENV = "AUDITOR_BBQ_DIR"
+CORPUS_ENV = "AUDITOR_CORPUS_DIR"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    path: Path
+    origin: str  # a sentence for provenance: what this data is and where it came from
+    is_sample: bool
+
+
+def regenerated_categories(folder: Path) -> list[str]:
+    """Categories a data folder's README marks as regenerated from templates (not the release).
+
+    The shared BBQ copy documents this in a table row such as
+    `| SES.jsonl | 6864 | regenerated from the official templates |`; reports must say so.
+    For a single file, only that file's category counts.
+    """
+    readme = folder / "README.md" if folder.is_dir() else folder.parent / "README.md"
+    if not readme.is_file():
+        return []
+    found = []
+    for line in readme.read_text(encoding="utf-8", errors="replace").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].endswith(".jsonl") and "regenerated" in cells[-1].lower():
+            found.append(cells[0].removesuffix(".jsonl"))
+    if not folder.is_dir():
+        found = [c for c in found if c == folder.stem]
+    return found
+
+
+def _origin(path: Path, how: str) -> str:
+    regen = regenerated_categories(path)
+    note = (f" ({', '.join(regen)} regenerated from the official templates, not the released files: "
+            "treat their numbers as BBQ-template results)" if regen else "")
+    return f"BBQ from {how}{note}"
+
+
+def resolve_bbq(explicit: str | Path | None) -> DataSource:
+    """--bbq PATH, then $AUDITOR_BBQ_DIR, then the project's sample (which is not BBQ)."""
+    if explicit:
+        path = Path(explicit)
+        if not path.exists():
+            raise DataError(path, "no such file or directory (the BBQ data given)")
+        return DataSource(path, _origin(path, f"--bbq {path}"), False)
+    env = os.environ.get(BBQ_ENV)
+    if env:
+        path = Path(env)
+        if not path.exists():
+            raise DataError(path, f"${BBQ_ENV}: no such file or directory")
+        return DataSource(path, _origin(path, f"${BBQ_ENV}={path}"), False)
+    return DataSource(SAMPLE_BBQ, "project SAMPLE in BBQ's schema (fixtures/bbq_sample) - NOT BBQ; "
+                      "numbers on it say nothing about bias", True)
+
+
+def resolve_corpus(explicit: str | Path | None, split: str) -> DataSource:
+    """Text for calibration (split "valid") or perplexity (split "test").
+
+    --corpus/--calib FILE, then $AUDITOR_CORPUS_DIR/<split>.txt, then
+    ../shared/corpus/wikitext-2/<split>.txt beside the checkout, then the fixture text.
+    """
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise DataError(path, "no such text file")
+        return DataSource(path, f"text file {path}", False)
+    candidates = []
+    if os.environ.get(CORPUS_ENV):
+        candidates.append(Path(os.environ[CORPUS_ENV]) / f"{split}.txt")
+    candidates.append(PROJECT_ROOT.parent / "shared" / "corpus" / "wikitext-2" / f"{split}.txt")
+    for path in candidates:
+        if path.is_file():
+            return DataSource(path, f"WikiText-2 {split} ({path})", False)
+    fixture = FIXTURES / f"corpus_{split}.txt"
+    return DataSource(fixture, f"project fixture text {fixture.name} (not WikiText-2)", True)

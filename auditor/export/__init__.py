@@ -1,1 +1,0 @@
-"""Writing variants to files: HF safetensors directories, GGUF, sparse-aware layouts."""

@@ -1,0 +1,139 @@
+"""Torch backend: HF causal LMs (float, pruned, bitsandbytes) scored in batches, with KV reuse.
+
+Prompts are planned by auditor.scoring.backends.trees: the prefix common to every
+prompt is run once and its keys/values are handed to every batch as a cache;
+the rest is packed as prompt trees (one item's answer orders, and items that
+share a context) and scored with tree attention through a 4-D attention mask.
+
+Within a row nodes may be placed in any order (positions and masks carry the
+structure), so the nodes whose logits we need (the last token of each prompt)
+are placed last and `logits_to_keep` computes the full-vocabulary head only
+there. Rows are left-padded; a pad token attends only to itself so no softmax
+row is empty, and no real token attends to a pad.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from auditor.core.progress import progress
+from auditor.data.prompts import PromptGroup
+from auditor.scoring.backends.base import ScoringBackend
+from auditor.scoring.backends.trees import PackedBatch, TreePlan, pack_trees, plan_trees
+
+log = logging.getLogger(__name__)
+
+
+class TorchBackend(ScoringBackend):
+    """Planned prompt trees in batches of similar size; head only at answer nodes.
+
+    `batch_size` is the number of items (prompt groups) per forward pass; each
+    item contributes all its option orders. `max_items_per_tree` caps how many
+    items that share a context are merged into one row (1: none are merged).
+    """
+
+    name = "torch"
+
+    def __init__(self, model, *, batch_size: int = 16, pad_id: int = 0, max_items_per_tree: int = 4) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_items_per_tree < 1:
+            raise ValueError(f"max_items_per_tree must be >= 1, got {max_items_per_tree}")
+        self.model = model
+        self.batch_size = batch_size
+        self.pad_id = pad_id
+        self.max_items_per_tree = max_items_per_tree
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def _float_dtype(self):
+        # Parameters of a bitsandbytes model may be int8; the embeddings carry the compute dtype.
+        return self.model.get_input_embeddings().weight.dtype
+
+    def letter_logprobs(self, groups: Sequence[PromptGroup], letter_ids: Sequence[int]) -> list[np.ndarray]:
+        import torch
+
+        plan = plan_trees(groups, max_items_per_tree=self.max_items_per_tree)
+        out = [np.empty((len(g.suffix_ids), len(letter_ids))) for g in groups]
+        letters = torch.tensor(list(letter_ids), device=self.device)
+        n_prompts = sum(len(g.suffix_ids) for g in groups)
+        with torch.inference_mode(), progress(n_prompts, "prompts") as bar:
+            prefix_kv = self._prefix_kv(plan.prefix_ids)
+            for idx in _batches(plan, self.batch_size):
+                batch = [plan.trees[t] for t in idx]
+                packed = pack_trees(batch, self.pad_id, prefix_len=len(plan.prefix_ids))
+                picked = self._answer_logprobs(packed, prefix_kv)[:, :, letters].float().cpu().numpy()
+                width_keep = picked.shape[1]
+                for r, (t, tree) in enumerate(zip(idx, batch)):
+                    # Answer nodes are the last n_answer_nodes nodes of the row, right-aligned.
+                    first = tree.n_nodes - tree.n_answer_nodes
+                    for (g, s), end in zip(plan.members[t], tree.ends):
+                        out[g][s] = picked[r, width_keep - tree.n_answer_nodes + (end - first)]
+                bar.update(sum(len(plan.members[t]) for t in idx))
+        return out
+
+    def _prefix_kv(self, prefix_ids: Sequence[int]):
+        """Per-layer (keys, values) of the common prefix, batch 1; None when there is none."""
+        import torch
+
+        if not prefix_ids:
+            return None
+        x = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device)
+        cache = self.model(input_ids=x, use_cache=True).past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _answer_logprobs(self, packed: PackedBatch, prefix_kv):
+        """Log-softmax over the full vocabulary at the last n_keep columns: (B, n_keep, V)."""
+        import torch
+        from transformers import DynamicCache
+
+        dev = self.device
+        allowed = torch.from_numpy(packed.allowed).to(dev)
+        # An additive float mask works with both the eager and the SDPA attention paths.
+        dtype = self._float_dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=dev)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        cache = None
+        if prefix_kv is not None:
+            rows = packed.input_ids.shape[0]
+            # A fresh cache per batch: the forward appends this batch's keys to it.
+            cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv])
+        out = self.model(
+            input_ids=torch.from_numpy(packed.input_ids).to(dev),
+            attention_mask=mask[:, None, :, :],
+            position_ids=torch.from_numpy(packed.position_ids).to(dev),
+            past_key_values=cache, use_cache=cache is not None,
+            logits_to_keep=packed.n_keep,
+        )
+        return torch.log_softmax(out.logits.float(), dim=-1)
+
+    def token_logprobs(self, ids: Sequence[int]) -> np.ndarray:
+        """log p(ids[i] | ids[:i]) for i = 1..len(ids)-1, one causal forward pass (float64 array)."""
+        import torch
+
+        if len(ids) < 2:
+            return np.empty(0, dtype=np.float64)
+        x = torch.tensor(list(ids), dtype=torch.long, device=self.device)[None, :]
+        with torch.inference_mode():
+            logits = self.model(input_ids=x, use_cache=False).logits[0, :-1].float()
+            logp = torch.log_softmax(logits, dim=-1).gather(1, x[0, 1:, None])[:, 0]
+        return logp.double().cpu().numpy()
+
+
+def _batches(plan: TreePlan, batch_size: int) -> list[list[int]]:
+    """Tree indices in forward passes of about `batch_size` items, trees of similar size together."""
+    order = sorted(range(len(plan.trees)), key=lambda t: plan.trees[t].n_nodes)
+    batches: list[list[int]] = []
+    items = 0
+    for t in order:
+        if not batches or items >= batch_size:
+            batches.append([])
+            items = 0
+        batches[-1].append(t)
+        items += plan.n_items(t)
+    return batches

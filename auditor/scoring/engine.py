@@ -1,0 +1,67 @@
+"""The BBQ engine: one set of prompts, scored by any backend, into item records.
+
+Every variant of a run is scored on the same PromptGroups (same items, token
+ids and option orders), whatever runtime serves it, so records pair up item
+by item across variants.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from auditor.data.bbq import BBQItem
+from auditor.data.prompts import PromptGroup, build_groups, letter_token_ids
+from auditor.data.records import make_records
+from auditor.scoring.backends.base import ScoringBackend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Items, seeds and their tokenised prompts: built once per run, shared by all variants."""
+
+    items: tuple[BBQItem, ...]
+    seeds: tuple[int, ...]
+    groups: tuple[PromptGroup, ...]
+    letter_ids: tuple[int, ...]
+
+    @classmethod
+    def build(cls, tokenizer, items: Sequence[BBQItem], seeds: Sequence[int]) -> "PromptSet":
+        if not seeds:
+            raise ValueError("at least one seed is needed")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+        groups = build_groups(tokenizer, items, seeds)
+        return cls(tuple(items), tuple(seeds), tuple(groups), letter_token_ids(tokenizer))
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.items) * len(self.seeds)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    records: pd.DataFrame
+    wall_s: float
+    ms_per_prompt: float
+
+
+def score(backend: ScoringBackend, prompts: PromptSet, variant: str) -> ScoreResult:
+    """Score every (item, seed) of `prompts` with `backend`; rows in dataset answer indexing."""
+    start = time.perf_counter()
+    logprobs = backend.letter_logprobs(prompts.groups, prompts.letter_ids)
+    wall = time.perf_counter() - start
+    frames = []
+    for s, seed in enumerate(prompts.seeds):
+        shown = np.stack([lp[s] for lp in logprobs])
+        perms = [g.perms[s] for g in prompts.groups]
+        frames.append(make_records(variant, backend.name, seed, prompts.items, perms, shown))
+    records = pd.concat(frames, ignore_index=True)
+    log.info("scored %s on %s: %d prompts in %.1fs", variant, backend.name, prompts.n_prompts, wall)
+    return ScoreResult(records, wall, 1000 * wall / max(prompts.n_prompts, 1))

@@ -1,0 +1,408 @@
+"""The study runner: plan units, keep a manifest, skip finished units, commit results, merge them.
+
+The run directory's layout and its state live in `auditor.data.rundir`.
+Every file is written under a temp name and renamed, so a unit is finished iff
+its final file exists and its unit key matches the plan. A killed run leaves at
+most temp files (removed on the next run) and finished units (kept).
+
+Refusals: a run directory made by a study with another hash, or whose model or
+data fingerprints changed, is refused unless `force`. With `force`, finished
+units whose unit key (everything that defines that unit's result) is unchanged
+are kept; every other file is moved to superseded/ and its unit redone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from auditor.analysis.baselines import DENSE_GGUF_F16
+from auditor.artifacts.models import ModelSource, resolve_model
+from auditor.core.errors import AuditorError, SpecError
+from auditor.core.files import write_json
+from auditor.core.names import DENSE, LLAMA_CPP, safe_name
+from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
+from auditor.data.bbq import BBQSelection, select_items
+from auditor.data.prompts import TEMPLATE_VERSION
+from auditor.data.records import items_frame, write_parquet
+from auditor.data.rundir import (
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    LAYOUT_DIRS,
+    PPL,
+    RECORD_ORDER,
+    REPORT_FILES,
+    RUNNING,
+    SCORE,
+    Unit,
+    is_finished,
+    remove_temp_files,
+    run_lock,
+)
+from auditor.data.sources import PROJECT_ROOT, DataSource, resolve_bbq, resolve_corpus
+from auditor.scoring.backends.factory import available
+from auditor.study.executors import make_executor
+from auditor.study.spec import Study, backends_for
+from auditor.study.units import RunContext, shard_indices
+from compressors.registry import parse_chain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One model's run: where it goes, what it reads, and its units with their keys."""
+
+    study: Study
+    run_dir: Path
+    source: ModelSource
+    data: DataSource
+    selection: BBQSelection
+    units: tuple[Unit, ...]
+    keys: dict[str, str]  # unit.id -> unit key
+    fingerprints: dict[str, str]
+    notes: tuple[str, ...]
+    context: RunContext
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def plan_study(study: Study) -> list[RunPlan]:
+    """Resolve models and data and plan every unit; all bad input fails here, before any work."""
+    chains = {spec: parse_chain(spec) for spec in study.variants}
+    data = resolve_bbq(str(study.path(study.data.bbq)) if study.data.bbq else None)
+    selection = select_items([data.path], categories=study.data.categories, condition=study.data.condition,  # type: ignore[arg-type]
+                             n=study.data.n_items, seed=study.data.sample_seed, origin=data.origin)
+    calib_path = str(study.path(study.calibration.corpus)) if study.calibration.corpus else None
+    ppl_settings = study.perplexity
+    if ppl_settings is not None and ppl_settings.corpus:
+        ppl_settings = replace(ppl_settings, corpus=str(study.path(ppl_settings.corpus)))
+    fingerprints = {"data": _files_fingerprint([Path(f) for f in selection.files]),
+                    "items": _items_fingerprint(selection.items)}
+    if any(s.needs_calibration for steps in chains.values() for s in steps):
+        fingerprints["calibration_corpus"] = file_fingerprint(resolve_corpus(calib_path, "valid").path)
+    notes: list[str] = []
+    with_ppl = ppl_settings is not None
+    if with_ppl:
+        fingerprints["perplexity_corpus"] = file_fingerprint(resolve_corpus(ppl_settings.corpus, "test").path)
+    sources = [resolve_model(m if m == "smollm2" else str(study.path(m))) for m in study.models]
+
+    plans = []
+    names: set[str] = set()
+    for model, source in zip(study.models, sources):
+        name = safe_name(study.name) if len(study.models) == 1 else f"{safe_name(study.name)}-{safe_name(source.name)}"
+        if name in names:
+            raise SpecError(f"{study.source}: models: two models would share the run directory {name!r}; "
+                            "give them files or folders with different names")
+        names.add(name)
+        run_dir = study.path(study.output_dir) / name
+        fp = {**fingerprints, "model": file_fingerprint(source.path)}
+        units, unit_notes = _plan_units(study, chains, with_ppl)
+        ctx = RunContext(
+            key=hashlib.sha256(f"{study.hash}:{fp['model']}:{fp['items']}:{run_dir}".encode()).hexdigest()[:16],
+            run_dir=str(run_dir), source=source, items=selection.items, seeds=study.seeds,
+            compress_seed=study.compress_seed, batch_size=study.execution.batch_size, device=study.execution.device,
+            threads=study.execution.threads, trust_remote_code=study.trust_remote_code,
+            calibration=replace(study.calibration, corpus=calib_path), perplexity=ppl_settings if with_ppl else None,
+            keep_artifacts=study.execution.keep_artifacts,
+        )
+        keys = {u.id: _unit_key(u, study, chains, fp, selection) for u in units}
+        plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fp,
+                             tuple(notes + unit_notes), ctx))
+    return plans
+
+
+def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool) -> tuple[list[Unit], list[str]]:
+    """Units in execution order: per spec (study order), per backend, its shards then its perplexity."""
+    n = study.execution.shards
+    units: list[Unit] = []
+    notes: list[str] = []
+    llama_ok = available(LLAMA_CPP)
+    for spec in study.variants:
+        backends = backends_for(spec, study.backends)
+        if LLAMA_CPP in backends and not llama_ok:
+            raise AuditorError(f"{study.source}: {spec!r} needs the llama.cpp backend, but llama-cpp-python or the "
+                               "auditor's GGUF modules are not importable here")
+        for backend in backends:
+            units += [Unit(SCORE, spec, spec, backend, k, n) for k in range(n)]
+            if with_ppl:
+                units.append(Unit(PPL, spec, spec, backend))
+        if spec == DENSE and study.null_baselines:
+            if llama_ok:
+                units += [Unit(SCORE, DENSE_GGUF_F16, DENSE, LLAMA_CPP, k, n) for k in range(n)]
+            else:
+                notes.append("runtime null baseline not scored: the llama.cpp backend is not available")
+    return units, notes
+
+
+def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, str], selection: BBQSelection) -> str:
+    """sha256 of everything that defines this unit's result (and nothing that does not)."""
+    steps = chains[unit.spec]
+    definition: dict[str, Any] = {
+        "unit": asdict(unit), "model": fp["model"], "device": study.execution.device,
+        "threads": study.execution.threads,
+    }
+    if steps:
+        definition["compress_seed"] = study.compress_seed
+    if any(s.needs_calibration for s in steps):
+        definition["calibration"] = {**asdict(study.calibration), "fingerprint": fp["calibration_corpus"]}
+    if unit.kind == SCORE:
+        shard_items = [selection.items[i] for i in shard_indices(len(selection.items), unit.shard, unit.n_shards)]
+        definition.update(items=_items_fingerprint(shard_items), seeds=list(study.seeds),
+                          batch_size=study.execution.batch_size, template=TEMPLATE_VERSION)
+    else:
+        assert study.perplexity is not None
+        definition["perplexity"] = {**asdict(study.perplexity), "corpus": None,
+                                    "fingerprint": fp["perplexity_corpus"]}
+    return _sha(definition)
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _items_fingerprint(items) -> str:
+    return _sha([asdict(it) for it in items])[:16]
+
+
+def _files_fingerprint(files: list[Path]) -> str:
+    return _sha([(f.name, file_fingerprint(f)) for f in files])[:16]
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+def run_study(study: Study, *, force: bool = False, executor=None) -> list[Path]:
+    """Plan and run every model of `study`; return the run directories."""
+    plans = plan_study(study)
+
+    own = executor is None
+    executor = executor or make_executor(study.execution)
+    try:
+        return [execute_plan(plan, force=force, executor=executor) for plan in plans]
+    finally:
+        if own:
+            executor.close()
+
+
+def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
+    """Run the unfinished units of `plan` through `executor`, commit each, then merge and report."""
+    run_dir = _prepare_run_dir(plan.run_dir, plan.study)
+    with run_lock(run_dir):
+        remove_temp_files(run_dir)
+        previous = _check_previous(run_dir, plan, force)
+        kept = _finished_units(run_dir, plan)
+        _supersede(run_dir, plan, kept)
+        _guard(_write_manifest, run_dir / "manifest.json")(run_dir, plan, previous, executor.name)
+        _guard(write_parquet, run_dir / "items.parquet")(items_frame(plan.selection.items), run_dir / "items.parquet")
+        todo = [u for u in plan.units if u.id not in kept]
+        for unit in plan.units:
+            if unit.id in kept:
+                log.info("unit %s: finished earlier, skipped", unit.id)
+        if todo:
+            for name in REPORT_FILES:  # they would describe an older set of units
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "plots", ignore_errors=True)
+        _set_state(run_dir, RUNNING, plan, n_finished=len(kept))
+        done = len(kept)
+        try:
+            for result in executor.run(plan.context, todo):
+                _commit(run_dir, result, plan.keys[result.unit.id])
+                done += 1
+                log.info("unit %s: written (%d/%d)", result.unit.id, done, len(plan.units))
+            _merge_variants(run_dir, plan)
+        except KeyboardInterrupt:
+            _set_state(run_dir, INTERRUPTED, plan, n_finished=done)
+            raise
+        except AuditorError as exc:
+            _set_state(run_dir, FAILED, plan, n_finished=done, error=str(exc))
+            raise
+        except Exception as exc:
+            _set_state(run_dir, FAILED, plan, n_finished=done, error=repr(exc))
+            raise
+        _set_state(run_dir, COMPLETE, plan, n_finished=done)
+    return run_dir
+
+
+def _prepare_run_dir(run_dir: Path, study: Study) -> Path:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test.tmp-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise AuditorError(f"{run_dir}: output directory is not writable ({exc.strerror or exc}); "
+                           f"check output_dir in {study.source}") from None
+    return run_dir
+
+
+def _check_previous(run_dir: Path, plan: RunPlan, force: bool) -> dict | None:
+    """The manifest of an earlier run in `run_dir`, after refusing what must not be mixed."""
+    path = run_dir / "manifest.json"
+    if not path.exists():
+        others = [p.name for p in run_dir.iterdir() if p.name not in (".lock", "state.json")]
+        if others and not force:
+            raise AuditorError(f"{run_dir}: exists and is not a run directory (no manifest.json, but "
+                               f"{len(others)} other entries); choose another name or output_dir, or use --force")
+        return None
+    try:
+        previous = json.loads(path.read_text())
+        old_hash = (previous.get("study") or {}).get("hash")
+        old_fp = previous.get("fingerprints") or {}
+    except (ValueError, AttributeError, OSError) as exc:
+        if force:
+            return None
+        raise AuditorError(f"{path}: unreadable manifest ({exc}); use --force to start this run over") from None
+    if force:
+        return previous
+    if not old_hash:
+        raise AuditorError(f"{run_dir}: holds a run without a study hash (made by an earlier version of the "
+                           "auditor); use --force to keep nothing of it but move its files to superseded/")
+    if old_hash != plan.study.hash:
+        raise AuditorError(
+            f"{run_dir}: holds a run of a different study (study hash {old_hash[:12]}, this study "
+            f"{plan.study.hash[:12]}); use --force to keep its unchanged units and redo the rest, "
+            "or give the study another name")
+    changed = [k for k in sorted(set(old_fp) | set(plan.fingerprints)) if old_fp.get(k) != plan.fingerprints.get(k)]
+    if changed:
+        raise AuditorError(f"{run_dir}: the {', '.join(changed)} fingerprint(s) changed since this run was started "
+                           "(same study, different files); use --force to redo the affected units")
+    return previous
+
+
+def _finished_units(run_dir: Path, plan: RunPlan) -> set[str]:
+    """Ids of planned units whose final file exists and whose stored key equals the planned key."""
+    return {u.id for u in plan.units if is_finished(run_dir, u, plan.keys[u.id])}
+
+
+def _supersede(run_dir: Path, plan: RunPlan, kept: set[str]) -> None:
+    """Clear the way for the units to do.
+
+    Partial files of an unfinished planned unit are deleted (it is redone). Complete
+    files that no longer count (a stale unit key, a unit this plan does not have)
+    are moved to superseded/<utc>/, never deleted.
+    """
+    keep: set[Path] = set()
+    stale: list[Path] = []
+    for u in plan.units:
+        files = u.files(run_dir)
+        if u.id in kept:
+            keep.update(files)
+        elif u.final_path(run_dir).is_file():
+            stale += [p for p in files if p.is_file()]
+        else:
+            for p in files:
+                p.unlink(missing_ok=True)
+    keep.update(run_dir / "variants" / f"{u.stem}.json" for u in plan.units if u.kind == SCORE)
+    for folder in LAYOUT_DIRS:
+        if (run_dir / folder).is_dir():
+            stale += [p for p in sorted((run_dir / folder).iterdir()) if p.is_file() and p not in keep
+                      and p not in stale]
+    if not stale:
+        return
+    target = run_dir / "superseded" / now_utc().replace(":", "")
+    for path in stale:
+        (target / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target / path.parent.name / path.name)
+    log.warning("moved %d files of units this plan does not keep to %s", len(stale), target)
+
+
+def _guard(write: Callable, path: Path) -> Callable:
+    """`write` with OSError (disk full, permissions) turned into an AuditorError naming `path`."""
+    def guarded(*args, **kwargs):
+        try:
+            return write(*args, **kwargs)
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise AuditorError(f"{path}: cannot write ({reason}); the unit is not marked finished and "
+                               "is redone by the next run") from None
+    return guarded
+
+
+def _commit(run_dir: Path, result, key: str) -> None:
+    """Write a unit's files; the final file last, so it exists only when the unit is complete."""
+    unit = result.unit
+    if unit.kind == SCORE:
+        desc = ({**result.descriptor, "unit_key": key, "finished_utc": now_utc()})
+        desc_path = unit.descriptor_path(run_dir)
+        _guard(write_json, desc_path)(desc, desc_path)
+        records = result.records.sort_values(RECORD_ORDER, kind="stable").reset_index(drop=True)
+        final = unit.final_path(run_dir)
+        _guard(write_parquet, final)(records, final)
+    else:
+        final = unit.final_path(run_dir)
+        figures = ({**result.perplexity, "unit": unit.name, "unit_key": key, "finished_utc": now_utc()})
+        _guard(write_json, final)(figures, final)
+
+
+def _merge_variants(run_dir: Path, plan: RunPlan) -> None:
+    """variants/<stem>.json per (variant, backend): shard descriptors merged (sums, pooled ms/prompt)."""
+    groups: dict[str, list[Unit]] = {}
+    for u in plan.units:
+        if u.kind == SCORE:
+            groups.setdefault(u.stem, []).append(u)
+    for stem, units in groups.items():
+        descs = [json.loads(u.descriptor_path(run_dir).read_text()) for u in units]
+        merged = {k: v for k, v in descs[0].items() if k not in ("shard", "unit", "unit_key", "finished_utc")}
+        n_prompts = sum(d.get("n_prompts", 0) for d in descs)
+        wall = sum(d.get("scoring_wall_s", 0.0) or 0.0 for d in descs)
+        merged.update(unit=stem, shards=[u.name for u in units], n_items=sum(d.get("n_items", 0) for d in descs),
+                      n_prompts=n_prompts, scoring_wall_s=wall,
+                      ms_per_prompt=1000 * wall / n_prompts if n_prompts else None,
+                      unit_wall_s=sum(d.get("unit_wall_s", 0.0) or 0.0 for d in descs))
+        path = run_dir / "variants" / f"{stem}.json"
+        _guard(write_json, path)(merged, path)
+
+
+def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executor: str) -> None:
+    study, sel, source = plan.study, plan.selection, plan.source
+    session = {"started_utc": now_utc(), "executor": executor, "pid": os.getpid(), "host": socket.gethostname(),
+               "versions": package_versions(), "git_commit": git_commit(PROJECT_ROOT)}
+    sessions = (previous or {}).get("sessions", []) if previous and previous.get("study", {}).get("hash") == study.hash else []
+    manifest = {
+        "study": {"name": study.name, "file": study.source, "hash": study.hash, "definition": study.to_json()},
+        # The flat view the report's provenance section reads.
+        "config": {"variants": list(study.variants), "model": str(source.path), "bbq": str(plan.data.path),
+                   "categories": list(study.data.categories) if study.data.categories else None,
+                   "condition": study.data.condition, "n_items": study.data.n_items,
+                   "sample_seed": study.data.sample_seed, "seeds": list(study.seeds),
+                   "compress_seed": study.compress_seed, "batch_size": study.execution.batch_size,
+                   "device": study.execution.device, "run_name": plan.run_dir.name,
+                   "reports_dir": str(plan.run_dir.parent), "calib": plan.context.calibration.corpus,
+                   "backends": list(study.backends), "shards": study.execution.shards},
+        "created_utc": (previous or {}).get("created_utc") or now_utc(),
+        "model": {"name": source.name, "path": str(source.path), "kind": source.kind,
+                  "reference_precision": source.reference_precision, "fingerprint": plan.fingerprints["model"]},
+        "data": {"origin": sel.origin, "is_sample": plan.data.is_sample, "files": list(sel.files),
+                 "n_items": len(sel.items), "n_available": sel.n_available, "counts": sel.counts,
+                 "n_unresolved": len(sel.unresolved), "unresolved": [list(u) for u in sel.unresolved],
+                 "fingerprint": plan.fingerprints["data"], "items_fingerprint": plan.fingerprints["items"]},
+        "fingerprints": plan.fingerprints,
+        "seeds": list(study.seeds),
+        "thresholds": dict(study.thresholds),
+        "perplexity": asdict(plan.context.perplexity) if plan.context.perplexity else None,
+        "units": [{**asdict(u), "name": u.name, "id": u.id, "key": plan.keys[u.id]} for u in plan.units],
+        "notes": list(plan.notes),
+        "versions": package_versions(),
+        "machine": machine(),
+        "git_commit": session["git_commit"],
+        "sessions": [*sessions, session],
+    }
+    write_json(manifest, run_dir / "manifest.json")
+
+
+def _set_state(run_dir: Path, state: str, plan: RunPlan, *, n_finished: int, error: str | None = None) -> None:
+    doc = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "updated_utc": now_utc(),
+           "n_units": len(plan.units), "n_finished": n_finished, "error": error}
+    try:
+        write_json(doc, run_dir / "state.json")
+    except OSError as exc:  # reporting the state must not hide the error that got us here
+        log.warning("%s: cannot write state (%s)", run_dir / "state.json", exc.strerror)

@@ -1,0 +1,447 @@
+"""Study files: a TOML description of models x compressor specs x seeds, validated before any work.
+
+A study names models, compressor specs (explicit `variants` and `method x level`
+grids), answer-order seeds, the BBQ selection, calibration and perplexity
+corpora, the runtimes to score on, execution settings and report thresholds.
+Parsing rejects unknown keys and wrong types (naming the file and the key) and
+parses every compressor spec with `compressors.registry.parse_chain`, so a typo
+fails in a second, not after an hour of compression.
+
+Relative paths in a study file are resolved against the file's folder. The
+study hash is sha256 of the canonical JSON of the settings that can change a
+record (`Study.results_definition`); where results go, how units are executed
+and the report thresholds are left out, so a run can be resumed on another
+executor or judged with other thresholds without being redone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from auditor.analysis.verdicts import RiskThresholds, thresholds_from_mapping
+from auditor.core.errors import SpecError
+from auditor.core.names import DENSE
+from auditor.data.bbq import CATEGORIES
+from auditor.scoring.perplexity import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_STRIDE
+from compressors.registry import REGISTRY, parse_chain
+
+DEFAULT_MODEL = "smollm2"
+BACKENDS = ("auto", "torch", "llama.cpp")
+EXECUTORS = ("local", "ray")
+CONDITIONS = ("ambig", "disambig", "both")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which BBQ items: `bbq` None means $AUDITOR_BBQ_DIR, then the fixture sample."""
+
+    bbq: str | None = None
+    categories: tuple[str, ...] | None = None
+    condition: str = "both"
+    n_items: int | None = None
+    sample_seed: int = 0
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """Calibration windows for activation-aware methods (Wanda); corpus None = WikiText-2 valid or fixture."""
+
+    corpus: str | None = None
+    n_samples: int = 32
+    seq_len: int = 256
+
+
+@dataclass(frozen=True)
+class PerplexitySettings:
+    """Sliding-window perplexity per variant; corpus None = WikiText-2 test or the fixture text."""
+
+    corpus: str | None = None
+    max_length: int = DEFAULT_MAX_LENGTH
+    stride: int = DEFAULT_STRIDE
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How units are run. Only shards, batch_size, device and threads can change a record."""
+
+    executor: str = "local"
+    ray_address: str | None = None
+    cpus_per_unit: float = 1.0
+    gpus_per_unit: float = 0.0
+    shards: int = 1
+    batch_size: int = 16
+    device: str = "cpu"
+    threads: int | None = None
+    keep_artifacts: bool = False
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed, validated study. `variants` are expanded specs with the dense reference first."""
+
+    name: str
+    output_dir: str
+    models: tuple[str, ...]
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    compress_seed: int = 0
+    backends: tuple[str, ...] = ("auto",)
+    null_baselines: bool = True
+    data: DataSettings = field(default_factory=DataSettings)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
+    perplexity: PerplexitySettings | None = None
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    # Not part of the study's definition: where relative paths start, and the CLI-only switch.
+    base_dir: str = "."
+    source: str = "<in memory>"
+    trust_remote_code: bool = False
+
+    def path(self, value: str) -> Path:
+        """A path from the study, resolved against the study file's folder."""
+        p = Path(value).expanduser()
+        return Path(os.path.normpath(p if p.is_absolute() else Path(self.base_dir) / p))
+
+    def results_definition(self) -> dict[str, Any]:
+        """Every setting that can change a record or a perplexity figure (what the hash covers)."""
+        return {
+            "models": list(self.models), "variants": list(self.variants), "seeds": list(self.seeds),
+            "compress_seed": self.compress_seed, "backends": list(self.backends),
+            "null_baselines": self.null_baselines, "data": _plain(asdict(self.data)),
+            "calibration": asdict(self.calibration),
+            "perplexity": asdict(self.perplexity) if self.perplexity else None,
+            "execution": {k: getattr(self.execution, k) for k in ("shards", "batch_size", "device", "threads")},
+        }
+
+    @property
+    def hash(self) -> str:
+        return study_hash(self.results_definition())
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole parsed study (for the manifest)."""
+        out = _plain(asdict(self))
+        out.pop("trust_remote_code")
+        return out
+
+
+def study_hash(definition: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no whitespace) of a results definition."""
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --- reading -------------------------------------------------------------------
+
+
+class _Table:
+    """One TOML table being read: typed getters, and unknown keys rejected at `done()`."""
+
+    def __init__(self, data: Any, where: str, file: str) -> None:
+        if not isinstance(data, dict):
+            raise SpecError(f"{file}: {where} must be a table")
+        self.data, self.where, self.file, self.used = data, where, file, set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def fail(self, key: str, message: str) -> SpecError:
+        return SpecError(f"{self.file}: {self._key(key)}: {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML integers are valid floats; booleans are never numbers.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(key, f"expected {_kind_name(kinds)}, got a boolean")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise self.fail(key, f"expected {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
+        if check is not None and (problem := check(value)):
+            raise self.fail(key, problem)
+        return value
+
+    def get_list(self, key: str, item: type | tuple[type, ...], default: Any = None,
+                 check: Callable[[Any], str | None] | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        kinds = item if isinstance(item, tuple) else (item,)
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list of {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
+        for v in value:
+            if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+                raise self.fail(key, f"expected a list of {_kind_name(kinds)}, found {v!r}")
+            if check is not None and (problem := check(v)):
+                raise self.fail(key, problem)
+        return value
+
+    def sub(self, key: str) -> _Table | None:
+        self.used.add(key)
+        if key not in self.data:
+            return None
+        return _Table(self.data[key], self._key(key), self.file)
+
+    def done(self, hints: dict[str, str] | None = None) -> None:
+        unknown = [k for k in self.data if k not in self.used]
+        if unknown:
+            k = unknown[0]
+            hint = (hints or {}).get(k, "")
+            valid = ", ".join(sorted(self.used))
+            raise self.fail(k, f"unknown key{(' (' + hint + ')') if hint else ''}; valid keys here: {valid}")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else f"must be positive, got {v}"
+
+
+def _at_least_2(v: Any) -> str | None:
+    return None if v >= 2 else f"must be at least 2, got {v}"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else f"must be >= 0, got {v}"
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and validate a study file; every problem raises SpecError naming the file and key."""
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(f"{file}: no such study file")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{file}: not UTF-8 text ({exc.reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{file}: invalid TOML: {exc}") from None
+    return parse_study(data, source=str(file), base_dir=str(file.resolve().parent))
+
+
+def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: str = ".") -> Study:
+    """Build a Study from a parsed TOML document (or an equivalent dict)."""
+    top = _Table(data, "", source)
+    name = top.get("name", str, check=_non_empty)
+    if name is None:
+        raise top.fail("name", "is required (the run name; the run directory is OUTPUT_DIR/NAME)")
+    output_dir = top.get("output_dir", str, "reports", check=_non_empty)
+    models = top.get_list("models", str, [DEFAULT_MODEL], check=_non_empty)
+    if not models:
+        raise top.fail("models", "needs at least one model")
+    if len(set(models)) != len(models):
+        raise top.fail("models", f"lists a model twice: {models}")
+    seeds = top.get_list("seeds", int, [0], check=_non_negative)
+    if not seeds:
+        raise top.fail("seeds", "needs at least one seed (0 = dataset answer order)")
+    if len(set(seeds)) != len(seeds):
+        raise top.fail("seeds", f"seeds must be distinct, got {seeds}")
+    backends = top.get_list("backends", str, ["auto"])
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad or not backends:
+        raise top.fail("backends", f"{bad or backends!r}: valid backends are {', '.join(BACKENDS)}")
+    null_baselines = top.get("null_baselines", bool, True)
+
+    data_t = top.sub("data") or _Table({}, "data", source)
+    settings = _data_settings(data_t)
+    comp = top.sub("compression") or _Table({}, "compression", source)
+    variants, compress_seed = _compression(comp)
+    calib = _calibration(top.sub("calibration") or _Table({}, "calibration", source))
+    ppl_t = top.sub("perplexity")
+    ppl = _perplexity(ppl_t) if ppl_t is not None else None
+    execution = _execution(top.sub("execution") or _Table({}, "execution", source))
+    thresholds = _thresholds(top.sub("thresholds") or _Table({}, "thresholds", source))
+    top.done({"trust_remote_code": "remote model code is enabled only by the CLI flag --trust-remote-code",
+              "variant": "did you mean [compression] variants?", "levels": "put it in a [[compression.grid]] table",
+              "methods": "put it in a [[compression.grid]] table", "categories": "put it in the [data] table",
+              "n_items": "put it in the [data] table", "corpus": "set [calibration] corpus or [perplexity] corpus"})
+
+    study = Study(
+        name=name, output_dir=output_dir, models=tuple(models), variants=variants, seeds=tuple(seeds),
+        compress_seed=compress_seed, backends=tuple(backends), null_baselines=null_baselines, data=settings,
+        calibration=calib, perplexity=ppl, execution=execution, thresholds=thresholds, base_dir=base_dir,
+        source=source,
+    )
+    check_variants(study)
+    return study
+
+
+def _data_settings(t: _Table) -> DataSettings:
+    def known(c: str) -> str | None:
+        return None if c in CATEGORIES else f"unknown category {c!r}; valid: {', '.join(CATEGORIES)}"
+
+    out = DataSettings(
+        bbq=t.get("bbq", str, None, check=_non_empty),
+        categories=tuple(cats) if (cats := t.get_list("categories", str, None, check=known)) else None,
+        condition=t.get("condition", str, "both",
+                        check=lambda c: None if c in CONDITIONS else f"{c!r} is not one of {', '.join(CONDITIONS)}"),
+        n_items=t.get("n_items", int, None, check=_positive),
+        sample_seed=t.get("sample_seed", int, 0, check=_non_negative),
+    )
+    t.done()
+    return out
+
+
+def _level_text(level: Any) -> str:
+    if isinstance(level, float):
+        if not math.isfinite(level):
+            raise ValueError(f"level {level} is not finite")
+        return f"{level:g}"
+    return str(level).strip()
+
+
+def _compression(t: _Table) -> tuple[tuple[str, ...], int]:
+    specs: list[str] = [DENSE]
+    for spec in t.get_list("variants", str, [], check=_non_empty):
+        specs.append(spec.strip())
+    grids = t.data.get("grid", [])
+    t.used.add("grid")
+    if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
+        raise t.fail("grid", "must be an array of tables ([[compression.grid]] with methods and levels)")
+    for i, raw in enumerate(grids, start=1):
+        g = _Table(raw, f"{t.where}.grid[{i}]", t.file)
+        methods = g.get_list("methods", str, None, check=_non_empty)
+        levels = g.get_list("levels", (int, float, str), None)
+        then = g.get("then", str, None, check=_non_empty)
+        g.done({"method": "did you mean methods?", "level": "did you mean levels?"})
+        if not methods or not levels:
+            raise g.fail("methods" if not methods else "levels", "is required and must not be empty")
+        for method in methods:
+            for level in levels:
+                try:
+                    text = _level_text(level)
+                except ValueError as exc:
+                    raise g.fail("levels", str(exc)) from None
+                specs.append(f"{method.strip()}@{text}" + (f"+{then.strip()}" if then else ""))
+    seed = t.get("seed", int, 0, check=_non_negative)
+    t.done({"methods": "put methods and levels in a [[compression.grid]] table",
+            "levels": "put methods and levels in a [[compression.grid]] table"})
+    unique = tuple(dict.fromkeys(specs))  # keep order, drop repeats
+    return unique, seed
+
+
+def _calibration(t: _Table) -> CalibrationSettings:
+    out = CalibrationSettings(
+        corpus=t.get("corpus", str, None, check=_non_empty),
+        n_samples=t.get("n_samples", int, CalibrationSettings.n_samples, check=_positive),
+        seq_len=t.get("seq_len", int, CalibrationSettings.seq_len, check=_positive),
+    )
+    t.done()
+    return out
+
+
+def _perplexity(t: _Table) -> PerplexitySettings:
+    d = PerplexitySettings()
+    out = PerplexitySettings(
+        corpus=t.get("corpus", str, None, check=_non_empty),
+        max_length=t.get("max_length", int, d.max_length, check=_at_least_2),
+        stride=t.get("stride", int, d.stride, check=_positive),
+        max_tokens=t.get("max_tokens", int, d.max_tokens, check=_at_least_2),
+    )
+    if out.stride > out.max_length:
+        raise t.fail("stride", f"{out.stride} is larger than max_length {out.max_length} (tokens would be skipped)")
+    t.done()
+    return out
+
+
+def _execution(t: _Table) -> ExecutionSettings:
+    d = ExecutionSettings()
+    out = ExecutionSettings(
+        executor=t.get("executor", str, d.executor,
+                       check=lambda e: None if e in EXECUTORS else f"{e!r}: valid executors are {', '.join(EXECUTORS)}"),
+        ray_address=t.get("ray_address", str, None) or None,
+        cpus_per_unit=t.get("cpus_per_unit", float, d.cpus_per_unit, check=_non_negative),
+        gpus_per_unit=t.get("gpus_per_unit", float, d.gpus_per_unit, check=_non_negative),
+        shards=t.get("shards", int, d.shards, check=_positive),
+        batch_size=t.get("batch_size", int, d.batch_size, check=_positive),
+        device=t.get("device", str, d.device, check=_non_empty),
+        threads=t.get("threads", int, None, check=_positive),
+        keep_artifacts=t.get("keep_artifacts", bool, d.keep_artifacts),
+    )
+    t.done()
+    return out
+
+
+def _thresholds(t: _Table) -> dict[str, float]:
+    """Defaults for the report's verdicts and `auditor gate`, validated by auditor.analysis.verdicts."""
+    t.used.update(t.data)
+    risk, gate = thresholds_from_mapping(t.data, f"{t.file}: [{t.where}]")
+    try:
+        RiskThresholds(**risk)
+    except SpecError as exc:
+        raise SpecError(f"{t.file}: {exc}") from None
+    return {**risk, **gate}
+
+
+# --- variants and runtimes ------------------------------------------------------
+
+
+def chain_runtimes(spec: str) -> tuple[str, frozenset[str]]:
+    """(natural runtime, runtimes it can be scored on) of a spec, from the registry without importing torch.
+
+    A chain ending in a gguf-* quantizer exists only as a GGUF file (llama.cpp);
+    a bitsandbytes model has no GGUF form (torch only); any other torch model can
+    also be exported to GGUF F16 and scored by llama.cpp.
+    """
+    if spec == DENSE:
+        return "torch", frozenset({"torch", "llama.cpp"})
+    targets = [REGISTRY[part.strip().partition("@")[0]].target for part in spec.split("+")]
+    if targets[-1].startswith("compressors.gguf_quant:"):
+        return "llama.cpp", frozenset({"llama.cpp"})
+    if any(t.startswith("compressors.bnb:") for t in targets):
+        return "torch", frozenset({"torch"})
+    return "torch", frozenset({"torch", "llama.cpp"})
+
+
+def backends_for(spec: str, backends: tuple[str, ...]) -> tuple[str, ...]:
+    """The backends a spec is scored on: "auto" = its natural runtime, plus every listed one it supports."""
+    natural, capable = chain_runtimes(spec)
+    out = []
+    for b in backends:
+        chosen = natural if b == "auto" else b
+        if chosen in capable and chosen not in out:
+            out.append(chosen)
+    return tuple(out)
+
+
+def check_variants(study: Study) -> None:
+    """Parse every spec (unknown compressors and out-of-range levels fail here) and check its backends."""
+    for spec in study.variants:
+        try:
+            parse_chain(spec)
+        except SpecError as exc:
+            raise SpecError(f"{study.source}: compression: {exc}") from None
+        except ImportError as exc:
+            raise SpecError(f"{study.source}: compression: {spec!r} cannot be used here: "
+                            f"its compressor module is not available ({exc})") from None
+        if not backends_for(spec, study.backends):
+            natural, capable = chain_runtimes(spec)
+            raise SpecError(f"{study.source}: backends: {spec!r} can be scored on {', '.join(sorted(capable))} only; "
+                            f"backends = {list(study.backends)} includes none of them (add \"auto\" or \"{natural}\")")

@@ -1,0 +1,221 @@
+"""Units of work and the worker that computes them, whatever executor runs it.
+
+A unit is (variant, backend, item shard) for BBQ scoring, or (variant, backend)
+for perplexity. Computing a unit returns its result to the caller and writes
+nothing into the run directory: the runner commits every unit's files, so the
+local and the Ray executor share one commit path and one lock holder.
+
+A worker keeps the tokenizer, the dense model and the prompts for every unit it
+computes, and the most recently built variant, so the shards and backends of a
+variant computed in a row build it once. Compressors are deterministic for a
+seed, so a variant rebuilt in another process is the same model.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
+from auditor.core.names import variant_id
+from auditor.data.bbq import BBQItem
+from auditor.data.rundir import SCORE, Unit
+from auditor.scoring.backends.factory import make_backend
+from auditor.scoring.engine import PromptSet, score
+from auditor.scoring.perplexity import corpus_token_ids, perplexity
+from auditor.study.spec import CalibrationSettings, PerplexitySettings
+from compressors.calibration import load_calibration
+from compressors.registry import build_variant, parse_chain
+
+log = logging.getLogger(__name__)
+
+# Test hook: seconds to sleep inside every unit after computing it and before returning it, so a
+# test can kill the process while a unit is in progress (tests/study/test_resume.py).
+SLOW_UNIT_ENV = "AUDITOR_TEST_SLOW_UNIT_S"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a worker needs, as plain picklable data (it travels to Ray workers)."""
+
+    key: str  # identifies this context in a worker's cache (study hash + fingerprints)
+    run_dir: str
+    source: ModelSource
+    items: tuple[BBQItem, ...]
+    seeds: tuple[int, ...]
+    compress_seed: int
+    batch_size: int
+    device: str
+    threads: int | None
+    trust_remote_code: bool
+    calibration: CalibrationSettings  # corpus resolved to an absolute path (or None)
+    perplexity: PerplexitySettings | None  # corpus resolved to an absolute path (or None)
+    keep_artifacts: bool
+
+
+@dataclass
+class UnitResult:
+    """What a unit produced; the runner writes it."""
+
+    unit: Unit
+    descriptor: dict[str, Any]
+    records: pd.DataFrame | None = None
+    perplexity: dict[str, Any] | None = None
+
+
+def shard_indices(n_items: int, shard: int, n_shards: int) -> np.ndarray:
+    """Item positions of shard k of n: contiguous, sizes differing by at most one (np.array_split)."""
+    return np.array_split(np.arange(n_items), n_shards)[shard]
+
+
+@dataclass
+class _Built:
+    spec: str
+    variant: Any  # compressors.base.Variant
+    workdir: Path
+    backends: dict[str, Any] = field(default_factory=dict)
+
+
+class UnitWorker:
+    """Computes units for one RunContext; loads the model once and keeps the latest variant."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self._tokenizer = None
+        self._dense = None
+        self._prompts = None
+        self._calibration = None
+        self._corpus = None
+        self._built: _Built | None = None
+        if ctx.threads:
+            import torch
+
+            torch.set_num_threads(ctx.threads)
+
+    # --- shared state, loaded on first use ---------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.ctx.source)
+        return self._tokenizer
+
+    @property
+    def dense(self):
+        if self._dense is None:
+            start = time.perf_counter()
+            self._dense = load_model(self.ctx.source, device=self.ctx.device,
+                                     trust_remote_code=self.ctx.trust_remote_code)
+            log.info("loaded %s in %.1fs", self.ctx.source.describe(), time.perf_counter() - start)
+        return self._dense
+
+    @property
+    def prompts(self):
+        if self._prompts is None:
+            self._prompts = PromptSet.build(self.tokenizer, self.ctx.items, self.ctx.seeds)
+        return self._prompts
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
+
+    def calibration(self):
+        if self._calibration is None:
+            c = self.ctx.calibration
+            self._calibration = load_calibration(self.tokenizer, c.corpus, n_samples=c.n_samples,
+                                                 seq_len=c.seq_len, seed=self.ctx.compress_seed)
+        return self._calibration
+
+    # --- units ---------------------------------------------------------------------------------
+
+    def execute(self, unit: Unit) -> UnitResult:
+        log.info("unit %s: started", unit.id)
+        start = time.perf_counter()
+        built = self._variant(unit.spec)
+        backend = self._backend(built, unit.backend)
+        if unit.kind == SCORE:
+            result = self._score(unit, backend)
+        else:
+            result = self._perplexity(unit, backend)
+        result.descriptor.update({
+            **built.variant.describe(), "variant": unit.variant, "spec": unit.spec,
+            "backend": unit.backend, "unit": unit.name, "kind": unit.kind, "shard": unit.shard,
+            "n_shards": unit.n_shards, "unit_wall_s": time.perf_counter() - start,
+        })
+        delay = float(os.environ.get(SLOW_UNIT_ENV, "0") or 0)
+        if delay > 0:
+            log.info("unit %s: computed; test hook sleeping %.1fs before it is written", unit.id, delay)
+            time.sleep(delay)
+        return result
+
+    def _score(self, unit: Unit, backend) -> UnitResult:
+        full = self.prompts
+        idx = shard_indices(len(full.items), unit.shard, unit.n_shards)
+        prompts = PromptSet(tuple(full.items[i] for i in idx), full.seeds, tuple(full.groups[i] for i in idx),
+                            full.letter_ids)
+        scored = score(backend, prompts, unit.variant)
+        return UnitResult(unit, {"n_items": len(prompts.items), "n_prompts": prompts.n_prompts,
+                                 "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt},
+                          records=scored.records)
+
+    def _perplexity(self, unit: Unit, backend) -> UnitResult:
+        settings = self.ctx.perplexity
+        assert settings is not None, "ppl units are planned only when the study sets [perplexity]"
+        if self._corpus is None:  # the same token ids for every variant
+            self._corpus = corpus_token_ids(self.tokenizer, settings.corpus, max_tokens=settings.max_tokens)
+        res = perplexity(backend, self._corpus.ids, max_length=settings.max_length, stride=settings.stride)
+        figures = {"variant": unit.variant, "backend": unit.backend, **res.as_dict(),
+                   "corpus": self._corpus.origin, "max_tokens": settings.max_tokens}
+        return UnitResult(unit, {"ppl_wall_s": res.wall_s}, perplexity=figures)
+
+    # --- variants and backends -----------------------------------------------------------------
+
+    def _variant(self, spec: str) -> _Built:
+        if self._built is not None and self._built.spec == spec:
+            return self._built
+        self.release()
+
+        workdir = Path(self.ctx.run_dir) / "artifacts" / f"{variant_id(spec)}.{os.getpid()}"
+        steps = parse_chain(spec)
+        calibration = self.calibration() if any(s.needs_calibration for s in steps) else None
+        variant = build_variant(steps, self.dense, calibration=calibration, seed=self.ctx.compress_seed,
+                                workdir=workdir)
+        if steps:
+            log.info("built %s in %.1fs", spec, sum(s.wall_s for s in variant.steps))
+        self._built = _Built(spec, variant, workdir)
+        return self._built
+
+    def _backend(self, built: _Built, name: str):
+        if name not in built.backends:
+            built.backends[name] = make_backend(built.variant, name, tokenizer=self.tokenizer,
+                                                batch_size=self.ctx.batch_size, pad_id=self.pad_id,
+                                                workdir=built.workdir, n_threads=self.ctx.threads)
+        return built.backends[name]
+
+    def release(self) -> None:
+        """Drop the current variant (and its artifacts unless kept)."""
+        built, self._built = self._built, None
+        if built is None:
+            return
+        for backend in built.backends.values():
+            backend.close()
+        del built.backends, built.variant
+        gc.collect()
+        if not self.ctx.keep_artifacts and built.workdir.exists():
+            shutil.rmtree(built.workdir, ignore_errors=True)
+            try:
+                built.workdir.parent.rmdir()  # artifacts/ itself, once empty
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.release()

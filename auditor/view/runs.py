@@ -1,0 +1,55 @@
+"""Run directories under a reports folder: the list the TUI opens with, and finding one by name."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from auditor.core.errors import AuditorError
+from auditor.data.rundir import load_manifest, run_status
+
+log = logging.getLogger(__name__)
+
+
+RUN_COLUMNS = ["run", "path", "created_utc", "model", "reference_precision", "n_items", "is_sample", "n_units",
+               "state"]
+
+
+def list_runs(reports_dir: Path | str) -> pd.DataFrame:
+    """Run directories (folders with a manifest.json) under `reports_dir`, newest first."""
+    reports_dir = Path(reports_dir)
+    rows = []
+    if reports_dir.is_dir():
+        for path in sorted(reports_dir.iterdir()):
+            manifest_path = path / "manifest.json"
+            if not manifest_path.is_file():
+                continue
+            try:
+                manifest = load_manifest(path)
+                state = run_status(path, manifest).state
+            except (AuditorError, KeyError, TypeError) as exc:
+                log.warning("skipping %s: %s", path, exc)
+                continue
+            model, data = manifest.get("model", {}) or {}, manifest.get("data", {}) or {}
+            rows.append({
+                "run": path.name, "path": str(path), "created_utc": str(manifest.get("created_utc", "")),
+                "model": str(model.get("name", "unknown")),
+                "reference_precision": str(model.get("reference_precision", "unknown")),
+                "n_items": data.get("n_items"), "is_sample": bool(data.get("is_sample", False)),
+                "n_units": len(list((path / "records").glob("*.parquet"))), "state": state,
+            })
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return frame.sort_values(["created_utc", "run"], ascending=[False, True]).reset_index(drop=True)
+
+
+def resolve_run(text: str | Path, reports_dir: Path | str = "reports") -> Path:
+    """A run directory from a path or a run name under `reports_dir`; AuditorError naming both places."""
+    path = Path(text)
+    if path.is_dir():
+        return path
+    named = Path(reports_dir) / str(text)
+    if named.is_dir():
+        return named
+    places = " and ".join(dict.fromkeys(str(p) for p in (path, named)))
+    raise AuditorError(f"{text}: no such run directory (looked at {places})")
