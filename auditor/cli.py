@@ -1,5 +1,12 @@
 """The `auditor` command. Each subcommand lives in `auditor/commands/<name>.py` with a
-`register(subparsers)` function; only this layer parses arguments."""
+`register(subparsers)` function; only this layer parses arguments.
+
+Exit codes shared by every command: 2 bad input (one line `auditor: error: ...`),
+130 interrupted by Ctrl-C (one line; a study run records state `interrupted`),
+141 (128 + SIGPIPE, as a shell reports a process killed by a closed pipe) when
+stdout was closed before the command finished writing, e.g. `auditor status RUN | head -1`;
+nothing is printed then. Command-specific codes are listed in docs/study.md.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +18,9 @@ import sys
 
 import auditor.commands as commands
 from auditor.core.errors import AuditorError
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,10 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit (a traceback)
+        return code
     except AuditorError as exc:
         print(f"auditor: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("auditor: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what is still buffered stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured by a test)
+        pass
 
 
 if __name__ == "__main__":

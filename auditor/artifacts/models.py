@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,16 +71,69 @@ def resolve_model(spec: str | Path | None) -> ModelSource:
     if not path.exists():
         raise ModelError(f"{path}: no such model file or directory")
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: not an HF model directory (no config.json)")
-        if not list(path.glob("*.safetensors")):
-            raise ModelError(f"{path}: no .safetensors weights (pickled .bin weights are not loaded)")
-        return ModelSource(path, "hf", path.name, _hf_precision(path))
+        config = check_hf_dir(path)
+        return ModelSource(path, "hf", path.name, _hf_precision(config))
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic != GGUF_MAGIC:
         raise ModelError(f"{path}: not a GGUF file (magic {magic!r}) nor an HF directory")
     return ModelSource(path, "gguf", path.stem, _gguf_precision(path))
+
+
+SAFE_WEIGHTS = "model.safetensors"
+SAFE_WEIGHTS_INDEX = "model.safetensors.index.json"
+
+
+def check_hf_dir(path: Path) -> dict:
+    """Validate an HF model directory before any work; return its config. ModelError names what is wrong.
+
+    Checked: config.json is a JSON object; the weights transformers loads exist
+    (model.safetensors, or every shard listed by model.safetensors.index.json; pickled
+    .bin weights are never loaded); the config's model_type is an architecture with a
+    causal-LM class in this transformers (or the config maps its own code in auto_map,
+    loaded only with --trust-remote-code).
+    """
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelError(f"{path}: not an HF model directory (no config.json)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{config_path}: invalid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
+    _check_weights(path)
+    model_type = config.get("model_type")
+    if "AutoModelForCausalLM" in (config.get("auto_map") or {}):
+        return config
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if not isinstance(model_type, str) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        named = f"architecture {model_type!r}" if model_type else "no model_type"
+        archs = config.get("architectures")
+        shown = f" ({', '.join(map(str, archs))})" if isinstance(archs, list) and archs else ""
+        raise ModelError(f"{config_path}: unsupported architecture: {named}{shown} has no causal-LM class "
+                         "in the installed transformers")
+    return config
+
+
+def _check_weights(path: Path) -> None:
+    index = path / SAFE_WEIGHTS_INDEX
+    if (path / SAFE_WEIGHTS).is_file():
+        return
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelError(f"{index}: unreadable weight index ({exc!r})") from None
+        missing = sorted(s for s in shards if not (path / str(s)).is_file())
+        if missing:
+            raise ModelError(f"{index}: weight shard(s) missing: {', '.join(missing)}")
+        return
+    others = sorted(p.name for p in path.glob("*.safetensors"))
+    found = f"; found only {', '.join(others)}" if others else ""
+    raise ModelError(f"{path}: no weights ({SAFE_WEIGHTS} or {SAFE_WEIGHTS_INDEX}){found} "
+                     "(pickled .bin weights are not loaded)")
 
 
 def _gguf_precision(path: Path) -> str:
@@ -90,13 +144,10 @@ def _gguf_precision(path: Path) -> str:
     return f"dequantized {ftype} GGUF (weights carry {ftype} rounding; computed in float32)"
 
 
-def _hf_precision(path: Path) -> str:
-    import json
-
-    cfg = json.loads((path / "config.json").read_text())
+def _hf_precision(cfg: dict) -> str:
     quant = cfg.get("quantization_config")
     if quant:
-        return f"quantized ({quant.get('quant_method', 'unknown')})"
+        return f"quantized ({quant.get('quant_method', 'unknown') if isinstance(quant, dict) else 'unknown'})"
     return str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
 
 

@@ -4,6 +4,11 @@ Only the thresholds given are checked; a study file (`--study`), or the study a
 run was made from (its manifest), may set defaults, and command-line values win.
 `--junit FILE` writes JUnit XML with one test case per variant, so CI systems
 show each variant as a test.
+
+Completeness is part of the verdict: a run whose planned units are not all
+finished and verified (interrupted, failed, damaged) exits EXIT_INCOMPLETE, with
+a JUnit failure per missing unit, unless `--allow-incomplete` is given. That
+check is separate from the thresholds' verdict (docs/study.md lists every code).
 """
 from __future__ import annotations
 
@@ -13,10 +18,13 @@ from pathlib import Path
 from auditor.analysis.verdicts import GateThresholds, check_gate, thresholds_from_mapping
 from auditor.core.errors import AuditorError
 from auditor.core.files import write_text
-from auditor.data.rundir import load_manifest, manifest_thresholds
+from auditor.data.rundir import RunStatus, load_manifest, manifest_thresholds, run_status
 from auditor.study.spec import load_study
 from auditor.view.run import KIND_VARIANT, RunView
 from auditor.view.runs import resolve_run
+
+#: Exit code of a gate on a run that is not complete (planned units pending or damaged).
+EXIT_INCOMPLETE = 4
 
 GATE_OPTIONS = (
     ("--max-flip-rate", "max_flip_rate", "largest allowed flip rate (unbiased -> biased), e.g. 0.1"),
@@ -36,6 +44,8 @@ def register(sub) -> None:
         p.add_argument(flag, dest=dest, type=float, default=None, metavar="X", help=text)
     p.add_argument("--study", type=Path, default=None, help="study TOML whose [thresholds] table sets defaults")
     p.add_argument("--junit", type=Path, default=None, metavar="FILE", help="write JUnit XML (one test case per variant)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help=f"judge the finished units of an incomplete run instead of failing it (exit {EXIT_INCOMPLETE})")
     p.set_defaults(func=run)
 
 
@@ -56,12 +66,22 @@ def gate_thresholds(args, manifest: dict):
     return thresholds
 
 
-def junit_xml(run_name: str, results) -> str:
-    """JUnit XML: a testsuite for the run, one testcase per (variant, runtime), a failure per broken threshold."""
-    failures = sum(1 for r in results if not r.passed)
-    suites = ET.Element("testsuites", name="auditor gate", tests=str(len(results)), failures=str(failures))
-    suite = ET.SubElement(suites, "testsuite", name=f"auditor gate {run_name}", tests=str(len(results)),
+def junit_xml(run_name: str, results, missing: tuple = ()) -> str:
+    """JUnit XML: a testsuite for the run, one testcase per (variant, runtime), a failure per broken threshold.
+
+    `missing` (rundir.UnitStatus of planned units that are not finished) adds one failed
+    testcase per unit, so an incomplete run cannot look green.
+    """
+    failures = sum(1 for r in results if not r.passed) + len(missing)
+    tests = len(results) + len(missing)
+    suites = ET.Element("testsuites", name="auditor gate", tests=str(tests), failures=str(failures))
+    suite = ET.SubElement(suites, "testsuite", name=f"auditor gate {run_name}", tests=str(tests),
                           failures=str(failures), errors="0", skipped="0")
+    for u in missing:
+        case = ET.SubElement(suite, "testcase", classname=f"auditor.gate.{run_name}.units", name=u.id, time="0")
+        why = f"unit {u.state}" + (f": {u.problem}" if u.problem else ": not scored")
+        fail = ET.SubElement(case, "failure", message=why, type="IncompleteRun")
+        fail.text = f"{u.variant} on {u.backend}, shard {u.shard}: {why}"
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=f"auditor.gate.{run_name}",
                              name=f"{r.variant} [{r.backend}]", time="0")
@@ -74,26 +94,48 @@ def junit_xml(run_name: str, results) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
+def completeness_lines(status: RunStatus) -> list[str]:
+    """What the gate says about a run's planned units: one line per missing unit, or that none is missing."""
+    if not status.units:
+        return ["completeness not checked: the manifest plans no units (a hand-made or older run)"]
+    if status.is_complete:
+        return [f"complete: {len(status.units)} of {len(status.units)} units finished and verified"]
+    return [status.incomplete_text()] + [f"MISSING {u.id} ({u.state}{': ' + u.problem if u.problem else ''})"
+                                         for u in status.missing]
+
+
 def run(args) -> int:
     run_dir = resolve_run(args.run, Path(args.reports))
-    thresholds = gate_thresholds(args, load_manifest(run_dir))
+    manifest = load_manifest(run_dir)
+    thresholds = gate_thresholds(args, manifest)
+    status = run_status(run_dir, manifest)
     view = RunView.load(run_dir)
-    rows = [r for r in view.overview.to_dict(orient="records") if r["kind"] == KIND_VARIANT]
-    if not rows:
-        raise AuditorError(f"{run_dir}: no compressed variant with records to gate")
-    results = [check_gate(r, thresholds) for r in rows]
     shown = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in thresholds.given().items())
     print(f"gate {view.name}: {shown}")
+    for line in completeness_lines(status):
+        print(line)
+    incomplete = not status.is_complete and not args.allow_incomplete
+    rows = [r for r in view.overview.to_dict(orient="records") if r["kind"] == KIND_VARIANT]
+    if not rows and not incomplete:
+        raise AuditorError(f"{run_dir}: no compressed variant with records to gate")
+    results = [check_gate(r, thresholds) for r in rows]
     for r in results:
         print(f"{'PASS' if r.passed else 'FAIL'} {r.variant} [{r.backend}]")
         for failure in r.failures:
             print(f"    {failure}")
     failed = [r for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} variants pass")
+    if incomplete:
+        print(f"FAIL incomplete run: {len(status.missing)} of {len(status.units)} planned units not scored "
+              f"(exit {EXIT_INCOMPLETE}; --allow-incomplete judges the finished units only)")
+    elif status.missing:
+        print(f"--allow-incomplete: judged {status.n_finished} of {len(status.units)} planned units")
     if args.junit is not None:
         try:
-            write_text(args.junit, junit_xml(view.name, results))
+            write_text(args.junit, junit_xml(view.name, results, status.missing if incomplete else ()))
         except OSError as exc:
             raise AuditorError(f"{args.junit}: cannot write JUnit XML ({exc.strerror})") from None
         print(f"junit: {args.junit}")
+    if incomplete:
+        return EXIT_INCOMPLETE
     return 1 if failed else 0

@@ -1,4 +1,9 @@
-"""`auditor status RUN`: which units of a run are finished, and whether a process is running it."""
+"""`auditor status RUN`: which units of a run are finished, and whether a process is running it.
+
+Every finished unit's files are verified against its commit record (size and sha256); a
+damaged unit is listed as `damaged` with the file that differs. Exit 0 whatever the run's
+state (it is a report, not a verdict; `auditor gate` fails an incomplete run).
+"""
 from __future__ import annotations
 
 from auditor.data.rundir import run_status
@@ -31,5 +36,6 @@ def run(args) -> int:
     print(f"units: {status.n_finished}/{len(status.units)} finished; report: {'yes' if status.has_report else 'no'}")
     width = max((len(u.id) for u in status.units), default=0)
     for u in status.units:
-        print(f"  {u.state:<9} {u.id:<{width}}  {u.variant} on {u.backend}")
+        print(f"  {u.state:<9} {u.id:<{width}}  {u.variant} on {u.backend}"
+              + (f"  - {u.problem}" if u.problem else ""))
     return 0

@@ -4,20 +4,26 @@ A run directory (one per study x model) holds:
     manifest.json            study hash and definition, fingerprints, versions, planned units, thresholds
     state.json               running / complete / failed / interrupted, with the error
     items.parquet            the selected items
-    units/<unit>.json        how a scoring unit was computed, with its unit key (written first)
-    records/<unit>.parquet   a scoring unit's item records (written last: the commit point)
-    ppl/<stem>.json          a perplexity unit's figures (its own commit point)
+    units/<unit>.json        how a scoring unit was computed, with its unit key
+    records/<unit>.parquet   a scoring unit's item records
+    ppl/<stem>.json          a perplexity unit's figures
+    commits/<kind>__<unit>.json  a unit's commit record: its key and the size and sha256 of every
+                             file it wrote (written last: the commit point)
     variants/<stem>.json     per (variant, backend): the shards' descriptors merged
     measurements/            `auditor measure` figures per storage format
     summary.json, report.md, report.html, plots/   written by the report from the files above
     superseded/<utc>/        files of units a `--force` run did not keep
 
 The study runner writes this layout and the view reads it; both take every path and
-the run's state from here, so they cannot disagree.
+the run's state from here, so they cannot disagree. A unit is finished iff its commit
+record exists, carries the planned unit key, and every file it lists still has the
+recorded size and sha256 (`check_unit`); a listed file that differs makes the unit
+"damaged", which `auditor status` names and `auditor run` recomputes.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -38,9 +44,12 @@ log = logging.getLogger(__name__)
 
 SCORE = "score"
 PPL = "ppl"
-LAYOUT_DIRS = ("records", "units", "ppl", "variants")
+LAYOUT_DIRS = ("records", "units", "ppl", "variants", "commits")
 REPORT_FILES = ("summary.json", "report.md", "report.html")
 RECORD_ORDER = ["variant", "backend", "seed", "category", "example_id"]
+
+# States a unit can be in: committed and verified, not (yet) committed, committed but a file differs.
+FINISHED, PENDING, DAMAGED = "finished", "pending", "damaged"
 
 # States a run can be in, as `auditor status`, the TUI and the report show them.
 RUNNING, COMPLETE, FAILED, INTERRUPTED, INCOMPLETE = "running", "complete", "failed", "interrupted", "incomplete"
@@ -85,24 +94,71 @@ class Unit:
         return run_dir / "units" / f"{self.name}.json" if self.kind == SCORE else self.final_path(run_dir)
 
     def files(self, run_dir: Path) -> list[Path]:
-        return list(dict.fromkeys([self.final_path(run_dir), self.descriptor_path(run_dir)]))
+        """The unit's files, its commit record included."""
+        return list(dict.fromkeys([self.final_path(run_dir), self.descriptor_path(run_dir),
+                                   self.commit_path(run_dir)]))
+
+    def commit_path(self, run_dir: Path) -> Path:
+        """The commit record: written last, it is what makes the unit finished."""
+        return run_dir / "commits" / f"{self.kind}__{self.name}.json"
 
     @classmethod
     def from_manifest(cls, raw: dict) -> "Unit":
         return cls(raw["kind"], raw["variant"], raw["spec"], raw["backend"], raw["shard"], raw["n_shards"])
 
 
-def stored_key(run_dir: Path, unit: Unit) -> str | None:
-    """The unit key a finished unit was computed under, or None when it has none readable."""
+def file_digest(path: Path) -> dict[str, int | str]:
+    """{"size_bytes", "sha256"} of a file as it is on disk."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return {"size_bytes": path.stat().st_size, "sha256": sha.hexdigest()}
+
+
+def commit_record(run_dir: Path, unit: Unit, key: str, finished_utc: str) -> dict:
+    """The commit record of a unit whose files are written: its key and each file's size and sha256."""
+    files = [p for p in (unit.final_path(run_dir), unit.descriptor_path(run_dir))]
+    return {"unit": unit.id, "unit_key": key, "finished_utc": finished_utc,
+            "files": {p.relative_to(run_dir).as_posix(): file_digest(p) for p in dict.fromkeys(files)}}
+
+
+def read_commit(run_dir: Path, unit: Unit) -> dict | None:
+    """A unit's commit record, or None when it has none readable."""
     try:
-        return json.loads(unit.descriptor_path(run_dir).read_text()).get("unit_key")
-    except (OSError, ValueError, AttributeError):
+        doc = json.loads(unit.commit_path(run_dir).read_text())
+    except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("files"), dict) else None
+
+
+def check_unit(run_dir: Path, unit: Unit, key: str) -> tuple[str, str]:
+    """(FINISHED | PENDING | DAMAGED, why): is the unit committed under `key` with its files intact?
+
+    PENDING: no readable commit record, or one made under another key (a stale unit).
+    DAMAGED: committed under `key`, but a file it lists is missing or differs in size or sha256.
+    """
+    commit = read_commit(run_dir, unit)
+    if commit is None:
+        return PENDING, ("files without a commit record (the writer stopped before committing)"
+                         if unit.final_path(run_dir).exists() else "")
+    if commit.get("unit_key") != key:
+        return PENDING, "committed under another unit key (stale)"
+    for rel, want in sorted(commit["files"].items()):
+        path = run_dir / rel
+        if not path.is_file():
+            return DAMAGED, f"{rel} is missing"
+        size = path.stat().st_size
+        if not isinstance(want, dict) or size != want.get("size_bytes"):
+            return DAMAGED, f"{rel} has {size} bytes, committed with {(want or {}).get('size_bytes')}"
+        if file_digest(path)["sha256"] != want.get("sha256"):
+            return DAMAGED, f"{rel}: sha256 differs from its commit record"
+    return FINISHED, ""
 
 
 def is_finished(run_dir: Path, unit: Unit, key: str) -> bool:
-    """The unit's final file exists and was computed under `key`."""
-    return unit.final_path(run_dir).is_file() and stored_key(run_dir, unit) == key
+    """The unit is committed under `key` and every file it wrote verifies (`check_unit`)."""
+    return check_unit(run_dir, unit, key)[0] == FINISHED
 
 
 def load_manifest(run_dir: Path) -> dict:
@@ -202,7 +258,9 @@ class UnitStatus:
     variant: str
     backend: str
     shard: int
-    state: str  # finished | pending
+    state: str  # FINISHED | PENDING | DAMAGED
+    final: str = ""  # the unit's final file, relative to the run directory
+    problem: str = ""  # why it is damaged (or what a pending unit left behind)
 
 
 @dataclass(frozen=True)
@@ -212,12 +270,41 @@ class RunStatus:
     study_hash: str
     state: str  # RUNNING | COMPLETE | INTERRUPTED | FAILED | INCOMPLETE
     detail: str
-    units: tuple[UnitStatus, ...]
+    units: tuple[UnitStatus, ...]  # as planned in the manifest; () when it plans none (hand-made runs)
     has_report: bool
 
     @property
     def n_finished(self) -> int:
-        return sum(u.state == "finished" for u in self.units)
+        return sum(u.state == FINISHED for u in self.units)
+
+    @property
+    def missing(self) -> tuple[UnitStatus, ...]:
+        """Planned units that do not count: pending or damaged."""
+        return tuple(u for u in self.units if u.state != FINISHED)
+
+    @property
+    def damaged(self) -> tuple[UnitStatus, ...]:
+        return tuple(u for u in self.units if u.state == DAMAGED)
+
+    @property
+    def is_complete(self) -> bool:
+        """Every planned unit is finished (a run whose manifest plans no units has nothing to check)."""
+        return not self.missing
+
+    def incomplete_text(self) -> str:
+        """"incomplete: N of M units finished (...)", the line the report and the gate open with."""
+        damaged = f"; damaged: {', '.join(u.id for u in self.damaged)}" if self.damaged else ""
+        return f"incomplete: {self.n_finished} of {len(self.units)} units finished ({self.state}{damaged})"
+
+    def counted_files(self, kind: str) -> list[Path] | None:
+        """Final files of the finished units of `kind`: the only ones the view reads.
+
+        None when the manifest plans no units (a run made by hand or by an older version):
+        then every file in the folder counts, as before.
+        """
+        if not self.units:
+            return None
+        return [self.run_dir / u.final for u in self.units if u.kind == kind and u.state == FINISHED]
 
 
 def read_state_file(run_dir: Path) -> dict:
@@ -239,9 +326,9 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
     units = []
     for raw in manifest.get("units", []):
         unit = Unit.from_manifest(raw)
-        finished = is_finished(run_dir, unit, raw["key"])
-        units.append(UnitStatus(unit.id, unit.kind, unit.variant, unit.backend, unit.shard,
-                                "finished" if finished else "pending"))
+        state, problem = check_unit(run_dir, unit, raw["key"])
+        units.append(UnitStatus(unit.id, unit.kind, unit.variant, unit.backend, unit.shard, state,
+                                unit.final_path(run_dir).relative_to(run_dir).as_posix(), problem))
     state_doc = read_state_file(run_dir)
     holder = lock_holder(run_dir)
     recorded = state_doc.get("state", "unknown")
@@ -252,10 +339,14 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
                                       "run it again to resume")
     elif recorded == FAILED:
         state, detail = FAILED, state_doc.get("error") or ""
-    elif units and all(u.state == "finished" for u in units):
+    elif units and all(u.state == FINISHED for u in units):
         state, detail = COMPLETE, ""
     else:
         state, detail = INCOMPLETE, recorded
+    damaged = [u.id for u in units if u.state == DAMAGED]
+    if damaged and not holder:
+        detail = (f"{detail}; " if detail else "") + (f"{len(damaged)} damaged unit(s): {', '.join(damaged)}; "
+                                                      "`auditor run` recomputes them")
     study = manifest.get("study", {}) if isinstance(manifest.get("study"), dict) else {}
     return RunStatus(run_dir, study.get("name", run_dir.name), study.get("hash", ""), state, detail, tuple(units),
                      (run_dir / "report.md").is_file())

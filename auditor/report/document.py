@@ -357,6 +357,11 @@ def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) ->
     """The whole report for `view`; `plots` from auditor.report.plots.render_plots."""
     by_name = {p.name: p for p in plots}
     blocks: list[Block] = []
+    if view.status is not None and not view.status.is_complete:  # first: nothing partial may look complete
+        blocks.append(Para("the figures below cover the finished units only. Not scored: "
+                           + ", ".join(f"{u.id} ({u.state})" for u in view.status.missing)
+                           + ". Run the study again to finish it; `auditor gate` fails this run.",
+                           label=view.status.incomplete_text(), kind="warning"))
     if (view.manifest.get("data", {}) or {}).get("is_sample"):
         blocks.append(Para("these items are the project's fixture sample in BBQ's schema, not BBQ. The numbers "
                            "exercise the pipeline and say nothing about bias.", label="SAMPLE DATA:", kind="warning"))

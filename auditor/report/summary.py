@@ -30,4 +30,7 @@ def summary_dict(view: RunView) -> dict:
         "null_baselines": to_json_rows(view.baselines),
         "paradox": to_json_rows(view.paradox),
         "notes": list(view.notes),
+        "completeness": None if view.status is None or not view.status.units else {
+            "state": view.status.state, "n_planned": len(view.status.units), "n_finished": view.status.n_finished,
+            "missing": [{"unit": u.id, "state": u.state, "problem": u.problem} for u in view.status.missing]},
     })

@@ -1,9 +1,14 @@
 """The study runner: plan units, keep a manifest, skip finished units, commit results, merge them.
 
 The run directory's layout and its state live in `auditor.data.rundir`.
-Every file is written under a temp name and renamed, so a unit is finished iff
-its final file exists and its unit key matches the plan. A killed run leaves at
-most temp files (removed on the next run) and finished units (kept).
+Every file is written under a temp name, fsynced, renamed and its folder fsynced
+(`auditor.core.files.atomic_path`). A unit's commit record, written last, holds its
+unit key and the size and sha256 of every file it wrote; a unit is finished iff
+that record carries the planned key and its files verify (`rundir.check_unit`).
+A killed run leaves at most temp files (removed on the next run), files of an
+uncommitted unit (moved to superseded/ and redone) and finished units (kept). A
+damaged unit (a committed file truncated or changed since) is named, moved to
+superseded/ and recomputed, never reused.
 
 Refusals: a run directory made by a study with another hash, or whose model or
 data fingerprints changed, is refused unless `force`. With `force`, finished
@@ -40,9 +45,12 @@ from auditor.data.rundir import (
     RECORD_ORDER,
     REPORT_FILES,
     RUNNING,
+    DAMAGED,
+    FINISHED,
     SCORE,
     Unit,
-    is_finished,
+    check_unit,
+    commit_record,
     remove_temp_files,
     run_lock,
 )
@@ -279,16 +287,28 @@ def _check_previous(run_dir: Path, plan: RunPlan, force: bool) -> dict | None:
 
 
 def _finished_units(run_dir: Path, plan: RunPlan) -> set[str]:
-    """Ids of planned units whose final file exists and whose stored key equals the planned key."""
-    return {u.id for u in plan.units if is_finished(run_dir, u, plan.keys[u.id])}
+    """Ids of planned units committed under their planned key whose files verify (size and sha256).
+
+    A damaged unit is logged by name; `_supersede` moves its files aside and it is recomputed.
+    """
+    kept = set()
+    for u in plan.units:
+        state, problem = check_unit(run_dir, u, plan.keys[u.id])
+        if state == FINISHED:
+            kept.add(u.id)
+        elif state == DAMAGED:
+            log.warning("unit %s is damaged (%s): its files move to superseded/ and it is recomputed", u.id, problem)
+        elif problem:
+            log.warning("unit %s: %s; its files move to superseded/ and it is recomputed", u.id, problem)
+    return kept
 
 
 def _supersede(run_dir: Path, plan: RunPlan, kept: set[str]) -> None:
     """Clear the way for the units to do.
 
-    Partial files of an unfinished planned unit are deleted (it is redone). Complete
-    files that no longer count (a stale unit key, a unit this plan does not have)
-    are moved to superseded/<utc>/, never deleted.
+    A lone descriptor of an unfinished planned unit is deleted (it is redone). Files
+    that no longer count (a stale unit key, a damaged or uncommitted unit, a unit this
+    plan does not have) are moved to superseded/<utc>/, never deleted.
     """
     keep: set[Path] = set()
     stale: list[Path] = []
@@ -296,7 +316,7 @@ def _supersede(run_dir: Path, plan: RunPlan, kept: set[str]) -> None:
         files = u.files(run_dir)
         if u.id in kept:
             keep.update(files)
-        elif u.final_path(run_dir).is_file():
+        elif u.final_path(run_dir).is_file() or u.commit_path(run_dir).is_file():
             stale += [p for p in files if p.is_file()]
         else:
             for p in files:
@@ -328,10 +348,14 @@ def _guard(write: Callable, path: Path) -> Callable:
 
 
 def _commit(run_dir: Path, result, key: str) -> None:
-    """Write a unit's files; the final file last, so it exists only when the unit is complete."""
+    """Write a unit's files, then its commit record (key, size and sha256 of each file): the commit point.
+
+    Until the commit record is in place the unit is not finished, whatever else exists.
+    """
     unit = result.unit
+    finished = now_utc()
     if unit.kind == SCORE:
-        desc = ({**result.descriptor, "unit_key": key, "finished_utc": now_utc()})
+        desc = ({**result.descriptor, "unit_key": key, "finished_utc": finished})
         desc_path = unit.descriptor_path(run_dir)
         _guard(write_json, desc_path)(desc, desc_path)
         records = result.records.sort_values(RECORD_ORDER, kind="stable").reset_index(drop=True)
@@ -339,8 +363,14 @@ def _commit(run_dir: Path, result, key: str) -> None:
         _guard(write_parquet, final)(records, final)
     else:
         final = unit.final_path(run_dir)
-        figures = ({**result.perplexity, "unit": unit.name, "unit_key": key, "finished_utc": now_utc()})
+        figures = ({**result.perplexity, "unit": unit.name, "unit_key": key, "finished_utc": finished})
         _guard(write_json, final)(figures, final)
+    _write_commit(run_dir, unit, key, finished)
+
+
+def _write_commit(run_dir: Path, unit: Unit, key: str, finished_utc: str) -> None:
+    path = unit.commit_path(run_dir)
+    _guard(write_json, path)(commit_record(run_dir, unit, key, finished_utc), path)
 
 
 def _merge_variants(run_dir: Path, plan: RunPlan) -> None:

@@ -33,7 +33,7 @@ from auditor.analysis.verdicts import RiskThresholds, Verdict, assess, threshold
 from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
 from auditor.data.records import read_records
-from auditor.data.rundir import load_manifest, manifest_thresholds, record_files
+from auditor.data.rundir import PPL, SCORE, RunStatus, load_manifest, manifest_thresholds, record_files, run_status
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class RunView:
     verdicts: tuple[Verdict, ...]
     thresholds: RiskThresholds
     notes: tuple[str, ...]  # what could not be computed, and why
+    status: RunStatus | None = None  # planned units and which are finished (verified); the report and TUI say so
 
     @property
     def name(self) -> str:
@@ -108,13 +109,17 @@ class RunView:
             raise AuditorError(f"{run_dir}: no such run directory")
         manifest = load_manifest(run_dir)
         thresholds = thresholds or run_thresholds(manifest)
-        records = _read_records(run_dir)
+        status = run_status(run_dir, manifest)
+        # Only finished, verified units count: a damaged or uncommitted file is never read.
+        records = _read_records(run_dir, status.counted_files(SCORE))
         items = _read_items(run_dir / "items.parquet")
         notes: list[str] = [str(n) for n in manifest.get("notes", []) or []]  # the runner's plan notes
+        if not status.is_complete:
+            notes.append(status.incomplete_text() + "; not scored: " + ", ".join(u.id for u in status.missing))
         if not len(records):
             notes.append("no finished units: records/ holds no item records yet")
         storage = read_storage(run_dir)
-        units = read_units(run_dir, records, storage)
+        units = read_units(run_dir, records, storage, status.counted_files(PPL))
         metrics = metrics_table(records) if len(records) else pd.DataFrame()
         trans = transition_table(records) if len(records) else pd.DataFrame()
         comparison = (comparison_table(records, DENSE, n_boot=n_boot) if len(records)
@@ -137,14 +142,15 @@ class RunView:
                                for r in overview.itertuples()]
         answers = answers_with_reference(records)
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
-                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes))
+                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes), status)
 
 
 # --- reading files -------------------------------------------------------------------------------------
 
-def _read_records(run_dir: Path) -> pd.DataFrame:
+def _read_records(run_dir: Path, files: list[Path] | None = None) -> pd.DataFrame:
+    """The records of `files` (the finished units), or of every records file when the run plans no units."""
     try:
-        records = read_records(record_files(run_dir))
+        records = read_records(record_files(run_dir) if files is None else files)
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on a corrupt file
         raise DataError(run_dir / "records", f"unreadable records: {exc}") from None
     missing = [c for c in ("variant", "backend", "seed", "item_id", "condition", "role") if c not in records.columns]
@@ -237,13 +243,15 @@ def _storage_row(storage: pd.DataFrame, spec: str, backend: str) -> dict:
     return sel.iloc[0].to_dict() if len(sel) else {}
 
 
-def read_units(run_dir: Path, records: pd.DataFrame, storage: pd.DataFrame | None = None) -> pd.DataFrame:
+def read_units(run_dir: Path, records: pd.DataFrame, storage: pd.DataFrame | None = None,
+               ppl_files: list[Path] | None = None) -> pd.DataFrame:
     """One row per (variant, backend) present in the records or in variants/*.json.
 
     Measured figures come from, later winning: variants/<unit>.json (top-level
     keys, a "measurements" object, compressor step reports), the unit's row of
     measurements.json (its runtime's format), measurements/<unit>.json;
-    perplexity from ppl/<unit>.json ("ppl", "n_tokens"). Absent files leave NaN.
+    perplexity from ppl/<unit>.json ("ppl", "n_tokens"), only those in `ppl_files` when given
+    (the finished perplexity units). Absent files leave NaN.
     """
     storage = storage if storage is not None else pd.DataFrame(columns=STORAGE_COLUMNS)
     rows: dict[tuple[str, str], dict] = {}
@@ -265,7 +273,7 @@ def read_units(run_dir: Path, records: pd.DataFrame, storage: pd.DataFrame | Non
         if extra.is_file():
             row.update(_measurements(_read_json(extra)))
         ppl_path = run_dir / "ppl" / f"{stem}.json"
-        if ppl_path.is_file():
+        if ppl_path.is_file() and (ppl_files is None or ppl_path in ppl_files):
             ppl = _read_json(ppl_path)
             row.update(ppl=ppl.get("ppl", NAN), ppl_tokens=ppl.get("n_tokens", NAN))
     out = []

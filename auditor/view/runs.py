@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 RUN_COLUMNS = ["run", "path", "created_utc", "model", "reference_precision", "n_items", "is_sample", "n_units",
-               "state"]
+               "state", "n_planned"]
 
 
 def list_runs(reports_dir: Path | str) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def list_runs(reports_dir: Path | str) -> pd.DataFrame:
                 continue
             try:
                 manifest = load_manifest(path)
-                state = run_status(path, manifest).state
+                status = run_status(path, manifest)
             except (AuditorError, KeyError, TypeError) as exc:
                 log.warning("skipping %s: %s", path, exc)
                 continue
@@ -37,7 +37,9 @@ def list_runs(reports_dir: Path | str) -> pd.DataFrame:
                 "model": str(model.get("name", "unknown")),
                 "reference_precision": str(model.get("reference_precision", "unknown")),
                 "n_items": data.get("n_items"), "is_sample": bool(data.get("is_sample", False)),
-                "n_units": len(list((path / "records").glob("*.parquet"))), "state": state,
+                # finished (verified) units of the plan; every records file when the manifest plans none
+                "n_units": status.n_finished if status.units else len(list((path / "records").glob("*.parquet"))),
+                "state": status.state, "n_planned": len(status.units) or None,
             })
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     return frame.sort_values(["created_utc", "run"], ascending=[False, True]).reset_index(drop=True)

@@ -119,7 +119,8 @@ def test_unsupported_model_pickled_weights(small_study, capsys, tmp_path):
     (folder / "config.json").write_text('{"model_type": "llama"}')
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 not loaded")
     code, err = _run(capsys, small_study("bad", extra_top={"models": [str(folder)]}))
-    _assert_refused(code, err, f"{folder}: no .safetensors weights (pickled .bin weights are not loaded)")
+    _assert_refused(code, err, f"{folder}: no weights (model.safetensors or model.safetensors.index.json)",
+                    "(pickled .bin weights are not loaded)")
     _assert_nothing_written(tmp_path, "bad")
 
 

@@ -36,7 +36,8 @@ class RunsScreen(Screen[None]):
         fill(self.query_one(DataTable),
              [("run", "run"), ("created", "created (UTC)"), ("model", "model"), ("precision", "reference precision"),
               ("items", "items"), ("units", "units"), ("sample", "data"), ("state", "state")],
-             [(r.run, [r.run, r.created_utc, r.model, r.reference_precision, r.n_items, r.n_units,
+             [(r.run, [r.run, r.created_utc, r.model, r.reference_precision, r.n_items,
+                       f"{r.n_units}/{r.n_planned:.0f}" if r.n_planned == r.n_planned and r.n_planned else r.n_units,
                        "SAMPLE" if r.is_sample else "BBQ", r.state]) for r in runs.itertuples()])
         if not len(runs):
             self.query_one(Static).update(f"No run directories in {self.reports_dir} (run `auditor audit` first)")

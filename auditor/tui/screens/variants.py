@@ -52,8 +52,10 @@ class VariantsScreen(Screen[None]):
         if self.sort_key:
             o = sort_overview(o, self.sort_key, self.descending)
         order = f"sorted by {self.sort_key} ({'descending' if self.descending else 'ascending'})" if self.sort_key else "unsorted"
+        status = self.view.status
+        incomplete = f"{status.incomplete_text()} - " if status is not None and not status.is_complete else ""
         self.query_one("#variants-title", Static).update(
-            f"Run {self.view.name}: {self.view.reference_precision} - {order}; {len(self.marked)}/2 marked")
+            f"{incomplete}Run {self.view.name}: {self.view.reference_precision} - {order}; {len(self.marked)}/2 marked")
         rows = []
         for r in o.itertuples():
             key = (r.variant, r.backend)
