@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from auditor.core.errors import SpecError
-from auditor.core.names import DENSE
+from auditor.core.names import DENSE, normalize_spec
 from compressors.base import Variant
 from compressors.calibration import DEFAULT_SAMPLES, DEFAULT_SEQ_LEN, load_calibration
 
@@ -105,8 +105,8 @@ def valid_specs() -> str:
 
 
 def parse_one(spec: str):
-    """One compressor from "method[@level]"."""
-    text = spec.strip()
+    """One compressor from "method[@level]" (whitespace anywhere is ignored: `normalize_spec`)."""
+    text = normalize_spec(spec)
     name, _, level = text.partition("@")
     entry = REGISTRY.get(name)
     if entry is None:
@@ -121,8 +121,12 @@ def parse_one(spec: str):
 
 
 def parse_chain(spec: str) -> list:
-    """Compressors of a "+"-joined chain, in application order; "dense" is the empty chain."""
-    if spec.strip() in ("", "dense"):
+    """Compressors of a "+"-joined chain, in application order; "dense" is the empty chain.
+
+    Whitespace is ignored (`auditor.core.names.normalize_spec`), so "a@0.5 + b" and "a@0.5+b" are one chain.
+    """
+    spec = normalize_spec(spec)
+    if spec in ("", "dense"):
         return []
     steps = [parse_one(part) for part in spec.split("+")]
     families = [s.family for s in steps]

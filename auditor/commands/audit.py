@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import replace
 
 from auditor.commands.run import run_and_report
@@ -38,6 +39,24 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+SOURCE = "auditor audit"
+#: Study keys as `auditor audit` spells them: its messages name its flags, not the study schema.
+STUDY_KEY_FLAGS = {
+    "data.bbq": "--bbq", "data.categories": "--categories", "data.condition": "--condition",
+    "data.n_items": "--n-items", "data.sample_seed": "--sample-seed", "seeds": "--seeds", "models": "--model",
+    "compression.variants": "--variant", "compression": "--variant", "calibration.corpus": "--calib",
+    "calibration": "--calib", "execution.batch_size": "--batch-size", "execution.device": "--device",
+    "name": "--run", "output_dir": "--reports", "null_baselines": "--no-null-baselines",
+}
+_KEYED = re.compile(rf"^{re.escape(SOURCE)}: ({'|'.join(map(re.escape, sorted(STUDY_KEY_FLAGS, key=len, reverse=True)))}):")
+
+
+def flag_message(message: str) -> str:
+    """An error about the in-memory study, with its study key ("data.categories") as the flag ("--categories")."""
+    message = _KEYED.sub(lambda m: f"{SOURCE}: {STUDY_KEY_FLAGS[m.group(1)]}:", message)
+    return message.replace(f"check output_dir in {SOURCE}", "check --reports")
+
+
 def _int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
@@ -60,7 +79,7 @@ def study_from_args(args, seeds: tuple[int, ...]) -> Study:
         "calibration": given(corpus=args.calib),
         "execution": {"batch_size": args.batch_size, "device": args.device},
     }
-    study = parse_study(doc, source="auditor audit", base_dir=os.getcwd())
+    study = parse_study(doc, source=SOURCE, base_dir=os.getcwd())
     return replace(study, trust_remote_code=args.trust_remote_code)
 
 
@@ -71,6 +90,10 @@ def run(args) -> int:
         raise AuditorError(str(exc)) from None
     if args.n_items is not None and args.n_items <= 0:
         raise AuditorError(f"--n-items must be positive, got {args.n_items}")
-    run_dir = run_and_report(study_from_args(args, seeds), force=args.force)[0]
+    try:
+        run_dir = run_and_report(study_from_args(args, seeds), force=args.force)[0]
+    except AuditorError as exc:
+        exc.args = (flag_message(str(exc)),)
+        raise
     print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
     return 0

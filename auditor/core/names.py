@@ -20,8 +20,18 @@ RUNTIMES = (TORCH, LLAMA_CPP)
 RUNTIME_FORMAT = {TORCH: "safetensors", LLAMA_CPP: "gguf"}
 
 
+def normalize_spec(spec: str) -> str:
+    """A compressor spec without whitespace, the one spelling that is parsed, stored and hashed.
+
+    Whitespace means nothing in a spec ("magnitude@0.5 + wanda@0.5" is "magnitude@0.5+wanda@0.5"),
+    so it is removed before anything sees the spec.
+    """
+    return "".join(spec.split())
+
+
 def variant_id(spec: str) -> str:
-    """A short, path-safe id: the spec's readable part plus a hash of the exact spec."""
+    """A short, path-safe id: the spec's readable part plus a hash of the normalised spec."""
+    spec = normalize_spec(spec)
     digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
     safe = "".join(c if c.isalnum() or c in "-." else "_" for c in spec)[:48]
     return f"{safe}-{digest}"

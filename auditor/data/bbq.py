@@ -306,20 +306,21 @@ def select_items(
     files: list[Path] = []
     for source in sources:
         files.extend(_files(Path(source), cats))
-    parsed: list[tuple[BBQItem, str]] = []
+    parsed: list[tuple[BBQItem, str, Path, int]] = []
     for f in files:
-        parsed.extend(read_jsonl(f))
-    seen: set[str] = set()
+        parsed.extend((*parse_item(raw, f, lineno), f, lineno) for lineno, raw in iter_json_objects(f))
+    seen: dict[str, tuple[Path, int]] = {}
     kept: list[BBQItem] = []
     unresolved: list[tuple[str, str]] = []
-    for item, reason in parsed:
+    for item, reason, path, lineno in parsed:
         if cats and item.category not in cats:
             continue
         if condition != "both" and item.condition != condition:
             continue
         if item.item_id in seen:
-            raise DataError(Path(files[0]), f"duplicate item {item.item_id}")
-        seen.add(item.item_id)
+            first, first_line = seen[item.item_id]
+            raise DataError(path, f"duplicate item {item.item_id} (first at {first}:{first_line})", lineno)
+        seen[item.item_id] = (path, lineno)
         if item.resolved:
             kept.append(item)
         else:
@@ -328,6 +329,9 @@ def select_items(
     if not kept:
         raise DataError(Path(files[0]) if len(files) == 1 else Path(str(files[0].parent)),
                         "selection is empty (check --categories and --condition)")
+    if n is not None and n > len(kept):
+        log.warning("asked for %d items, only %d available after the category and condition filters: "
+                    "using %d", n, len(kept), len(kept))
     chosen = kept if n is None or n >= len(kept) else _stratified(kept, n, seed)
     chosen.sort(key=lambda it: (it.category, it.example_id))
     counts = Counter(f"{it.category}/{it.condition}" for it in chosen)

@@ -12,6 +12,8 @@ FIXTURES = PROJECT_ROOT / "fixtures"
 SAMPLE_BBQ = FIXTURES / "bbq_sample"
 BBQ_ENV = "AUDITOR_BBQ_DIR"
 CORPUS_ENV = "AUDITOR_CORPUS_DIR"
+SAMPLE_ORIGIN = ("project SAMPLE in BBQ's schema (fixtures/bbq_sample) - NOT BBQ; "
+                 "numbers on it say nothing about bias")
 
 
 @dataclass(frozen=True)
@@ -48,21 +50,39 @@ def _origin(path: Path, how: str) -> str:
     return f"BBQ from {how}{note}"
 
 
+def is_sample(path: Path) -> bool:
+    """Whether `path` is (in) the project's fixture sample, however it is named: relative, through a
+    symlink, one of its files, or a copy of its files elsewhere (same bytes)."""
+    try:
+        resolved, sample = Path(path).resolve(), SAMPLE_BBQ.resolve()
+    except OSError:
+        return False
+    if resolved == sample or sample in resolved.parents:
+        return True
+    files = sorted(resolved.glob("*.jsonl")) if resolved.is_dir() else [resolved]
+    originals = {f.name: f for f in sample.glob("*.jsonl")}
+    return bool(files) and all(f.name in originals and f.is_file()
+                               and f.stat().st_size == originals[f.name].stat().st_size
+                               and f.read_bytes() == originals[f.name].read_bytes() for f in files)
+
+
 def resolve_bbq(explicit: str | Path | None) -> DataSource:
-    """--bbq PATH, then $AUDITOR_BBQ_DIR, then the project's sample (which is not BBQ)."""
+    """--bbq PATH, then $AUDITOR_BBQ_DIR, then the project's sample (which is not BBQ, and says so)."""
     if explicit:
         path = Path(explicit)
         if not path.exists():
             raise DataError(path, "no such file or directory (the BBQ data given)")
-        return DataSource(path, _origin(path, f"--bbq {path}"), False)
-    env = os.environ.get(BBQ_ENV)
-    if env:
-        path = Path(env)
+        how = f"--bbq {path}"
+    elif os.environ.get(BBQ_ENV):
+        path = Path(os.environ[BBQ_ENV])
         if not path.exists():
             raise DataError(path, f"${BBQ_ENV}: no such file or directory")
-        return DataSource(path, _origin(path, f"${BBQ_ENV}={path}"), False)
-    return DataSource(SAMPLE_BBQ, "project SAMPLE in BBQ's schema (fixtures/bbq_sample) - NOT BBQ; "
-                      "numbers on it say nothing about bias", True)
+        how = f"${BBQ_ENV}={path}"
+    else:
+        return DataSource(SAMPLE_BBQ, SAMPLE_ORIGIN, True)
+    if is_sample(path):
+        return DataSource(path, f"{SAMPLE_ORIGIN} (given as {how})", True)
+    return DataSource(path, _origin(path, how), False)
 
 
 def resolve_corpus(explicit: str | Path | None, split: str) -> DataSource:

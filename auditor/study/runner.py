@@ -98,6 +98,9 @@ def plan_study(study: Study) -> list[RunPlan]:
     if any(s.needs_calibration for steps in chains.values() for s in steps):
         fingerprints["calibration_corpus"] = file_fingerprint(resolve_corpus(calib_path, "valid").path)
     notes: list[str] = []
+    if study.data.n_items is not None and study.data.n_items > len(selection.items):
+        notes.append(f"asked for {study.data.n_items} items, only {len(selection.items)} available after the "
+                     f"category and condition filters: scored {len(selection.items)}")
     with_ppl = ppl_settings is not None
     if with_ppl:
         fingerprints["perplexity_corpus"] = file_fingerprint(resolve_corpus(ppl_settings.corpus, "test").path)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from auditor.analysis.verdicts import RiskThresholds, thresholds_from_mapping
 from auditor.core.errors import SpecError
-from auditor.core.names import DENSE
+from auditor.core.names import DENSE, normalize_spec
 from auditor.data.bbq import CATEGORIES
 from auditor.scoring.perplexity import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_STRIDE
 from compressors.registry import REGISTRY, parse_chain
@@ -320,7 +320,7 @@ def _level_text(level: Any) -> str:
 def _compression(t: _Table) -> tuple[tuple[str, ...], int]:
     specs: list[str] = [DENSE]
     for spec in t.get_list("variants", str, [], check=_non_empty):
-        specs.append(spec.strip())
+        specs.append(normalize_spec(spec))
     grids = t.data.get("grid", [])
     t.used.add("grid")
     if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
@@ -339,7 +339,7 @@ def _compression(t: _Table) -> tuple[tuple[str, ...], int]:
                     text = _level_text(level)
                 except ValueError as exc:
                     raise g.fail("levels", str(exc)) from None
-                specs.append(f"{method.strip()}@{text}" + (f"+{then.strip()}" if then else ""))
+                specs.append(normalize_spec(f"{method}@{text}" + (f"+{then}" if then else "")))
     seed = t.get("seed", int, 0, check=_non_negative)
     t.done({"methods": "put methods and levels in a [[compression.grid]] table",
             "levels": "put methods and levels in a [[compression.grid]] table"})
