@@ -345,8 +345,8 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
         state, detail = INCOMPLETE, recorded
     damaged = [u.id for u in units if u.state == DAMAGED]
     if damaged and not holder:
-        detail = (f"{detail}; " if detail else "") + (f"{len(damaged)} damaged unit(s): {', '.join(damaged)}; "
-                                                      "`auditor run` recomputes them")
+        said = f"{len(damaged)} damaged unit(s): {', '.join(damaged)}; `auditor run` recomputes them"
+        detail = said if state == INCOMPLETE else f"{detail}; {said}"
     study = manifest.get("study", {}) if isinstance(manifest.get("study"), dict) else {}
     return RunStatus(run_dir, study.get("name", run_dir.name), study.get("hash", ""), state, detail, tuple(units),
                      (run_dir / "report.md").is_file())

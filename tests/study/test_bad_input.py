@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from auditor.cli import main
+from auditor.commands.gate import EXIT_INCOMPLETE
 from tests.conftest import SAMPLE_BBQ
 from tests.study.conftest import write_study
 
@@ -216,6 +217,7 @@ def test_disk_full_while_writing_records(small_study, capsys, tmp_path, monkeypa
     assert state["state"] == "failed" and "No space left on device" in state["error"]
     assert main(["status", str(run_dir)]) == 0
     assert "units: 1/2 finished" in capsys.readouterr().out
+    assert main(["gate", str(run_dir), "--max-flip-rate", "1"]) == EXIT_INCOMPLETE  # nothing half-counted
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", original)
     code, err = _run(capsys, study)

@@ -12,6 +12,7 @@ import time
 import pandas as pd
 
 from auditor.cli import main
+from auditor.commands.gate import EXIT_INCOMPLETE
 from auditor.data.rundir import merged_records
 from auditor.study.units import SLOW_UNIT_ENV
 
@@ -55,6 +56,11 @@ def test_sigkill_mid_unit_then_resume_equals_uninterrupted_run(small_study, caps
     status = capsys.readouterr().out
     assert "state: interrupted" in status and "units: 2/6 finished" in status
     finished_before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "records").glob("*.parquet")}
+    # A killed run fails the gate, whatever the thresholds: 4 planned units were never scored.
+    junit = tmp_path / "gate.xml"
+    assert main(["gate", str(run_dir), "--max-flip-rate", "1", "--junit", str(junit)]) == EXIT_INCOMPLETE
+    assert "incomplete: 2 of 6 units finished (interrupted)" in capsys.readouterr().out
+    assert 'failures="4"' in junit.read_text() and junit.read_text().count('type="IncompleteRun"') == 4
 
     # Resume: the two finished units are kept as they are, the other four are computed.
     caplog.set_level(logging.INFO, logger="auditor.study.runner")
