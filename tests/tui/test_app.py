@@ -235,3 +235,38 @@ def test_tui_and_status_agree_on_a_dead_run(tmp_path, capsys):
             await pilot.press("q")
 
     asyncio.run(scenario())
+
+
+def test_tui_says_which_planned_units_are_missing(tmp_path):
+    """A run that plans 5 units and committed 4: the runs list shows 4/5, the run's title says incomplete,
+    and the uncommitted unit's records are not shown."""
+    import json
+
+    from auditor.core.files import write_json
+    from auditor.data.rundir import SCORE, Unit, commit_record
+
+    run = build_run(tmp_path / "reports")
+    manifest = json.loads((run / "manifest.json").read_text())
+    specs = ["dense", *manifest["config"]["variants"]]
+    units = [Unit(SCORE, spec, spec, "torch") for spec in specs]
+    manifest["units"] = [{"kind": u.kind, "variant": u.variant, "spec": u.spec, "backend": u.backend,
+                          "shard": u.shard, "n_shards": u.n_shards, "key": f"key-{u.variant}"} for u in units]
+    write_json(manifest, run / "manifest.json")
+    for u in units:
+        write_json({"variant": u.variant, "unit_key": f"key-{u.variant}"}, u.descriptor_path(run))
+        if u.variant != PLANTED_HIGH:  # its records exist, its commit record does not
+            write_json(commit_record(run, u, f"key-{u.variant}", "2026-01-01T00:00:00+00:00"), u.commit_path(run))
+
+    async def scenario() -> None:
+        app = AuditorApp(tmp_path / "reports")
+        async with app.run_test(size=(150, 40)) as pilot:
+            runs = await ready(pilot, app, RunsScreen, "#runs", rows=1)
+            assert column(runs, 5) == ["4/5"]
+            await pilot.press("enter")
+            await ready(pilot, app, VariantsScreen, "#variants")
+            assert PLANTED_HIGH not in set(app.view.records["variant"])
+            title = str(app.screen.query_one("#variants-title", Static).content)
+            assert title.startswith("incomplete: 4 of 5 units finished")
+            await pilot.press("q")
+
+    asyncio.run(scenario())
