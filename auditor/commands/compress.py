@@ -10,6 +10,7 @@ from pathlib import Path
 from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
 from auditor.artifacts.safetensors_dir import save_hf_dir
 from auditor.core.errors import AuditorError, ModelError
+from auditor.core.files import atomic_path
 from compressors.registry import apply_chain, parse_chain
 
 
@@ -59,10 +60,8 @@ def run(args) -> int:
 def _write_artifact(variant, tokenizer, out: Path, save_hf_dir) -> Path:
     if variant.gguf_path is not None:
         target = out if out.suffix == ".gguf" else out / f"{variant.variant_id}.gguf"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(variant.gguf_path, tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:  # fsynced before the rename, the folder after it
+            shutil.copyfile(variant.gguf_path, tmp)
         return target
     return save_hf_dir(variant.model, tokenizer, out)
 

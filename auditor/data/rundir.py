@@ -118,9 +118,9 @@ def file_digest(path: Path) -> dict[str, int | str]:
 
 def commit_record(run_dir: Path, unit: Unit, key: str, finished_utc: str) -> dict:
     """The commit record of a unit whose files are written: its key and each file's size and sha256."""
-    files = [p for p in (unit.final_path(run_dir), unit.descriptor_path(run_dir))]
+    files = dict.fromkeys([unit.final_path(run_dir), unit.descriptor_path(run_dir)])
     return {"unit": unit.id, "unit_key": key, "finished_utc": finished_utc,
-            "files": {p.relative_to(run_dir).as_posix(): file_digest(p) for p in dict.fromkeys(files)}}
+            "files": {p.relative_to(run_dir).as_posix(): file_digest(p) for p in files}}
 
 
 def read_commit(run_dir: Path, unit: Unit) -> dict | None:
