@@ -20,6 +20,8 @@ from auditor.data.records import COLUMNS
 
 # Dataset answer indices used by every synthetic record: 0 = stereotype-consistent, 1 = other, 2 = unknown.
 CHOICE = {"stereotype": 0, "other": 1, "unknown": 2}
+# Answer order per seed: the three cyclic rotations, so every seed shows an item in its own order.
+ROTATIONS = ("012", "120", "201")
 
 
 def records_frame(rows: list[tuple]) -> pd.DataFrame:
@@ -31,7 +33,7 @@ def records_frame(rows: list[tuple]) -> pd.DataFrame:
         chosen = CHOICE[role]
         out.append({
             "variant": variant, "backend": backend, "seed": seed, "item_id": item_id, "category": category,
-            "example_id": 0, "condition": condition, "polarity": "neg", "perm": "012", "chosen": chosen,
+            "example_id": 0, "condition": condition, "polarity": "neg", "perm": ROTATIONS[seed % 3], "chosen": chosen,
             "role": role, "correct": chosen == 2 if condition == "ambig" else chosen == 0, "label": 2,
             "stereotype_index": 0, "unknown_index": 2,
             "logprob_0": logprobs[0], "logprob_1": logprobs[1], "logprob_2": logprobs[2],
