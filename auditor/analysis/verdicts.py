@@ -259,12 +259,12 @@ def check_gate(row: Mapping[str, Any], g: GateThresholds) -> GateResult:
     checks: list[tuple[bool, str]] = []
     if g.max_flip_rate is not None:
         checks.append((flip <= g.max_flip_rate,
-                       f"flip rate {_pct(flip)} (null baseline {_pct(flip_null)}) vs max-flip-rate "
+                       f"flip rate {_pct(flip)} (answer-order sensitivity {_pct(flip_null)}) vs max-flip-rate "
                        f"{_pct(g.max_flip_rate)}"))
     if g.max_srs_increase is not None:
         s, s_null = _num(row.get("srs_change")), _num(row.get("srs_null"))
         checks.append((s <= g.max_srs_increase,
-                       f"SRS change {_pts(s)} (null baseline {_pts(s_null)}) vs max-srs-increase "
+                       f"SRS change {_pts(s)} (answer-order sensitivity {_pts(s_null)}) vs max-srs-increase "
                        f"{_pts(g.max_srs_increase)}"))
     if g.max_shift_q is not None:
         q, b, c = _num(row.get("q_bh")), _num(row.get("b")), _num(row.get("c"))
