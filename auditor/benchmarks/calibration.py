@@ -32,11 +32,13 @@ import pandas as pd
 from auditor.analysis.inference import mcnemar_exact
 from auditor.analysis.item_inference import sign_flip_pvalue
 from auditor.core.errors import AuditorError
+from auditor.data.records import ROLE_OTHER, ROLE_STEREOTYPE, ROLE_UNKNOWN
 
 CORRELATIONS = (0.0, 0.5, 0.8, 1.0)
 ORDERS = (1, 3, 5)
 #: Role codes in simulated answers.
 S, O, U = 0, 1, 2
+ROLES = {S: ROLE_STEREOTYPE, O: ROLE_OTHER, U: ROLE_UNKNOWN}
 TYPE_I_BOUND = 0.06
 
 

@@ -90,7 +90,7 @@ class RunView:
     items: pd.DataFrame
     units: pd.DataFrame  # UNIT_COLUMNS: one row per (variant, backend), from variants/*.json + measurements
     metrics: pd.DataFrame  # auditor.analysis.summary.metrics_table
-    transitions: pd.DataFrame  # auditor.analysis.summary.transition_table (both conditions)
+    transitions: pd.DataFrame  # auditor.analysis.summary.transition_table (ambiguous items)
     comparison: pd.DataFrame  # auditor.analysis.stats.comparison_table (ambiguous items)
     baselines: pd.DataFrame  # auditor.analysis.baselines.null_baselines (ambiguous items)
     paradox: pd.DataFrame  # auditor.analysis.stats.paradox_table
@@ -104,6 +104,8 @@ class RunView:
     notes: tuple[str, ...]  # what could not be computed, and why
     positions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=POSITION_COLUMNS))  # position_table
     validity: ReferenceValidity | None = None  # the dense reference's check; None without dense records
+    # disambiguated items whose stereotype answer is wrong, reported apart (transition_table(condition="disambig"))
+    transitions_disambig: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def name(self) -> str:
@@ -160,7 +162,8 @@ class RunView:
                                   for k in zip(overview["variant"], overview["backend"])]
         answers = answers_with_reference(records)
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
-                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes), positions, validity)
+                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes), positions, validity,
+                   transition_table(records, condition="disambig") if len(records) else pd.DataFrame())
 
 
 def _validity(positions: pd.DataFrame, thresholds: RiskThresholds) -> ReferenceValidity | None:
