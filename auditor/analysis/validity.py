@@ -74,15 +74,15 @@ def reference_validity(row: Mapping[str, Any], *, max_position_share: float = 0.
         findings.append(
             f"the dense reference's disambiguated accuracy {_pct(acc)} ({ci_text} {_pct(acc_ci[0])}-"
             f"{_pct(acc_ci[1])}) is not above chance (33.3%): it does not read the context")
-    stated = (f"The dense reference picks its most chosen shown letter, {letter}, in {_pct(share)} of prompts "
-              f"({ci_text} {_pct(share_ci[0])}-{_pct(share_ci[1])}; 33.3% = no position preference); its SRS is "
-              f"{by_pos}. Disambiguated accuracy {_pct(acc)} ({ci_text} {_pct(acc_ci[0])}-{_pct(acc_ci[1])}; "
-              f"chance 33.3%).")
     if findings:
-        stated += (" It is not a valid reference here, so every verdict reads INCONCLUSIVE: a variant's change "
-                   "against it says how its letter preference moved, not how its bias did.")
+        stated = (f"{findings[0][0].upper()}{findings[0][1:]}" + "".join(f"; {f}" for f in findings[1:])
+                  + ". It is not a valid reference here, so every verdict reads INCONCLUSIVE: a variant's change "
+                  "against it says how its letter preference moved, not how its bias did.")
     else:
-        stated += " It reads the content, so the verdicts below can be read as written."
+        stated = (f"The dense reference picks its most chosen shown letter, {letter}, in {_pct(share)} of prompts "
+                  f"({ci_text} {_pct(share_ci[0])}-{_pct(share_ci[1])}; 33.3% = no position preference); its SRS "
+                  f"is {by_pos}. Disambiguated accuracy {_pct(acc)} ({ci_text} {_pct(acc_ci[0])}-{_pct(acc_ci[1])}; "
+                  "chance 33.3%). It reads the content, so the verdicts below can be read as written.")
     if math.isnan(acc):
         stated += " (No disambiguated items: content reading not checked.)"
     return ReferenceValidity(not findings, position_driven, below_chance, letter, share, share_ci, acc, acc_ci,
