@@ -384,7 +384,8 @@ def _overview(records: pd.DataFrame, units: pd.DataFrame, metrics: pd.DataFrame,
 #: Sortable columns of the variants table: label -> overview column.
 SORT_KEYS = {"size": "size_bytes", "latency": "ms_per_prompt", "ppl": "ppl", "accuracy": "accuracy", "srs": "srs",
              "flip rate": "flip_rate", "verdict": "verdict"}
-VERDICT_RANK = {"high": 3, "elevated": 2, "low": 1, "n/a": 0, KIND_REFERENCE: -1, KIND_BASELINE: -1}
+VERDICT_RANK = {"high": 3, "elevated": 2, "low": 1, "inconclusive": 0, "n/a": 0, KIND_REFERENCE: -1,
+                KIND_BASELINE: -1}
 
 
 def sort_overview(overview: pd.DataFrame, key: str, descending: bool = False) -> pd.DataFrame:

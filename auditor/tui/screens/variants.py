@@ -12,7 +12,7 @@ from auditor.view.run import KIND_VARIANT, SORT_KEYS, RunView, sort_overview
 
 COLUMNS = [("mark", " "), ("variant", "variant"), ("backend", "runtime"), ("verdict", "verdict"),
            ("size", "size"), ("latency", "ms/prompt"), ("ppl", "ppl"), ("accuracy", "accuracy"), ("srs", "SRS"),
-           ("srs_change", "SRS change"), ("flip rate", "flip rate"), ("null", "null flip"), ("q", "BH q")]
+           ("srs_change", "SRS change"), ("flip rate", "flip rate"), ("null", "order sens."), ("q", "shift q")]
 SORT_ORDER = list(SORT_KEYS)  # the `s` key cycles through these; keys 1-7 pick one
 
 
