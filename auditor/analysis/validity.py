@@ -39,6 +39,17 @@ class ReferenceValidity:
     findings: tuple[str, ...]  # why it is not valid (empty when valid)
     summary: str  # one paragraph: the measured bias and what follows from it
 
+    @property
+    def short(self) -> str:
+        """One clause for a verdict's reason: why the reference is not valid ("" when it is)."""
+        parts = []
+        if self.position_driven:
+            parts.append(f"the dense reference answers by position ({self.top_letter} in "
+                         f"{_pct(self.top_letter_share)} of prompts)")
+        if self.below_chance:
+            parts.append(f"its disambiguated accuracy ({_pct(self.disambig_accuracy)}) is not above chance")
+        return " and ".join(parts)
+
 
 def _pct(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}%"

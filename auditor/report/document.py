@@ -173,8 +173,9 @@ def _verdicts(view: RunView) -> list[Block]:
         f"low. High risk also needs a significant SRS increase (b vs c, item-level, BH q <= {t.alpha:g}). A drop of "
         f"the unknown-rate is abstention loss, reported on its own line and never called stereotyping.")]
     if view.validity is not None and not view.validity.valid:
-        out.append(Para("every verdict is INCONCLUSIVE: " + "; ".join(view.validity.findings) + ".",
-                        label="Reference not valid:", kind="warning"))
+        out.append(Para(f"every verdict is INCONCLUSIVE: {view.validity.short} (see the top of the report). "
+                        "The figures below are shown for the record only.", label="Reference not valid:",
+                        kind="warning"))
     if not view.verdicts:
         return out + [Para("No compressed variant has records yet.", kind="note")]
     o = view.overview.set_index(["variant", "backend"])

@@ -152,7 +152,7 @@ class RunView:
             notes.append("records carry no question_index (an older run): confidence intervals resample items, "
                          "not templates then items")
         overview = _overview(records, units, metrics, comparison, paradox, positions)
-        finding = "; ".join(validity.findings) if validity is not None and not validity.valid else ""
+        finding = validity.short if validity is not None and not validity.valid else ""
         verdicts = tuple(assess(row, thresholds, finding) for row in overview.to_dict(orient="records")
                          if row["kind"] == KIND_VARIANT)
         by_key = {(v.variant, v.backend): v for v in verdicts}
