@@ -28,6 +28,8 @@ import pandas as pd
 
 from auditor.analysis.metrics import NAN
 
+#: Largest len(pmf) * len(part) convolved directly; larger ones go through the FFT.
+_DIRECT_MAX = 4_000_000
 #: Two-sided, or one-sided toward positive / negative totals.
 ALTERNATIVES = ("two-sided", "greater", "less")
 
@@ -38,6 +40,8 @@ def sign_flip_distribution(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Exact: items sharing a value v contribute v (2K - m), K ~ Binomial(m, 1/2)
     (``scipy.stats.binom``); the groups are convolved on the integer support
     [-sum |d|, sum |d|]. ``d`` must hold integers (per-item count differences).
+    Large supports (thousands of items) are convolved by FFT (``_fft_convolve``),
+    exact up to ~1e-15 absolute rounding, which is clipped at 0.
     """
     from scipy.stats import binom
 
@@ -53,8 +57,17 @@ def sign_flip_distribution(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = np.arange(m + 1)
         part = np.zeros(2 * int(v) * int(m) + 1)
         part[int(v) * 2 * k] = binom.pmf(k, m, 0.5)  # offsets v (2k - m) + v m
-        pmf = np.convolve(pmf, part)[int(v) * int(m): int(v) * int(m) + 2 * total + 1]
+        full = np.convolve(pmf, part) if len(pmf) * len(part) <= _DIRECT_MAX else _fft_convolve(pmf, part)
+        pmf = full[int(v) * int(m): int(v) * int(m) + 2 * total + 1]
     return np.arange(-total, total + 1), pmf
+
+
+def _fft_convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Linear convolution of two non-negative arrays by real FFT, negatives from rounding clipped to 0."""
+    n = len(a) + len(b) - 1
+    size = 1 << (n - 1).bit_length()
+    out = np.fft.irfft(np.fft.rfft(a, size) * np.fft.rfft(b, size), size)[:n]
+    return np.clip(out, 0.0, None)
 
 
 def sign_flip_pvalue(d: np.ndarray | list, alternative: str = "two-sided") -> float:
