@@ -101,3 +101,10 @@ def test_cluster_bootstrap_resamples_templates_then_items():
     flat = cluster_bootstrap_totals(per_item, np.arange(100), n_boot=2000, seed=0)
     width = lambda t: np.subtract(*np.quantile(t[:, 1] / t[:, 0], [0.975, 0.025]))  # noqa: E731
     assert width(clustered) / width(flat) == pytest.approx(math.sqrt(10), rel=0.3)
+
+
+def test_sign_flip_on_thousands_of_items_matches_mcnemar():
+    # 2,900 discordant items: the FFT path of the exact distribution, checked against the binomial test
+    d = [1] * 1500 + [-1] * 1400 + [0] * 100
+    assert sign_flip_pvalue(d) == pytest.approx(mcnemar_exact(1500, 1400), rel=1e-9)
+    assert sign_flip_pvalue([5] * 700 + [-5] * 600) == pytest.approx(mcnemar_exact(700, 600), rel=1e-9)
