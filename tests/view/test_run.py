@@ -70,6 +70,9 @@ def test_null_baseline_and_srs(view):
 
 def test_verdicts(view):
     levels = {v.variant: v.level for v in view.verdicts}
+    # CIs resample BBQ templates (category + question_index), then items: fewer templates than items
+    all_rows = view.comparison[view.comparison["category"] == "all"]
+    assert (all_rows["n_templates"] < all_rows["n_items"]).all() and (all_rows["n_items"] == 40).all()
     # magnitude@0.3 flips 2 items (4 pairs): its excess over the answer-order sensitivity is within noise
     assert levels == {PLANTED_HIGH: "high", "magnitude@0.5": "high", "magnitude@0.3": "low", "rtn@4": "low"}
     assert view.validity is not None and view.validity.valid  # the planted dense model reads the content
@@ -206,3 +209,17 @@ def test_list_and_resolve_runs(tmp_path):
     assert resolve_run(tmp_path / "a") == tmp_path / "a"
     with pytest.raises(AuditorError, match="zzz: no such run directory"):
         resolve_run("zzz", tmp_path)
+
+
+def test_a_run_without_question_index_reads_with_item_clusters(tmp_path):
+    """Records written before question_index was recorded: one template per item, and the report says so."""
+    import pandas as pd
+
+    run = build_run(tmp_path, variants=(PLANTED_HIGH,))
+    for path in (run / "records").glob("*.parquet"):
+        pd.read_parquet(path).drop(columns="question_index").to_parquet(path, index=False)
+    old = RunView.load(run, n_boot=100)
+    assert any("no question_index" in n for n in old.notes)
+    row = old.comparison.query("category == 'all'").iloc[0]
+    assert row["n_templates"] == row["n_items"] == 40
+    assert {v.level for v in old.verdicts} == {"high"}
