@@ -52,8 +52,10 @@ class VariantsScreen(Screen[None]):
         if self.sort_key:
             o = sort_overview(o, self.sort_key, self.descending)
         order = f"sorted by {self.sort_key} ({'descending' if self.descending else 'ascending'})" if self.sort_key else "unsorted"
+        invalid = self.view.validity is not None and not self.view.validity.valid
+        warning = f" - DENSE REFERENCE NOT VALID, verdicts INCONCLUSIVE: {self.view.validity.short}" if invalid else ""
         self.query_one("#variants-title", Static).update(
-            f"Run {self.view.name}: {self.view.reference_precision} - {order}; {len(self.marked)}/2 marked")
+            f"Run {self.view.name}: {self.view.reference_precision} - {order}; {len(self.marked)}/2 marked{warning}")
         rows = []
         for r in o.itertuples():
             key = (r.variant, r.backend)
