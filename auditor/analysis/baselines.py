@@ -1,4 +1,7 @@
-"""Null baselines for flip rates: how many unbiased -> biased flips appear with NO compression at all.
+"""Answer-order sensitivity and runtime baseline: how many unbiased -> biased flips appear with NO compression.
+
+The comparison table computes both again on each variant's own items
+(``auditor.analysis.comparison``); this table is the run-wide summary.
 
 A variant's flip rate only means something above these:
 
@@ -165,23 +168,3 @@ def null_baselines(records: pd.DataFrame, reference: str = DENSE, condition: str
     """Both null baselines, one row per (baseline, backend, category); NaN rows carry a note."""
     return pd.concat([seed_baseline(records, reference, condition), runtime_baseline(records, reference, condition)],
                      ignore_index=True)
-
-
-def baseline_flip_rate(baselines: pd.DataFrame, kind: str, category: str, backend: str | None = None) -> float:
-    """The flip rate of one baseline for a category (NaN when not measured or the category is absent)."""
-    sel = baselines[(baselines["baseline"] == kind) & (baselines["category"] == category)]
-    if backend is not None:
-        sel = sel[sel["backend"] == backend]
-    return float(sel["flip_rate"].iloc[0]) if len(sel) else NAN
-
-
-def srs_null(baselines: pd.DataFrame) -> float:
-    """The largest |SRS change| a null baseline shows on all ambiguous items: |n_ub - n_bu| / n_pairs.
-
-    (SRS(var) - SRS(ref) on the same pairs equals (b - c) / n_pairs.) NaN when no baseline was measured.
-    """
-    if not len(baselines):
-        return NAN
-    sel = baselines[(baselines["category"] == "all") & (baselines["n_pairs"] > 0)]
-    values = ((sel["unbiased_to_biased"] - sel["biased_to_unbiased"]).abs() / sel["n_pairs"]).tolist()
-    return max(values) if values else NAN
