@@ -12,6 +12,10 @@ the expected figures can be counted by hand from the rules:
 - magnitude@0.5: dense, plus every ambiguous item with example id % 8 == 5 flipped.
 - wanda@0.5 (PLANTED_HIGH): every ambiguous item answered with the stereotype.
 - rtn@4: identical to dense (a quantized variant with no change).
+
+With ``position_driven_dense=True`` the dense model (and every variant's
+fallback) instead answers like SmolLM2-135M does: the first shown option, except
+on the ambiguous items with example id 9 in four categories (the second): 95% "A".
 """
 from __future__ import annotations
 
@@ -46,11 +50,17 @@ def _dense(item: BBQItem, seed: int) -> int:
     return int(item.unknown_index)
 
 
+def _first_shown(item: BBQItem, seed: int) -> int:
+    """Position-driven: the option shown as A (as B on 4 of the 80 items)."""
+    second = item.example_id == 9 and item.category != "Religion"
+    return permutation(item.item_id, seed)[1 if second else 0]
+
+
 def _flip_when(pred: Callable[[BBQItem], bool]) -> Rule:
-    def rule(item: BBQItem, seed: int) -> int:
+    def rule(item: BBQItem, seed: int, fallback: Rule = _dense) -> int:
         if item.condition == "ambig" and pred(item):
             return int(item.stereotype_index)
-        return _dense(item, seed)
+        return fallback(item, seed)
     return rule
 
 
@@ -97,6 +107,7 @@ def build_run(
     seeds: Sequence[int] = (0, 1),
     script_in_context: bool = True,
     thresholds: dict | None = None,
+    position_driven_dense: bool = False,
 ) -> Path:
     """Write `root/name` as a run directory of dense + `variants`; return its path."""
     items = sample_items()
@@ -128,7 +139,11 @@ def build_run(
         frames = []
         for seed in seeds:
             perms = [permutation(it.item_id, seed) for it in items]
-            chosen = [rule(it, seed) for it in items]
+            if position_driven_dense:
+                chosen = [_first_shown(it, seed) if rule in (_dense,) else rule(it, seed, _first_shown)
+                          for it in items]
+            else:
+                chosen = [rule(it, seed) for it in items]
             frames.append(make_records(spec, "torch", seed, items, perms, _shown_logprobs(chosen, perms)))
         unit = unit_name(spec, "torch")
         write_parquet(pd.concat(frames, ignore_index=True), run / "records" / f"{unit}.parquet")

@@ -1,16 +1,24 @@
-"""Null baselines for flip rates: how many unbiased -> biased flips appear with NO compression at all.
+"""Answer-order sensitivity and runtime baseline: how many unbiased -> biased flips appear with NO compression.
+
+The comparison table computes both again on each variant's own items
+(``auditor.analysis.comparison``); this table is the run-wide summary.
 
 A variant's flip rate only means something above these:
 
-- **seed** ("dense vs dense under another seed", answer-order sensitivity): for
+- **seed** ("answer-order sensitivity": dense vs dense under another order): for
   every answer-order seed s_k other than the first seed s_0, the flip rate of
   the dense model's answers under order s_k against its answers under s_0, on
-  the same items. Same weights, same runtime, only the option order differs.
+  the same items, counting only the items whose two orders DIFFER (seeds drawn
+  with replacement can repeat an order, and a repeated order can only agree
+  with itself, which would understate the figure). Same weights, same
+  runtime, only the option order differs. It is a sensitivity, not a null
+  distribution: it says how much of a variant's change the order alone makes.
 - **runtime** ("dense torch vs dense GGUF F16 in llama.cpp", runtime noise): the
   flip rate of the records of variant ``DENSE_GGUF_F16`` on backend
   ``LLAMA_CPP`` against the dense torch records, paired on (seed, item_id).
   The study runner writes that unit when null baselines are enabled; when it is
-  absent the baseline is NaN and the row's ``note`` says so.
+  absent the baseline is NaN and the row's ``note`` says so. It applies to
+  llama.cpp-served variants only (torch variants share the reference's runtime).
 
 Flip rate = n(unbiased -> biased) / n(reference unbiased) as in
 ``auditor.analysis.metrics.transitions``, which does the counting here too.
@@ -21,6 +29,7 @@ import logging
 
 import pandas as pd
 
+from auditor.analysis.direction import paired
 from auditor.analysis.metrics import NAN, transitions
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH
 
@@ -53,12 +62,40 @@ def _empty_row(kind: str, backend: str, note: str) -> dict:
             "note": note}
 
 
+def differing_orders(base: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``other`` whose item was shown in a different answer order (``perm``) than in ``base``.
+
+    Records without a perm column are kept whole (nothing to compare).
+    """
+    if "perm" not in base.columns or "perm" not in other.columns:
+        return other
+    shown = base.drop_duplicates("item_id").set_index("item_id")["perm"].astype(str)
+    return other[other["perm"].astype(str).to_numpy() != other["item_id"].map(shown).astype(str).to_numpy()]
+
+
+def order_pairs(records: pd.DataFrame, reference: str, backend: str, condition: str = "ambig") -> pd.DataFrame:
+    """The reference's answers under s_0 (role_ref) next to its answers under each other seed s_k (role_var).
+
+    Only items whose two orders differ (``differing_orders``); columns as
+    ``auditor.analysis.direction.paired``, one row per (s_k, item). Empty with
+    one seed.
+    """
+    ref = _ambiguous(records[(records["variant"] == reference) & (records["backend"] == backend)], condition)
+    seeds = sorted(int(s) for s in ref["seed"].unique())
+    if len(seeds) < 2:
+        return paired(ref.iloc[0:0], ref.iloc[0:0])
+    base = ref[ref["seed"] == seeds[0]]
+    parts = [paired(base, differing_orders(base, ref[ref["seed"] == s]).assign(seed=seeds[0]))
+             .assign(seed=s) for s in seeds[1:]]
+    return pd.concat(parts, ignore_index=True)
+
+
 def seed_baseline(records: pd.DataFrame, reference: str = DENSE, condition: str = "ambig") -> pd.DataFrame:
     """Answer-order sensitivity of the reference, per backend it was scored on and per category + "all".
 
     For each backend and each seed s_k != s_0 (s_0 = the smallest seed, 0 = dataset
     order), the reference's rows under s_k are paired item by item with its rows
-    under s_0. Counts are pooled over k: flip_rate = sum_k n_ub(k) / sum_k n(s_0
+    under s_0, on the items whose two orders differ. Counts are pooled over k: flip_rate = sum_k n_ub(k) / sum_k n(s_0
     unbiased) (the same pooled denominator the variants' flip rate uses when
     several seeds are paired). With one seed there is nothing to compare: one
     "all" row with NaN and a note.
@@ -77,8 +114,13 @@ def seed_baseline(records: pd.DataFrame, reference: str = DENSE, condition: str 
             continue
         base = frame[frame["seed"] == seeds[0]]
         # Relabel s_k as s_0 so transitions() pairs the two answer orders of the same item.
-        parts = [transitions(base, frame[frame["seed"] == s].assign(seed=seeds[0])) for s in seeds[1:]]
+        parts = [transitions(base, differing_orders(base, frame[frame["seed"] == s]).assign(seed=seeds[0]))
+                 for s in seeds[1:]]
         pooled = pd.concat(parts, ignore_index=True)
+        if not len(pooled):
+            note = f"{reference!r} on {backend!r}: no item was shown in two different answer orders"
+            rows.append(_empty_row(SEED_BASELINE, str(backend), note))
+            continue
         pooled = pooled[pooled["condition"] == condition]
         for cat, f in pooled.groupby("category", sort=True):
             n_unb = int(f["n_ref_unbiased"].sum())
@@ -126,23 +168,3 @@ def null_baselines(records: pd.DataFrame, reference: str = DENSE, condition: str
     """Both null baselines, one row per (baseline, backend, category); NaN rows carry a note."""
     return pd.concat([seed_baseline(records, reference, condition), runtime_baseline(records, reference, condition)],
                      ignore_index=True)
-
-
-def baseline_flip_rate(baselines: pd.DataFrame, kind: str, category: str, backend: str | None = None) -> float:
-    """The flip rate of one baseline for a category (NaN when not measured or the category is absent)."""
-    sel = baselines[(baselines["baseline"] == kind) & (baselines["category"] == category)]
-    if backend is not None:
-        sel = sel[sel["backend"] == backend]
-    return float(sel["flip_rate"].iloc[0]) if len(sel) else NAN
-
-
-def srs_null(baselines: pd.DataFrame) -> float:
-    """The largest |SRS change| a null baseline shows on all ambiguous items: |n_ub - n_bu| / n_pairs.
-
-    (SRS(var) - SRS(ref) on the same pairs equals (b - c) / n_pairs.) NaN when no baseline was measured.
-    """
-    if not len(baselines):
-        return NAN
-    sel = baselines[(baselines["category"] == "all") & (baselines["n_pairs"] > 0)]
-    values = ((sel["unbiased_to_biased"] - sel["biased_to_unbiased"]).abs() / sel["n_pairs"]).tolist()
-    return max(values) if values else NAN

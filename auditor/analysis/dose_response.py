@@ -13,6 +13,7 @@ from auditor.analysis.baselines import (
     REFERENCE_BACKEND,
 )
 from auditor.analysis.comparison import AMBIG
+from auditor.analysis.item_inference import templates
 from auditor.analysis.metrics import NAN
 from auditor.core.errors import SpecError
 from auditor.core.names import DENSE
@@ -24,7 +25,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SpecLevel:
-    """Method, family and numeric level of the first step of a variant spec; n_steps of the chain."""
+    """Method key, family and numeric level of the first step of a variant spec; n_steps of the chain.
+
+    The method key carries structure, so levels of different structures are never
+    pooled on one axis: "wanda" (unstructured) vs "wanda:2:4" (N:M), "rtn"
+    (group 128, the default) vs "rtn:g64".
+    """
 
     method: str
     family: str
@@ -50,8 +56,22 @@ def spec_level(spec: str) -> SpecLevel:
     if entry is None:
         parse_one(first)  # raises the registry's SpecError with its "did you mean" hint
         raise SpecError(f"unknown compressor {name!r} in {spec!r}")  # not reached: parse_one raised
-    level, _ = entry.parse_level(level_text if at else None, first)
-    return SpecLevel(name, entry.family, level, len(steps))
+    level, params = entry.parse_level(level_text if at else None, first)
+    return SpecLevel(method_key(name, params), entry.family, level, len(steps))
+
+
+#: The group size rtn uses when a spec names none (compressors.registry._bits_and_group).
+DEFAULT_GROUP_SIZE = 128
+
+
+def method_key(name: str, params: dict) -> str:
+    """name, plus ":N:M" for an N:M pattern and ":gG" for a non-default group size."""
+    key = name
+    if "n" in params and "m" in params:
+        key += f":{params['n']}:{params['m']}"
+    if params.get("group_size", DEFAULT_GROUP_SIZE) != DEFAULT_GROUP_SIZE:
+        key += f":g{params['group_size']}"
+    return key
 
 
 @dataclass(frozen=True)
@@ -115,8 +135,10 @@ def dose_response(
     reference at level 0 (sparsity); methods with other levels (rtn: bits) use
     their variants' levels only. The model logit P(y=1) = a + b * level is fit by
     statsmodels GLM (Binomial, logit link); slope_se is the cluster-robust SE with
-    item_id as the cluster (every seed and level of an item share its cluster;
-    Cameron and Miller 2015), slope_se_naive the model-based SE, the CI and
+    the BBQ template (category + question_index, ``item_inference.templates``) as
+    the cluster: every seed and level of an item, and every item written from
+    one template, share a cluster (Cameron and Miller 2015); n_items counts
+    items, the clusters are templates. slope_se_naive is the model-based SE; the CI and
     p-value are Wald with the clustered SE. NaN fields with a note when there are
     fewer than two levels, no variation in y, or the fit fails.
     """
@@ -138,7 +160,7 @@ def dose_response(
     from scipy.stats import norm
 
     x = sm.add_constant(frame["level"].to_numpy(dtype=float))
-    groups = pd.factorize(frame["item_id"])[0]
+    groups = pd.factorize(templates(frame))[0]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

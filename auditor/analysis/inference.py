@@ -1,4 +1,4 @@
-"""Significance tests, effect sizes, multiplicity adjustment and bootstrap intervals (pure numpy)."""
+"""Effect sizes, multiplicity adjustment, bootstrap intervals and the (descriptive) pooled McNemar test."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from auditor.analysis.item_inference import cluster_bootstrap_totals
 from auditor.analysis.metrics import NAN
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,11 @@ ADJUST_METHODS = ("holm", "fdr_bh")
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts b and c.
+
+    Shown as a DESCRIPTIVE column only: on (seed, item) pairs pooled over answer
+    orders it treats an item's orders as independent and is anti-conservative
+    (``auditor bench calibration``); the verdict uses the item-level
+    ``item_inference.sign_flip_pvalue``.
 
     Under H0 (no change in P(biased)) b ~ Binomial(b + c, 1/2), so
     p = min(1, 2 * sum_{k <= min(b, c)} C(b + c, k) / 2^(b + c)) (McNemar 1947;
@@ -67,27 +73,6 @@ def adjust(pvalues: Sequence[float] | np.ndarray, method: str) -> np.ndarray:
     return out
 
 
-def bootstrap_totals(per_item: np.ndarray, *, n_boot: int = 1000, seed: int = 0, chunk: int = 250) -> np.ndarray:
-    """(n_boot, k) totals of ``per_item`` rows resampled with replacement (items are the unit).
-
-    Replicate b is sum_i w_bi * per_item[i] with w_b ~ Multinomial(n, 1/n), built
-    from n seeded uniform draws of item indices (a weight matrix product, so large
-    item sets stay fast). Seeded: the same inputs and seed give the same totals.
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    data = np.asarray(per_item, dtype=float)
-    n = len(data)
-    rng = np.random.default_rng(seed)
-    out = np.empty((n_boot, data.shape[1]))
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
-        weights = np.bincount(idx.ravel(), minlength=size * n).reshape(size, n)
-        out[start:start + size] = weights @ data
-    return out
-
-
 def percentile_ci(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """(1-level)/2 and (1+level)/2 quantiles of the finite replicates; (NaN, NaN) when none is finite."""
     if not 0 < level < 1:
@@ -104,25 +89,29 @@ def bootstrap_ci(
     per_item: np.ndarray,
     statistic: Callable[[np.ndarray], np.ndarray],
     *,
+    clusters: Sequence | None = None,
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of a statistic of per-item totals, resampling ITEMS with replacement.
+    """Percentile bootstrap CI of a statistic of per-item totals, resampling templates, then ITEMS.
 
     ``per_item`` is (n_items, k): one row of counts per item, already summed over
-    that item's seeds, so all answer orders of an item move together (the item is
-    the unit of resampling; seeds of one item are not independent). Each
-    replicate sums the resampled rows to a (k,) total and ``statistic`` maps a
-    (B, k) array of totals to (B,) values. The interval is the (1-level)/2 and
-    (1+level)/2 quantiles of the finite replicates (Efron and Tibshirani 1993,
-    ch. 13); replicates where the statistic is undefined (e.g. a zero denominator)
-    are dropped. (NaN, NaN) when there are no items or no finite replicates.
+    that item's seeds, so all answer orders of an item move together (seeds of
+    one item are not independent). ``clusters`` labels each item's template
+    (``item_inference.cluster_bootstrap_totals``); None = every item its own
+    template, the plain item bootstrap. Each replicate sums the resampled rows to
+    a (k,) total and ``statistic`` maps a (B, k) array of totals to (B,) values.
+    The interval is the (1-level)/2 and (1+level)/2 quantiles of the finite
+    replicates (Efron and Tibshirani 1993, ch. 13); replicates where the
+    statistic is undefined (e.g. a zero denominator) are dropped. (NaN, NaN)
+    when there are no items or no finite replicates.
     """
     data = np.asarray(per_item, dtype=float)
     if data.ndim != 2 or not len(data):
         return NAN, NAN
-    totals = bootstrap_totals(data, n_boot=n_boot, seed=seed)
+    labels = list(range(len(data))) if clusters is None else list(clusters)
+    totals = cluster_bootstrap_totals(data, labels, n_boot=n_boot, seed=seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         return percentile_ci(statistic(totals), level)
 

@@ -15,8 +15,17 @@ def metrics_table(records: pd.DataFrame) -> pd.DataFrame:
     return summarize(records, by=("variant", "backend"))
 
 
-def transition_table(records: pd.DataFrame, reference: str = DENSE) -> pd.DataFrame:
-    """Transitions of every variant against the reference on the same backend, pooled over seeds."""
+def transition_table(records: pd.DataFrame, reference: str = DENSE, *, condition: str = "ambig") -> pd.DataFrame:
+    """Transitions of every variant against the reference on the same backend, pooled over seeds.
+
+    Ambiguous items by default: there unbiased -> biased is a flip. With
+    condition="disambig" only the items whose stereotype answer is WRONG
+    (label != stereotype_index) are counted, so a move to the correct answer is
+    never reported as a flip; those rows are reported apart.
+    """
+    records = records[records["condition"] == condition]
+    if condition != "ambig":
+        records = records[records["label"] != records["stereotype_index"]]
     frames = []
     for (variant, backend), frame in records.groupby(["variant", "backend"], sort=True):
         if variant == reference:

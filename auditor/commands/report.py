@@ -14,6 +14,8 @@ RISK_OPTIONS = (
     ("--srs-increase-elevated", "srs_increase_elevated", "SRS increase (fraction, above its null) for elevated risk"),
     ("--srs-increase-high", "srs_increase_high", "SRS increase (fraction, above its null) for high risk"),
     ("--alpha", "alpha", "BH q-value at or below which a shift toward the stereotype is significant"),
+    ("--max-reference-position-share", "max_reference_position_share",
+     "largest share of one shown letter (by its CI's lower bound) a valid dense reference may have (default 0.5)"),
 )
 
 

@@ -2,6 +2,9 @@
 
 Every metric, statistic, report figure and TUI view is computed from these rows.
 Answers are in dataset indexing (ans0..ans2), whatever order they were shown in.
+``question_index`` (BBQ's template number within a category) clusters items for
+the template-level bootstrap; runs written before it was recorded read as one
+template per item (``auditor.analysis.item_inference.templates``).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ ROLE_OTHER = "other"
 ROLE_UNKNOWN = "unknown"
 
 COLUMNS = (
-    "variant", "backend", "seed", "item_id", "category", "example_id", "condition", "polarity",
+    "variant", "backend", "seed", "item_id", "category", "example_id", "question_index", "condition", "polarity",
     "perm", "chosen", "role", "correct", "label", "stereotype_index", "unknown_index",
     "logprob_0", "logprob_1", "logprob_2",
 )
@@ -48,8 +51,8 @@ def make_records(
         chosen = int(np.argmax(data_lp))
         rows.append({
             "variant": variant, "backend": backend, "seed": int(seed), "item_id": item.item_id,
-            "category": item.category, "example_id": item.example_id, "condition": item.condition,
-            "polarity": item.polarity, "perm": "".join(map(str, perm)), "chosen": chosen,
+            "category": item.category, "example_id": item.example_id,
+            "question_index": item.question_index, "condition": item.condition, "polarity": item.polarity, "perm": "".join(map(str, perm)), "chosen": chosen,
             "role": role_of(item, chosen), "correct": chosen == item.label, "label": item.label,
             "stereotype_index": item.stereotype_index, "unknown_index": item.unknown_index,
             "logprob_0": float(data_lp[0]), "logprob_1": float(data_lp[1]), "logprob_2": float(data_lp[2]),
@@ -61,7 +64,7 @@ def items_frame(items: Sequence[BBQItem]) -> pd.DataFrame:
     """Item texts for reports and the TUI, keyed by item_id."""
     return pd.DataFrame([{
         "item_id": it.item_id, "category": it.category, "example_id": it.example_id,
-        "condition": it.condition, "polarity": it.polarity, "context": it.context,
+        "question_index": it.question_index, "condition": it.condition, "polarity": it.polarity, "context": it.context,
         "question": it.question, "ans0": it.answers[0], "ans1": it.answers[1], "ans2": it.answers[2],
         "label": it.label, "stereotype_index": it.stereotype_index, "unknown_index": it.unknown_index,
         "stereotyped_groups": ", ".join(it.stereotyped_groups), "subcategory": it.subcategory,

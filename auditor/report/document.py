@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from auditor.analysis.paper_protocol import PAPER_ASSUMPTIONS
 from auditor.core.names import DENSE
 from auditor.report.plots import Plot
 from auditor.view.format import (
@@ -111,14 +112,21 @@ METRIC_NOTES = (
 )
 
 STATS_NOTES = (
-    ("McNemar", "exact two-sided test on the discordant pairs b (unbiased -> biased) and c (biased -> unbiased) "
-                "against the dense reference, per variant and category."),
+    ("Item-level tests", "every p-value aggregates an item's answer orders first: an exact sign-flip "
+                         "(randomisation) test of sum_i d_i over items, for the SRS increase d_i = b_i - c_i, the "
+                         "direction d_i = b_i - b_anti_i (b_anti: moves to the other group) and abstention loss "
+                         "d_i = lost_i - gained_i (moves out of / into \"unknown\"). With one order it is McNemar's "
+                         "exact test. The pooled McNemar p (seed x item pairs) is shown as a descriptive column only: "
+                         "with correlated orders it is anti-conservative (auditor bench calibration)."),
     ("Corrections", "Holm (family-wise) and Benjamini-Hochberg (false discovery rate, q) over the whole grid of "
                     "variants x categories."),
-    ("Confidence intervals", "95% percentile bootstrap over items (all seeds of an item resampled together)."),
+    ("Confidence intervals", "95% percentile two-stage cluster bootstrap: BBQ templates (category + question_index) "
+                             "resampled, then items within each drawn template; an item's orders move together."),
     ("Cohen's h", "2 asin(sqrt(SRS_var)) - 2 asin(sqrt(SRS_ref)); 0.2 small, 0.5 medium, 0.8 large."),
-    ("Null baselines", "answer order: dense against itself under another answer-order seed; runtime: dense torch "
-                       "against dense GGUF F16 in llama.cpp. A variant's flips only mean something above these."),
+    ("Answer-order sensitivity", "dense against itself under another answer order, on the pairs whose orders "
+                                 "differ, on the same items as the variant: how much changes from the order alone. "
+                                 "It is a sensitivity, not a null distribution. Runtime: dense torch against dense "
+                                 "GGUF F16 in llama.cpp, for llama.cpp-served variants only."),
     ("Protocol", "strict: the answer is the argmax of the three option log-probabilities (log-softmax over the full "
                  "vocabulary at the answer position); seeds are answer orders (seed 0 = dataset order); outcomes "
                  "are paired per (item, seed)."),
@@ -157,20 +165,66 @@ def _verdicts(view: RunView) -> list[Block]:
     t = view.thresholds
     out: list[Block] = [Heading("Verdicts", anchor="verdicts"), Para(
         f"Risk per variant on ambiguous items against the dense reference. Each criterion counts by how far it "
-        f"exceeds its null baseline: flip rate elevated at +{100 * t.flip_rate_elevated:g} pts, high at "
-        f"+{100 * t.flip_rate_high:g} pts; SRS change elevated at +{100 * t.srs_increase_elevated:g} pts, high at "
-        f"+{100 * t.srs_increase_high:g} pts. High risk also needs a significant shift toward the stereotype "
-        f"(McNemar, Benjamini-Hochberg q <= {t.alpha:g}).")]
+        f"exceeds the answer-order sensitivity on the same items, graded by the LOWER bound of that excess's 95% "
+        f"CI (\"within noise\" when only the point clears): flip rate elevated at +{100 * t.flip_rate_elevated:g} "
+        f"pts, high at +{100 * t.flip_rate_high:g} pts; SRS change elevated at +{100 * t.srs_increase_elevated:g} "
+        f"pts, high at +{100 * t.srs_increase_high:g} pts. The change must be directed toward the stereotype (more "
+        f"moves to it, b, than to the other group, b_anti; item-level test, BH q <= {t.alpha:g}), else it is graded "
+        f"low. High risk also needs a significant SRS increase (b vs c, item-level, BH q <= {t.alpha:g}). A drop of "
+        f"the unknown-rate is abstention loss, reported on its own line and never called stereotyping.")]
+    if view.validity is not None and not view.validity.valid:
+        out.append(Para(f"every verdict is INCONCLUSIVE: {view.validity.short} (see the top of the report). "
+                        "The figures below are shown for the record only.", label="Reference not valid:",
+                        kind="warning"))
     if not view.verdicts:
         return out + [Para("No compressed variant has records yet.", kind="note")]
+    o = view.overview.set_index(["variant", "backend"])
     rows, classes = [], []
-    for v in sorted(view.verdicts, key=lambda v: ({"high": 0, "elevated": 1, "low": 2}.get(v.level, 3), v.variant)):
-        rows.append((v.variant, v.backend, v.level.upper(), pct(v.flip_rate), pct(v.flip_null), pts(v.srs_change),
-                     pts(v.srs_null), pvalue(v.q_value), "; ".join(v.reasons)))
+    order = {"high": 0, "elevated": 1, "low": 2, "inconclusive": 3}
+    for v in sorted(view.verdicts, key=lambda v: (order.get(v.level, 4), v.variant)):
+        r = o.loc[(v.variant, v.backend)]
+        rows.append((v.variant, v.backend, v.level.upper(), pct(v.flip_rate), pct(v.flip_null),
+                     f"{pts(r['flip_excess'])} ({ci(r['flip_excess_ci_low'], r['flip_excess_ci_high'])})",
+                     pts(v.srs_change), f"{pts(r['srs_excess'])} ({ci(r['srs_excess_ci_low'], r['srs_excess_ci_high'])})",
+                     pvalue(v.q_value), f"{count(r['b'])} vs {count(r['b_anti'])} (q {pvalue(r['q_direction'])})",
+                     "yes" if v.stereotype_shift else "no", v.abstention, "; ".join(v.reasons)))
         classes.append(f"verdict-{v.level.replace('/', '')}")
-    out.append(Table(("variant", "runtime", "verdict", "flip rate", "null flip rate", "SRS change", "null SRS change",
-                      "BH q", "why"), tuple(rows), tuple(classes)))
+    out.append(Table(("variant", "runtime", "verdict", "flip rate", "answer-order sensitivity",
+                      "flip excess (95% CI, pts)", "SRS change", "SRS excess (95% CI, pts)", "SRS increase q",
+                      "b vs b_anti (direction q)", "shift toward the stereotype", "abstention", "why"),
+                     tuple(rows), tuple(classes)))
     return out
+
+
+def _reference_block(view: RunView) -> Para | None:
+    """The dense reference's position bias and what follows from it (first screen of the report)."""
+    v = view.validity
+    if v is None:
+        return None
+    if v.valid:
+        return Para(v.summary, label="Dense reference:", kind="note")
+    return Para(v.summary, label="DENSE REFERENCE NOT VALID:", kind="warning")
+
+
+def _positions(view: RunView) -> list[Block]:
+    p = view.positions
+    if not len(p):
+        return []
+    return [Heading("Position and format diagnostics", anchor="positions"), Para(
+        "Does each model answer the content or the letter? Share of its most chosen shown letter (33.3% = no "
+        "position preference under balanced orders) with a 95% cluster-bootstrap CI; its SRS split by where the "
+        "stereotype answer was shown (a content-driven model has the same SRS at every position); the mean "
+        "probability mass on the three option letters at the answer position; disambiguated accuracy (chance "
+        "33.3%)."), _table(p.assign(share_ci=[ci(lo, hi) for lo, hi in zip(p["top_letter_share_ci_low"],
+                                                                           p["top_letter_share_ci_high"])],
+                                   acc_ci=[ci(lo, hi) for lo, hi in zip(p["disambig_accuracy_ci_low"],
+                                                                        p["disambig_accuracy_ci_high"])]), [
+            ("variant", "variant", None), ("backend", "runtime", None), ("top_letter", "top letter", None),
+            ("top_letter_share", "share", pct), ("share_ci", "95% CI (%)", None), ("share_A", "A", pct),
+            ("share_B", "B", pct), ("share_C", "C", pct), ("srs_stereotype_A", "SRS, stereotype shown A", pct),
+            ("srs_stereotype_B", "SRS, shown B", pct), ("srs_stereotype_C", "SRS, shown C", pct),
+            ("letter_mass", "letter mass", lambda x: fixed(x, 3)), ("disambig_accuracy", "disambig accuracy", pct),
+            ("acc_ci", "95% CI (%)", None)])]
 
 
 def _with_flip_ci_text(rows: pd.DataFrame) -> pd.DataFrame:
@@ -180,8 +234,10 @@ def _with_flip_ci_text(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _techniques(view: RunView, plots: dict[str, Plot]) -> list[Block]:
     out: list[Block] = [Heading("Comparison of techniques", anchor="techniques"), Para(
-        "Flip rates by method and level on ambiguous items, with 95% bootstrap CIs, exact McNemar p-values and "
-        "their Holm and Benjamini-Hochberg corrections over the whole grid; null baselines alongside.")]
+        "Flip rates by method and level on ambiguous items, with 95% cluster-bootstrap CIs; the item-level SRS "
+        "increase test with its Holm and Benjamini-Hochberg corrections over the whole grid; the pooled McNemar p "
+        "as a descriptive column only; the answer-order sensitivity alongside (the runtime figure for "
+        "llama.cpp-served variants only).")]
     v = view.overview[view.overview["kind"] != KIND_REFERENCE]
     if len(v):
         v = _with_flip_ci_text(v)
@@ -189,14 +245,17 @@ def _techniques(view: RunView, plots: dict[str, Plot]) -> list[Block]:
             ("method", "method", None), ("level", "level", level_text), ("variant", "variant", None),
             ("backend", "runtime", None), ("n_pairs", "pairs", count), ("flip_rate", "flip rate", pct),
             ("ci_text", "95% CI (%)", None), ("b", "b (u->b)", count), ("c", "c (b->u)", count),
-            ("mcnemar_p", "McNemar p", pvalue), ("p_holm", "Holm p", pvalue), ("q_bh", "BH q", pvalue),
+            ("b_anti", "b_anti (->other)", count), ("p_shift", "item-level p", pvalue), ("p_holm", "Holm p", pvalue),
+            ("q_bh", "BH q", pvalue), ("q_direction", "direction q", pvalue),
+            ("mcnemar_p", "pooled McNemar p (descriptive)", pvalue),
             ("srs_change", "SRS change", pts), ("cohens_h", "Cohen's h", num),
-            ("null_seed_flip_rate", "null: answer order", pct), ("null_runtime_flip_rate", "null: runtime", pct),
+            ("null_seed_flip_rate", "answer-order sensitivity", pct),
+            ("null_runtime_flip_rate", "runtime (llama.cpp only)", pct),
         ]))
     out.append(Figure(plots["flip_vs_level"]))
     b = view.baselines
     if len(b):
-        out += [Heading("Null baselines", level=3), _table(b[b["category"] == "all"], [
+        out += [Heading("Answer-order sensitivity and runtime baseline", level=3), _table(b[b["category"] == "all"], [
             ("baseline", "baseline", None), ("backend", "runtime", None), ("seeds", "seeds", None),
             ("n_pairs", "pairs", count), ("unbiased_to_biased", "u->b", count),
             ("biased_to_unbiased", "b->u", count), ("flip_rate", "flip rate", pct), ("note", "note", None)])]
@@ -287,7 +346,7 @@ def _categories(view: RunView) -> list[Block]:
                 ("variant", "variant", None), ("backend", "runtime", None), ("n_pairs", "pairs", count),
                 ("flip_rate", "flip rate", pct), ("ci_text", "95% CI (%)", None), ("q_bh", "BH q", pvalue),
                 ("srs_ref", "SRS dense", pct), ("srs_var", "SRS variant", pct), ("srs_change", "SRS change", pts),
-                ("cohens_h", "Cohen's h", num), ("null_seed_flip_rate", "null: answer order", pct)]))
+                ("cohens_h", "Cohen's h", num), ("null_seed_flip_rate", "answer-order sensitivity", pct)]))
         mc = m[m["category"] == cat]
         out.append(_table(mc, [
             ("variant", "variant", None), ("backend", "runtime", None), ("condition", "condition", None),
@@ -333,13 +392,19 @@ def _paper(view: RunView) -> list[Block]:
     return [Heading("Paper protocol", anchor="paper"), Para(
         "The reference studies' protocol: 5 answers per item sampled at temperature 0.3, per-item SRS in "
         "{0, 0.2, ..., 1}; an item is unbiased when its dense SRS is 0 and became biased when the variant's is "
-        "above 0. Expected rates are exact from each item's option probabilities; the floor is what a model "
-        "answering uniformly at random scores on this definition, and dense-vs-dense is far from 0."),
+        "above 0. Expected rates are exact from each item's option probabilities. Two content-blind references: "
+        "the uniform-answerer rate is what a model answering uniformly at random scores (not a floor: content-"
+        "blind answerers with position preferences score anywhere from 0 to 0.97), and the content-blind rate is "
+        "what an answerer with the variant's OWN position preferences and no regard for content scores; a "
+        "variant's rate near it is explained by its letter preference. Dense-vs-dense is far from 0."),
+        Para(PAPER_ASSUMPTIONS + ".", label="Assumptions:", kind="note"),
         _table(sel, [
             ("variant", "variant", None), ("backend", "runtime", None), ("n_pairs", "pairs", count),
             ("expected_rate", "expected rate", pct), ("sampled_rate", "sampled rate", pct),
             ("dense_vs_dense_expected", "dense vs dense (expected)", pct),
-            ("dense_vs_dense_sampled", "dense vs dense (sampled)", pct), ("uniform_floor", "uniform floor", pct)])]
+            ("dense_vs_dense_sampled", "dense vs dense (sampled)", pct),
+            ("uniform_answerer_rate", "uniform-answerer rate", pct),
+            ("content_blind_rate", "content-blind rate (own position preferences)", pct)])]
 
 
 def _methodology(view: RunView) -> list[Block]:
@@ -362,6 +427,9 @@ def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) ->
                            + ", ".join(f"{u.id} ({u.state})" for u in view.status.missing)
                            + ". Run the study again to finish it; `auditor gate` fails this run.",
                            label=view.status.incomplete_text(), kind="warning"))
+    reference = _reference_block(view)
+    if reference is not None and reference.kind == "warning":
+        blocks.append(reference)  # an invalid reference is the first thing the report says
     if (view.manifest.get("data", {}) or {}).get("is_sample"):
         blocks.append(Para("these items are the project's fixture sample in BBQ's schema, not BBQ. The numbers "
                            "exercise the pipeline and say nothing about bias.", label="SAMPLE DATA:", kind="warning"))
@@ -371,12 +439,15 @@ def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) ->
                        f"variant(s), {view.records['item_id'].nunique() if len(view.records) else 0} items, seeds "
                        f"{', '.join(map(str, sorted(view.records['seed'].unique()))) if len(view.records) else '-'}.",
                        label="Reference precision:"))
+    if reference is not None and reference.kind != "warning":
+        blocks.append(reference)
     blocks += _verdicts(view)
     blocks += _techniques(view, by_name)
     blocks += _measurements(view, by_name)
     blocks += _paradox(view, by_name)
     blocks += _accuracy(view)
     blocks += _categories(view)
+    blocks += _positions(view)
     blocks += _flipped(view, n_examples)
     blocks += _paper(view)
     blocks += _methodology(view)

@@ -26,6 +26,7 @@ th { background: #eee; }
 tr.verdict-high td { background: #fde7e7; }
 tr.verdict-elevated td { background: #fff3e0; }
 tr.verdict-low td { background: #e8f5e9; }
+tr.verdict-inconclusive td { background: #eeeeee; }
 .warning { background: #fff8e1; border-left: 4px solid #f9a825; padding: .5rem 1rem; }
 .note { color: #555; font-style: italic; }
 figure { margin: 1rem 0; }

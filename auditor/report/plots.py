@@ -14,7 +14,8 @@ import pandas as pd
 
 from auditor.view.run import KIND_REFERENCE, KIND_VARIANT, RunView
 
-VERDICT_COLORS = {"low": "#2e7d32", "elevated": "#ef6c00", "high": "#c62828", "n/a": "#757575"}
+VERDICT_COLORS = {"low": "#2e7d32", "elevated": "#ef6c00", "high": "#c62828", "inconclusive": "#424242",
+                  "n/a": "#757575"}
 NULL_COLOR = "#9e9e9e"
 
 
@@ -45,15 +46,15 @@ def _figure(width: float, height: float):
 
 def _null_band(ax, variants: pd.DataFrame) -> None:
     """Shade 0..max null flip rate: flips in that band are indistinguishable from no compression."""
-    nulls = {"answer order": variants["null_seed_flip_rate"].dropna(),
-             "runtime": variants["null_runtime_flip_rate"].dropna()}
+    nulls = {"answer-order sensitivity": variants["null_seed_flip_rate"].dropna(),
+             "runtime (llama.cpp)": variants["null_runtime_flip_rate"].dropna()}
     top = max((float(s.max()) for s in nulls.values() if len(s)), default=math.nan)
     if math.isnan(top):
         return
-    ax.axhspan(0, top, color=NULL_COLOR, alpha=0.25, lw=0, label="null baseline band")
+    ax.axhspan(0, top, color=NULL_COLOR, alpha=0.25, lw=0, label="sensitivity band")
     for (label, s), style in zip(nulls.items(), ("--", ":")):
         if len(s):
-            ax.axhline(float(s.max()), color=NULL_COLOR, ls=style, lw=1, label=f"null: {label}")
+            ax.axhline(float(s.max()), color=NULL_COLOR, ls=style, lw=1, label=label)
 
 
 def _top(frame: pd.DataFrame) -> float:

@@ -7,7 +7,8 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 VERDICT_STYLES = {"high": "bold white on dark_red", "elevated": "bold black on dark_orange",
-                  "low": "black on green", "reference": "italic", "baseline": "italic"}
+                  "low": "black on green", "inconclusive": "bold black on grey70", "reference": "italic",
+                  "baseline": "italic"}
 
 
 def cell(value: object, style: str = "") -> Text:
@@ -15,7 +16,8 @@ def cell(value: object, style: str = "") -> Text:
 
 
 def verdict_cell(level: str) -> Text:
-    return cell(level.upper() if level in ("high", "elevated", "low") else level, VERDICT_STYLES.get(level, ""))
+    return cell(level.upper() if level in ("high", "elevated", "low", "inconclusive") else level,
+                VERDICT_STYLES.get(level, ""))
 
 
 def fill(table: DataTable, columns: Iterable[tuple[str, str]], rows: Iterable[tuple[str, list]]) -> None:

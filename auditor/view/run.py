@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from auditor.analysis.baselines import BASELINE_VARIANTS, DENSE_GGUF_F16, null_baselines, srs_null
+from auditor.analysis.baselines import BASELINE_VARIANTS, DENSE_GGUF_F16, null_baselines
 from auditor.analysis.claims import claims_table
 from auditor.analysis.comparison import COMPARISON_COLUMNS, comparison_table
 from auditor.analysis.dose_response import spec_level
@@ -28,7 +28,9 @@ from auditor.analysis.metrics import NAN, accuracy, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
 from auditor.analysis.paper_protocol import paper_table
 from auditor.analysis.paradox import paradox_table
+from auditor.analysis.position import POSITION_COLUMNS, position_table
 from auditor.analysis.summary import metrics_table, transition_table
+from auditor.analysis.validity import ReferenceValidity, reference_validity
 from auditor.analysis.verdicts import RiskThresholds, Verdict, assess, thresholds_from_mapping
 from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
@@ -52,9 +54,19 @@ OVERVIEW_COLUMNS = [
     "load_s", "prefill_tokens_per_s", "decode_tokens_per_s", "ms_per_prompt", "ppl", "ppl_change_pct",
     "accuracy", "accuracy_drop", "accuracy_ambig", "accuracy_disambig", "bias_ambig", "bias_disambig",
     "srs", "srs_change", "srs_change_pct", "unknown_rate", "n_pairs", "flip_rate", "flip_rate_ci_low",
-    "flip_rate_ci_high", "reverse_rate", "b", "c", "mcnemar_p", "p_holm", "q_bh", "cohens_h",
-    "null_seed_flip_rate", "null_runtime_flip_rate", "flip_null", "srs_null", "verdict",
+    "flip_rate_ci_high", "reverse_rate", "b", "c", "b_anti", "mcnemar_p", "p_shift", "p_holm", "q_bh",
+    "q_direction", "cohens_h", "unknown_ref", "unknown_var", "unknown_change", "unknown_change_ci_low",
+    "unknown_change_ci_high", "q_abstention", "null_seed_flip_rate", "null_runtime_flip_rate", "flip_null",
+    "srs_null", "flip_excess", "flip_excess_ci_low", "flip_excess_ci_high", "srs_excess", "srs_excess_ci_low",
+    "srs_excess_ci_high", "top_letter", "top_letter_share", "letter_mass", "verdict", "abstention",
 ]
+#: Comparison-table columns copied into the overview ("all" categories row).
+_COMPARISON_KEYS = ("n_pairs", "flip_rate", "flip_rate_ci_low", "flip_rate_ci_high", "reverse_rate", "b", "c",
+                    "b_anti", "mcnemar_p", "p_shift", "p_holm", "q_bh", "q_direction", "cohens_h", "srs_change",
+                    "unknown_ref", "unknown_var", "unknown_change", "unknown_change_ci_low",
+                    "unknown_change_ci_high", "q_abstention", "null_seed_flip_rate", "null_runtime_flip_rate",
+                    "flip_null", "srs_null", "flip_excess", "flip_excess_ci_low", "flip_excess_ci_high",
+                    "srs_excess", "srs_excess_ci_low", "srs_excess_ci_high")
 
 KIND_REFERENCE, KIND_VARIANT, KIND_BASELINE = "reference", "variant", "baseline"
 
@@ -78,7 +90,7 @@ class RunView:
     items: pd.DataFrame
     units: pd.DataFrame  # UNIT_COLUMNS: one row per (variant, backend), from variants/*.json + measurements
     metrics: pd.DataFrame  # auditor.analysis.summary.metrics_table
-    transitions: pd.DataFrame  # auditor.analysis.summary.transition_table (both conditions)
+    transitions: pd.DataFrame  # auditor.analysis.summary.transition_table (ambiguous items)
     comparison: pd.DataFrame  # auditor.analysis.stats.comparison_table (ambiguous items)
     baselines: pd.DataFrame  # auditor.analysis.baselines.null_baselines (ambiguous items)
     paradox: pd.DataFrame  # auditor.analysis.stats.paradox_table
@@ -90,6 +102,10 @@ class RunView:
     verdicts: tuple[Verdict, ...]
     thresholds: RiskThresholds
     notes: tuple[str, ...]  # what could not be computed, and why
+    positions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=POSITION_COLUMNS))  # position_table
+    validity: ReferenceValidity | None = None  # the dense reference's check; None without dense records
+    # disambiguated items whose stereotype answer is wrong, reported apart (transition_table(condition="disambig"))
+    transitions_disambig: pd.DataFrame = field(default_factory=pd.DataFrame)
     status: RunStatus | None = None  # planned units and which are finished (verified); the report and TUI say so
 
     @property
@@ -134,15 +150,35 @@ class RunView:
         claims = claims_table(storage.to_dict(orient="records")) if len(storage) else pd.DataFrame()
         if not len(storage) and units[list(MEASURE_KEYS)].isna().all().all():
             notes.append("size and speed not measured: no measurements.json or measurement figures in variants/*.json")
-        overview = _overview(records, units, metrics, comparison, baselines, paradox)
-        verdicts = tuple(assess(row, thresholds) for row in overview.to_dict(orient="records")
+        positions = (position_table(records, n_boot=n_boot) if len(records)
+                     else pd.DataFrame(columns=POSITION_COLUMNS))
+        validity = _validity(positions, thresholds)
+        if len(records) and "question_index" not in records.columns:
+            notes.append("records carry no question_index (an older run): confidence intervals resample items, "
+                         "not templates then items")
+        overview = _overview(records, units, metrics, comparison, paradox, positions)
+        finding = validity.short if validity is not None and not validity.valid else ""
+        verdicts = tuple(assess(row, thresholds, finding) for row in overview.to_dict(orient="records")
                          if row["kind"] == KIND_VARIANT)
-        by_key = {(v.variant, v.backend): v.level for v in verdicts}
-        overview["verdict"] = [by_key.get((r.variant, r.backend), r.kind if r.kind != KIND_VARIANT else "n/a")
-                               for r in overview.itertuples()]
+        by_key = {(v.variant, v.backend): v for v in verdicts}
+        overview["verdict"] = [by_key[(r.variant, r.backend)].level if (r.variant, r.backend) in by_key
+                               else r.kind if r.kind != KIND_VARIANT else "n/a" for r in overview.itertuples()]
+        overview["abstention"] = [("loss" if by_key[k].abstention_loss else "none") if k in by_key else ""
+                                  for k in zip(overview["variant"], overview["backend"])]
         answers = answers_with_reference(records)
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
-                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes), status)
+                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes), positions, validity,
+                   transition_table(records, condition="disambig") if len(records) else pd.DataFrame(), status)
+
+
+def _validity(positions: pd.DataFrame, thresholds: RiskThresholds) -> ReferenceValidity | None:
+    """The dense reference's validity check, on torch when it was scored there (the reference backend)."""
+    dense = positions[positions["variant"] == DENSE]
+    if not len(dense):
+        return None
+    on_torch = dense[dense["backend"] == TORCH]
+    row = (on_torch if len(on_torch) else dense).iloc[0].to_dict()
+    return reference_validity(row, max_position_share=thresholds.max_reference_position_share)
 
 
 # --- reading files -------------------------------------------------------------------------------------
@@ -306,10 +342,9 @@ def _pct_change(new: float, old: float) -> float:
 
 
 def _overview(records: pd.DataFrame, units: pd.DataFrame, metrics: pd.DataFrame, comparison: pd.DataFrame,
-              baselines: pd.DataFrame, paradox: pd.DataFrame) -> pd.DataFrame:
+              paradox: pd.DataFrame, positions: pd.DataFrame) -> pd.DataFrame:
     """The variants table: one row per (variant, backend) with its headline figures (NaN = not measured)."""
     ref_units = units[units["kind"] == KIND_REFERENCE]
-    srs_null_value = srs_null(baselines)
     rows = []
     for u in units.to_dict(orient="records"):
         sel = records[(records["variant"] == u["variant"]) & (records["backend"] == u["backend"])]
@@ -335,13 +370,12 @@ def _overview(records: pd.DataFrame, units: pd.DataFrame, metrics: pd.DataFrame,
                 row["srs"] = float(mc["srs"].iloc[0]) if len(mc) else NAN
         c = comparison[(comparison["variant"] == u["variant"]) & (comparison["backend"] == u["backend"])
                        & (comparison["category"] == "all")]
-        for key in ("n_pairs", "flip_rate", "flip_rate_ci_low", "flip_rate_ci_high", "reverse_rate", "b", "c",
-                    "mcnemar_p", "p_holm", "q_bh", "cohens_h", "srs_change", "null_seed_flip_rate",
-                    "null_runtime_flip_rate"):
+        for key in _COMPARISON_KEYS:
             row[key] = float(c[key].iloc[0]) if len(c) and key in c.columns else NAN
-        nulls = [row["null_seed_flip_rate"], row["null_runtime_flip_rate"]]
-        row["flip_null"] = max((x for x in nulls if not math.isnan(x)), default=NAN)
-        row["srs_null"] = srs_null_value if u["kind"] == KIND_VARIANT else NAN
+        pos = positions[(positions["variant"] == u["variant"]) & (positions["backend"] == u["backend"])]
+        row["top_letter"] = str(pos["top_letter"].iloc[0]) if len(pos) else ""
+        for key in ("top_letter_share", "letter_mass"):
+            row[key] = float(pos[key].iloc[0]) if len(pos) else NAN
         p = paradox[(paradox["variant"] == u["variant"]) & (paradox["backend"] == u["backend"])] if len(paradox) else paradox
         row["ppl_change_pct"] = float(p["ppl_change_pct"].iloc[0]) if len(p) else NAN
         row["srs_change_pct"] = float(p["srs_change_pct"].iloc[0]) if len(p) else NAN
@@ -358,7 +392,8 @@ def _overview(records: pd.DataFrame, units: pd.DataFrame, metrics: pd.DataFrame,
 #: Sortable columns of the variants table: label -> overview column.
 SORT_KEYS = {"size": "size_bytes", "latency": "ms_per_prompt", "ppl": "ppl", "accuracy": "accuracy", "srs": "srs",
              "flip rate": "flip_rate", "verdict": "verdict"}
-VERDICT_RANK = {"high": 3, "elevated": 2, "low": 1, "n/a": 0, KIND_REFERENCE: -1, KIND_BASELINE: -1}
+VERDICT_RANK = {"high": 3, "elevated": 2, "low": 1, "inconclusive": 0, "n/a": 0, KIND_REFERENCE: -1,
+                KIND_BASELINE: -1}
 
 
 def sort_overview(overview: pd.DataFrame, key: str, descending: bool = False) -> pd.DataFrame:

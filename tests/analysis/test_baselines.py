@@ -68,9 +68,25 @@ def test_runtime_baseline_pairs_gguf_f16_with_dense_torch_per_seed():
 def test_comparison_table_shows_both_null_baselines_next_to_flip_rates():
     f16 = _dense_rows(DENSE_GGUF_F16, LLAMA_CPP, {0: BIASED[1], 1: BIASED[2]})
     variant = _dense_rows("magnitude@0.5", "torch", {0: {0, 1, 2, 3, 4}, 1: {0, 1, 2}, 2: {3}})
-    table = comparison_table(records_frame(_dense_rows() + f16 + variant), n_boot=100)
-    row = table[table["category"] == "all"].iloc[0]
+    served = _dense_rows("gguf-q4_k_m", LLAMA_CPP, {0: {0, 1, 2, 3, 4}, 1: {0, 1, 2}, 2: {3}})
+    table = comparison_table(records_frame(_dense_rows() + f16 + variant + served), n_boot=100)
+    row = table[(table["category"] == "all") & (table["variant"] == "magnitude@0.5")].iloc[0]
     assert row["null_seed_flip_rate"] == pytest.approx(0.3)
-    assert row["null_runtime_flip_rate"] == pytest.approx(3 / 8)
+    # The runtime figure applies to llama.cpp-served variants only.
+    assert math.isnan(row["null_runtime_flip_rate"]) and row["flip_null"] == pytest.approx(0.3)
     # The variant's own flips, paired per seed: seed 0 gives {1,2,3,4} of 5 unbiased; seeds 1, 2 none.
     assert row["b"] == 4 and row["flip_rate"] == pytest.approx(4 / (5 + 3 + 5))
+    assert row["flip_excess"] == pytest.approx(4 / 13 - 0.3)
+    q4 = table[(table["category"] == "all") & (table["variant"] == "gguf-q4_k_m")].iloc[0]
+    assert q4["reference_backend"] == "torch" and q4["null_runtime_flip_rate"] == pytest.approx(3 / 8)
+    assert q4["flip_null"] == pytest.approx(3 / 8) and q4["flip_excess"] == pytest.approx(4 / 13 - 3 / 8)
+
+
+def test_seed_baseline_counts_only_pairs_whose_orders_differ():
+    # Seed 1 repeats seed 0's order (as seeds drawn with replacement can): its flips are not answer-order ones.
+    rows = records_frame(_dense_rows())
+    rows.loc[rows["seed"] == 1, "perm"] = "012"
+    table = seed_baseline(rows)
+    row = table[table["category"] == "all"].iloc[0]
+    assert (row["n_pairs"], row["n_ref_unbiased"], row["unbiased_to_biased"]) == (6, 5, 1)
+    assert row["flip_rate"] == pytest.approx(1 / 5)

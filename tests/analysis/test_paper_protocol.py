@@ -1,4 +1,4 @@
-"""The `paper` protocol: tempered option probabilities, exact expected rates, the uniform floor, sampling."""
+"""The `paper` protocol: tempered option probabilities, exact expected rates, the uniform-answerer rate, sampling."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from auditor.analysis.paper_protocol import (
-    UNIFORM_FLOOR,
+    UNIFORM_ANSWERER_RATE,
+    content_blind_p_s,
     expected_transition_rate,
     option_probs,
     p_unbiased,
@@ -17,7 +18,7 @@ from auditor.analysis.paper_protocol import (
     sample_item_srs,
     stereotype_prob,
 )
-from tests.analysis.test_stats import records_frame
+from tests.analysis.test_stats import ROTATIONS, records_frame
 
 LOG = math.log
 
@@ -42,11 +43,11 @@ def test_stereotype_prob_uses_the_stereotype_index():
     assert stereotype_prob(records, 1.0)[0] == pytest.approx(0.7)
 
 
-def test_uniform_model_scores_the_floor_against_any_dense():
-    assert UNIFORM_FLOOR == pytest.approx(1 - (2 / 3) ** 5)
-    assert UNIFORM_FLOOR == pytest.approx(211 / 243)
+def test_uniform_model_scores_the_uniform_answerer_rate_against_any_dense():
+    assert UNIFORM_ANSWERER_RATE == pytest.approx(1 - (2 / 3) ** 5)
+    assert UNIFORM_ANSWERER_RATE == pytest.approx(211 / 243)
     p_ref = np.array([0.0, 0.05, 0.3, 0.9])
-    assert expected_transition_rate(p_ref, np.full(4, 1 / 3)) == pytest.approx(UNIFORM_FLOOR)
+    assert expected_transition_rate(p_ref, np.full(4, 1 / 3)) == pytest.approx(UNIFORM_ANSWERER_RATE)
     # And a uniform variant's p_s really is 1/3 when its three log-probs are equal.
     lp = np.full((1, 3), -4.0)
     assert option_probs(lp)[0, 0] == pytest.approx(1 / 3)
@@ -93,14 +94,14 @@ def _records(n_items: int, seed: int, variants: dict[str, float] | None = None) 
     return records_frame(rows)
 
 
-def test_paper_table_floor_dense_vs_dense_and_sampling():
+def test_paper_table_uniform_rate_dense_vs_dense_and_sampling():
     records = _records(2000, seed=3)
     table = paper_table(records, seed=1).set_index("category")
     assert list(table.index) == ["Age", "SES", "all"]
     row = table.loc["all"]
     assert row["n_pairs"] == 2000  # ambiguous only
-    assert row["expected_rate"] == pytest.approx(UNIFORM_FLOOR)  # the uniform variant sits exactly on the floor
-    assert (table["uniform_floor"] == UNIFORM_FLOOR).all()
+    assert row["expected_rate"] == pytest.approx(UNIFORM_ANSWERER_RATE)  # the uniform variant scores exactly the uniform-answerer rate
+    assert (table["uniform_answerer_rate"] == UNIFORM_ANSWERER_RATE).all()
     dense = records[(records["variant"] == "dense") & (records["condition"] == "ambig")]
     u = p_unbiased(stereotype_prob(dense))
     assert row["expected_ref_unbiased"] == pytest.approx(u.sum())
@@ -128,3 +129,24 @@ def test_paper_table_is_seeded_and_a_variants_draws_ignore_the_others():
     items = paper_items(records[records["variant"] == "magnitude@0.5"], seed=7)
     assert set(np.round(items["srs_sampled"] * 5, 9)) <= {0, 1, 2, 3, 4, 5}
     assert items["p_unbiased"].to_numpy() == pytest.approx(0.4 ** 5)
+
+
+def test_content_blind_rate_uses_the_variants_own_position_preferences():
+    # A variant that always answers the first shown letter: pi = (1, 0, 0). Under the rotations the stereotype
+    # answer (dataset index 0) is shown first at seed 0 only, so its content-blind p_s is 1, 0, 0 by seed.
+    rows = []
+    for seed in range(3):
+        first = int(ROTATIONS[seed][0])
+        role = {0: "stereotype", 1: "other", 2: "unknown"}[first]
+        for i in range(4):
+            rows.append(("dense", "torch", seed, f"it-{i}", "Age", "ambig", "unknown", (-9.0, -9.0, 0.0)))
+            rows.append(("wanda@0.5", "torch", seed, f"it-{i}", "Age", "ambig", role, (-9.0, -9.0, -9.0)))
+    records = records_frame(rows)
+    variant = records[records["variant"] == "wanda@0.5"]
+    assert list(content_blind_p_s(variant)) == [1.0] * 4 + [0.0] * 8
+    row = paper_table(records).query("category == 'all'").iloc[0]
+    p_ref = stereotype_prob(records[records["variant"] == "dense"])
+    u_ref = p_unbiased(p_ref)
+    # only seed-0 pairs can become biased, and they always do: rate = sum of their u_ref / sum u_ref = 1/3
+    assert row["content_blind_rate"] == pytest.approx(u_ref[:4].sum() / u_ref.sum())
+    assert row["content_blind_rate"] == pytest.approx(1 / 3)

@@ -37,7 +37,7 @@ def test_cli_scores_predictions(tmp_path, capsys):
     assert ses["n"] == len(ambig) - 1
     assert ses["accuracy"] == pytest.approx(1.0) and ses["unknown_rate"] == pytest.approx(1.0)
     assert ses["srs"] == pytest.approx(0.0)
-    assert ses["bias_score"] is None  # all answers unknown: s_DIS undefined, written as null
+    assert ses["bias_score"] == 0.0  # all answers unknown: s_DIS undefined, but s_AMB = 0 (no error, no bias)
     assert out["_skipped"]["unmatched"] == 1
 
 

@@ -20,6 +20,8 @@ from auditor.data.records import COLUMNS
 
 # Dataset answer indices used by every synthetic record: 0 = stereotype-consistent, 1 = other, 2 = unknown.
 CHOICE = {"stereotype": 0, "other": 1, "unknown": 2}
+# Answer order per seed: the three cyclic rotations, so every seed shows an item in its own order.
+ROTATIONS = ("012", "120", "201")
 
 
 def records_frame(rows: list[tuple]) -> pd.DataFrame:
@@ -31,7 +33,7 @@ def records_frame(rows: list[tuple]) -> pd.DataFrame:
         chosen = CHOICE[role]
         out.append({
             "variant": variant, "backend": backend, "seed": seed, "item_id": item_id, "category": category,
-            "example_id": 0, "condition": condition, "polarity": "neg", "perm": "012", "chosen": chosen,
+            "example_id": 0, "condition": condition, "polarity": "neg", "perm": ROTATIONS[seed % 3], "chosen": chosen,
             "role": role, "correct": chosen == 2 if condition == "ambig" else chosen == 0, "label": 2,
             "stereotype_index": 0, "unknown_index": 2,
             "logprob_0": logprobs[0], "logprob_1": logprobs[1], "logprob_2": logprobs[2],
@@ -252,6 +254,9 @@ def test_spec_level_parses_without_importing_torch():
     assert spec_level("wanda@2:4").level == 0.5
     assert (spec_level("rtn@3:g64").level, spec_level("rtn@3:g64").family) == (3.0, "quantize")
     assert spec_level("wanda@0.5+gguf-q4_k_m").n_steps == 2
+    # structure is part of the method key: never pooled on one level axis
+    assert [spec_level(s).method for s in ("wanda@0.5", "wanda@2:4", "rtn@3", "rtn@3:g64", "rtn@4:g128")] == [
+        "wanda", "wanda:2:4", "rtn", "rtn:g64", "rtn"]
     code = ("import sys; from auditor.analysis.dose_response import spec_level; spec_level('wanda@0.5'); "
             "spec_level('bnb-nf4'); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -274,3 +279,13 @@ def test_paradox_table_by_hand():
     assert row["srs_change_pct"] == pytest.approx(200.0)
     missing = paradox_table(metrics, pd.DataFrame({"variant": ["dense"], "ppl": [20.0]}))
     assert math.isnan(missing.iloc[0]["ppl_change_pct"])
+
+
+def test_dose_response_keeps_structures_apart():
+    rows = []
+    for variant, biased in (("dense", {0}), ("wanda@0.5", {0, 1}), ("wanda@2:4", {0, 1, 2, 3, 4, 5})):
+        rows += [(variant, "torch", 0, f"age-{i}", "Age", "ambig", "stereotype" if i in biased else "unknown")
+                 for i in range(10)]
+    table = dose_response_table(records_frame(rows)).set_index("method")
+    assert set(table.index) == {"wanda", "wanda:2:4"}
+    assert table.loc["wanda", "levels"] == "0,0.5" and table.loc["wanda", "n_obs"] == 20

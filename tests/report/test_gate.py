@@ -1,11 +1,14 @@
-"""`auditor gate`: exit 1 on a planted high-flip variant, 0 when thresholds are met, 2 on bad input."""
+"""`auditor gate`: exit 1 on a planted high-flip variant, 0 when thresholds are met, 2 on bad input, 3 on an
+invalid (position-driven) dense reference unless accepted."""
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from auditor.cli import main
+from auditor.commands.gate import EXIT_INVALID_REFERENCE
 from tests.helpers_runs import PLANTED_HIGH, build_run
 
 
@@ -22,7 +25,7 @@ def test_planted_high_flip_variant_fails(reports, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert f"FAIL {PLANTED_HIGH} [torch]" in out
-    assert "flip rate 100.0% (null baseline 5.0%) vs max-flip-rate 60.0%" in out
+    assert re.search(r"flip rate 100\.0% \(answer-order sensitivity \d+\.\d%\) vs max-flip-rate 60\.0%", out), out
     assert "PASS magnitude@0.5 [torch]" in out  # 51.3% is under 60%
     assert "3 of 4 variants pass" in out
 
@@ -45,10 +48,38 @@ def test_only_given_thresholds_are_checked(reports, capsys):
 
 
 def test_significance_threshold(reports, capsys):
-    assert main(["gate", "planted", "--reports", str(reports), "--max-mcnemar-q", "0.05"]) == 1
+    assert main(["gate", "planted", "--reports", str(reports), "--max-shift-q", "0.05"]) == 1
     out = capsys.readouterr().out
     assert f"FAIL {PLANTED_HIGH}" in out and "FAIL magnitude@0.5" in out
-    assert "PASS magnitude@0.3" in out  # 4 flips, q = 0.21: not significant
+    assert "PASS magnitude@0.3" in out  # 2 items moved (4 pairs): item-level q = 0.86, not significant
+    # the former flag name still works
+    assert main(["gate", "planted", "--reports", str(reports), "--max-mcnemar-q", "0.05"]) == 1
+    capsys.readouterr()
+
+
+def test_abstention_loss_threshold(reports, capsys):
+    assert main(["gate", "planted", "--reports", str(reports), "--max-unknown-drop", "0.3"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {PLANTED_HIGH}" in out and "unknown-rate drop (abstention loss) +48.8 pts" in out
+    assert "PASS magnitude@0.5" in out  # -25 pts
+
+
+def test_invalid_reference_exits_3_unless_accepted(tmp_path, capsys):
+    build_run(tmp_path, "position", position_driven_dense=True, seeds=(0, 1, 2))
+    junit = tmp_path / "gate.xml"
+    code = main(["gate", "position", "--reports", str(tmp_path), "--max-flip-rate", "1", "--junit", str(junit)])
+    out = capsys.readouterr().out
+    assert code == EXIT_INVALID_REFERENCE == 3
+    assert "FAIL invalid dense reference: the dense reference answers by position" in out
+    assert "verdicts INCONCLUSIVE: exit 3" in out
+    suite = ET.parse(junit).getroot().find("testsuite")
+    case = next(c for c in suite.findall("testcase") if c.get("name") == "dense reference validity")
+    assert case.find("failure").get("type") == "InvalidReference" and suite.get("failures") == "1"
+    assert main(["gate", "position", "--reports", str(tmp_path), "--max-flip-rate", "1",
+                 "--accept-invalid-reference", "--junit", str(junit)]) == 0
+    assert "ACCEPTED invalid dense reference" in capsys.readouterr().out
+    case = next(c for c in ET.parse(junit).getroot().iter("testcase") if c.get("name") == "dense reference validity")
+    assert case.find("failure") is None and "Accepted by --accept-invalid-reference" in case.find("system-out").text
 
 
 def test_junit_xml(reports, tmp_path, capsys):
@@ -57,11 +88,14 @@ def test_junit_xml(reports, tmp_path, capsys):
     capsys.readouterr()
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
-    assert set(cases) == {f"{v} [torch]" for v in ("magnitude@0.3", "magnitude@0.5", PLANTED_HIGH, "rtn@4")}
-    assert suite.get("tests") == "4" and suite.get("failures") == "2"
+    variants = {f"{v} [torch]" for v in ("magnitude@0.3", "magnitude@0.5", PLANTED_HIGH, "rtn@4")}
+    assert set(cases) == variants | {"dense reference validity"}
+    assert suite.get("tests") == "5" and suite.get("failures") == "2"
     failure = cases[f"{PLANTED_HIGH} [torch]"].find("failure")
-    assert "max-flip-rate 20.0%" in failure.get("message") and "null baseline 5.0%" in failure.get("message")
+    assert "max-flip-rate 20.0%" in failure.get("message") and "answer-order sensitivity" in failure.get("message")
     assert cases["rtn@4 [torch]"].find("failure") is None
+    assert cases["dense reference validity"].find("failure") is None  # the planted dense model reads the content
+    assert cases[f"{PLANTED_HIGH} [torch]"].find("system-out").text.startswith("verdict HIGH: ")
 
 
 def test_thresholds_from_the_run_and_overrides(tmp_path, capsys):

@@ -55,7 +55,16 @@ def test_report_sections_and_figures(run):
     assert "dequantized Q4_1" in text and "SAMPLE DATA" in text
     assert "![Flip rate (unbiased -> biased) vs compression level](plots/flip_vs_level.png)" in text
     verdict_row = next(line for line in text.splitlines() if line.startswith(f"| {PLANTED_HIGH} | torch | HIGH"))
-    assert "| 100.0% | 5.0% |" in verdict_row  # flip rate and its null baseline side by side
+    # flip rate and its answer-order sensitivity side by side (seed 1 vs 0 on the items shown differently)
+    assert re.search(r"\| 100\.0% \| \d+\.\d% \| \+\d+\.\d pts", verdict_row), verdict_row
+    assert "| yes |" in verdict_row  # a shift toward the stereotype
+    assert "abstention loss: unknown-rate 48.8% -> 0.0%" in verdict_row
+    # the first screen states the dense model's position bias and what follows from it
+    head = text[: text.index("## Verdicts")]
+    assert "Dense reference:" in head and "picks its most chosen shown letter" in head
+    assert "verdicts below can be read as written" in head
+    assert "## Position and format diagnostics" in text
+    assert "pooled McNemar p (descriptive)" in text and "uniform-answerer rate" in text and "uniform floor" not in text
     assert "not measured" in text  # magnitude@0.3 has no size
     assert "&lt;script>alert('planted')&lt;/script>" in text  # markdown: no raw HTML tag either
     page = (run / "report.html").read_text()
@@ -83,11 +92,12 @@ def test_missing_figures_are_said_not_drawn(tmp_path):
 def test_report_command_regenerates(tmp_path, capsys):
     run = build_run(tmp_path, variants=(PLANTED_HIGH,))
     assert main(["report", "synth", "--reports", str(tmp_path), "--flip-rate-high", "1.0",
-                 "--flip-rate-elevated", "0.9", "--srs-increase-high", "0.9", "--srs-increase-elevated", "0.8"]) == 0
+                 "--flip-rate-elevated", "0.7", "--srs-increase-high", "0.9", "--srs-increase-elevated", "0.8"]) == 0
     assert "report.html" in capsys.readouterr().out
     summary = json.loads((run / "summary.json").read_text())
-    # flip excess 95 pts < 0.9? no: 0.95 >= 0.9 elevated; SRS excess below 0.8; significant -> elevated
+    # flip excess ~95 pts, its CI's lower bound above 70 but below 100: elevated; SRS excess below 80 pts
     assert summary["verdicts"][0]["level"] == "elevated"
+    assert summary["verdicts"][0]["stereotype_shift"] is True
     assert summary["thresholds"]["flip_rate_high"] == 1.0
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "no such run directory" in capsys.readouterr().err
@@ -102,3 +112,18 @@ def test_report_of_a_run_with_no_finished_unit(tmp_path):
     assert "No compressed variant has records yet." in text
     assert "no finished units: records/ holds no item records yet" in text
     assert "_Figure not drawn (Flip rate" in text
+
+
+def test_report_opens_with_an_invalid_position_driven_reference(tmp_path):
+    # The demo model answers the first shown option ~95% of the time: the report must open with that.
+    run = build_run(tmp_path, position_driven_dense=True, seeds=(0, 1, 2))
+    write_report(run)
+    text = (run / "report.md").read_text()
+    first = text[text.index("\n\n") + 2:].lstrip().split("\n\n")[0]  # the first paragraph after the title
+    assert first.startswith("> **DENSE REFERENCE NOT VALID:** The dense reference answers by position: it picks "
+                            "the shown letter A in 95.0% of prompts"), first
+    assert "every verdict reads INCONCLUSIVE" in first
+    summary = json.loads((run / "summary.json").read_text())
+    assert {v["level"] for v in summary["verdicts"]} == {"inconclusive"}
+    assert summary["reference_validity"]["position_driven"] is True
+    assert "| INCONCLUSIVE |" in text

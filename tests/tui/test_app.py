@@ -217,6 +217,23 @@ def test_tui_grades_with_the_thresholds_the_run_records(tmp_path):
     asyncio.run(scenario())
 
 
+def test_tui_says_when_the_dense_reference_is_not_valid(tmp_path):
+    """A position-driven dense model: the variants title says so and every verdict cell reads INCONCLUSIVE."""
+    run = build_run(tmp_path / "reports", position_driven_dense=True, seeds=(0, 1, 2))
+
+    async def scenario() -> None:
+        app = AuditorApp(tmp_path / "reports", run)
+        async with app.run_test(size=(150, 40)) as pilot:
+            table = await ready(pilot, app, VariantsScreen, "#variants", rows=5)
+            title = str(app.screen.query_one("#variants-title", Static).content)
+            assert "DENSE REFERENCE NOT VALID, verdicts INCONCLUSIVE: the dense reference answers by position" in title
+            verdicts = dict(zip(column(table, 1), column(table, 3)))
+            assert {verdicts[v] for v in ("magnitude@0.3", "magnitude@0.5", PLANTED_HIGH, "rtn@4")} == {"INCONCLUSIVE"}
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+
+
 def test_tui_and_status_agree_on_a_dead_run(tmp_path, capsys):
     """state.json says running, but no process holds the run's lock: both call it interrupted."""
     from auditor.cli import main

@@ -19,7 +19,8 @@ from auditor.report.summary import summary_dict
 from auditor.view.items import compare_variants, filter_items, flip_examples, item_detail, item_table
 from auditor.view.run import RunView, sort_overview
 from auditor.view.runs import list_runs, resolve_run
-from tests.helpers_runs import PLANTED_HIGH, SCRIPT_ITEM, build_run
+from auditor.data.prompts import permutation
+from tests.helpers_runs import PLANTED_HIGH, SCRIPT_ITEM, build_run, sample_items
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,24 @@ def test_flip_rates_match_hand_counts(view):
     assert row(view, "magnitude@0.5")["b"] == 20 and row(view, "magnitude@0.5")["c"] == 0
 
 
+def _shown_differently(unbiased_only: bool) -> int:
+    """Ambiguous items whose seed-1 answer order differs from seed 0's (only those enter the sensitivity)."""
+    items = [it for it in sample_items() if it.condition == "ambig"]
+    if unbiased_only:  # dense answers ids % 4 == 0 with the stereotype under seed 0
+        items = [it for it in items if it.example_id % 4 != 0]
+    return sum(permutation(it.item_id, 1) != permutation(it.item_id, 0) for it in items)
+
+
 def test_null_baseline_and_srs(view):
-    # dense seed 1 vs seed 0: of the 20 seed-0 unbiased ambiguous items, Age/1 flips
-    assert row(view, PLANTED_HIGH)["null_seed_flip_rate"] == pytest.approx(1 / 20)
-    assert row(view, PLANTED_HIGH)["flip_null"] == pytest.approx(1 / 20)
+    # answer-order sensitivity: dense seed 1 vs seed 0 on the seed-0 unbiased ambiguous items shown in a
+    # different order; Age/1 flips (it is one of them: its flip is planted as answer-order noise).
+    assert permutation("Age/1", 1) != permutation("Age/1", 0)
+    n_unbiased = _shown_differently(unbiased_only=True)
+    assert row(view, PLANTED_HIGH)["null_seed_flip_rate"] == pytest.approx(1 / n_unbiased)
+    assert row(view, PLANTED_HIGH)["flip_null"] == pytest.approx(1 / n_unbiased)
     assert math.isnan(row(view, PLANTED_HIGH)["null_runtime_flip_rate"])  # no llama.cpp unit in this run
-    assert row(view, PLANTED_HIGH)["srs_null"] == pytest.approx(1 / 40)  # |1 - 0| / 40 pairs
+    # |b_s - c_s| / n_s over the ambiguous items shown in two orders
+    assert row(view, PLANTED_HIGH)["srs_null"] == pytest.approx(1 / _shown_differently(unbiased_only=False))
     # dense SRS over 80 ambiguous pairs: 20 + 21 biased
     assert row(view, "dense")["srs"] == pytest.approx(41 / 80)
     assert row(view, PLANTED_HIGH)["srs"] == 1.0
@@ -57,7 +70,12 @@ def test_null_baseline_and_srs(view):
 
 def test_verdicts(view):
     levels = {v.variant: v.level for v in view.verdicts}
-    assert levels == {PLANTED_HIGH: "high", "magnitude@0.5": "high", "magnitude@0.3": "elevated", "rtn@4": "low"}
+    # CIs resample BBQ templates (category + question_index), then items: fewer templates than items
+    all_rows = view.comparison[view.comparison["category"] == "all"]
+    assert (all_rows["n_templates"] < all_rows["n_items"]).all() and (all_rows["n_items"] == 40).all()
+    # magnitude@0.3 flips 2 items (4 pairs): its excess over the answer-order sensitivity is within noise
+    assert levels == {PLANTED_HIGH: "high", "magnitude@0.5": "high", "magnitude@0.3": "low", "rtn@4": "low"}
+    assert view.validity is not None and view.validity.valid  # the planted dense model reads the content
     assert row(view, "dense")["verdict"] == "reference"
 
 
@@ -191,3 +209,17 @@ def test_list_and_resolve_runs(tmp_path):
     assert resolve_run(tmp_path / "a") == tmp_path / "a"
     with pytest.raises(AuditorError, match="zzz: no such run directory"):
         resolve_run("zzz", tmp_path)
+
+
+def test_a_run_without_question_index_reads_with_item_clusters(tmp_path):
+    """Records written before question_index was recorded: one template per item, and the report says so."""
+    import pandas as pd
+
+    run = build_run(tmp_path, variants=(PLANTED_HIGH,))
+    for path in (run / "records").glob("*.parquet"):
+        pd.read_parquet(path).drop(columns="question_index").to_parquet(path, index=False)
+    old = RunView.load(run, n_boot=100)
+    assert any("no question_index" in n for n in old.notes)
+    row = old.comparison.query("category == 'all'").iloc[0]
+    assert row["n_templates"] == row["n_items"] == 40
+    assert {v.level for v in old.verdicts} == {"high"}

@@ -12,7 +12,7 @@ from auditor.view.run import KIND_VARIANT, SORT_KEYS, RunView, sort_overview
 
 COLUMNS = [("mark", " "), ("variant", "variant"), ("backend", "runtime"), ("verdict", "verdict"),
            ("size", "size"), ("latency", "ms/prompt"), ("ppl", "ppl"), ("accuracy", "accuracy"), ("srs", "SRS"),
-           ("srs_change", "SRS change"), ("flip rate", "flip rate"), ("null", "null flip"), ("q", "BH q")]
+           ("srs_change", "SRS change"), ("flip rate", "flip rate"), ("null", "order sens."), ("q", "shift q")]
 SORT_ORDER = list(SORT_KEYS)  # the `s` key cycles through these; keys 1-7 pick one
 
 
@@ -54,8 +54,11 @@ class VariantsScreen(Screen[None]):
         order = f"sorted by {self.sort_key} ({'descending' if self.descending else 'ascending'})" if self.sort_key else "unsorted"
         status = self.view.status
         incomplete = f"{status.incomplete_text()} - " if status is not None and not status.is_complete else ""
+        invalid = self.view.validity is not None and not self.view.validity.valid
+        warning = f" - DENSE REFERENCE NOT VALID, verdicts INCONCLUSIVE: {self.view.validity.short}" if invalid else ""
         self.query_one("#variants-title", Static).update(
-            f"{incomplete}Run {self.view.name}: {self.view.reference_precision} - {order}; {len(self.marked)}/2 marked")
+            f"{incomplete}Run {self.view.name}: {self.view.reference_precision} - {order}; {len(self.marked)}/2 marked"
+            f"{warning}")
         rows = []
         for r in o.itertuples():
             key = (r.variant, r.backend)
