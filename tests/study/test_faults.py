@@ -40,7 +40,9 @@ def _cli(capsys, *args) -> tuple[int, str, str]:
 
 
 def _gate(capsys, run_dir: Path, *extra) -> tuple[int, str]:
-    code, out, err = _cli(capsys, "gate", run_dir, "--max-flip-rate", "0.9", *extra)
+    # The tiny random model answers by position, so its dense reference is not valid (exit 3); these
+    # tests are about completeness, which is checked first, so the validity finding is accepted here.
+    code, out, err = _cli(capsys, "gate", run_dir, "--max-flip-rate", "0.9", "--accept-invalid-reference", *extra)
     return code, out + err
 
 
