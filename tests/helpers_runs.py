@@ -26,7 +26,7 @@ import pandas as pd
 from auditor.core.files import write_json
 from auditor.core.names import unit_name
 from auditor.data.bbq import BBQItem, select_items
-from auditor.data.prompts import permutation
+from auditor.data.prompts import answer_order
 from auditor.data.records import items_frame, make_records, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def build_run(
         rule = RULES[spec]
         frames = []
         for seed in seeds:
-            perms = [permutation(it.item_id, seed) for it in items]
+            perms = [answer_order(seed) for _ in items]
             chosen = [rule(it, seed) for it in items]
             frames.append(make_records(spec, "torch", seed, items, perms, _shown_logprobs(chosen, perms)))
         unit = unit_name(spec, "torch")

@@ -28,6 +28,7 @@ from auditor.analysis.verdicts import RiskThresholds, thresholds_from_mapping
 from auditor.core.errors import SpecError
 from auditor.core.names import DENSE
 from auditor.data.bbq import CATEGORIES
+from auditor.data.prompts import MAX_SEEDS, seed_problem
 from auditor.scoring.perplexity import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_STRIDE
 from compressors.registry import REGISTRY, parse_chain
 
@@ -258,9 +259,15 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
         raise top.fail("models", "needs at least one model")
     if len(set(models)) != len(models):
         raise top.fail("models", f"lists a model twice: {models}")
-    seeds = top.get_list("seeds", int, [0], check=_non_negative)
+    seeds = top.get_list("seeds", int, [0])
     if not seeds:
         raise top.fail("seeds", "needs at least one seed (0 = dataset answer order)")
+    if len(seeds) > MAX_SEEDS:
+        raise top.fail("seeds", f"{len(seeds)} seeds asked, but three options have only {MAX_SEEDS} answer orders "
+                                "(seeds 0-2: the cyclic rotations, 3-5: their reflections)")
+    for s in seeds:
+        if (problem := seed_problem(s)) is not None:
+            raise top.fail("seeds", problem)
     if len(set(seeds)) != len(seeds):
         raise top.fail("seeds", f"seeds must be distinct, got {seeds}")
     backends = top.get_list("backends", str, ["auto"])
