@@ -30,4 +30,7 @@ def summary_dict(view: RunView) -> dict:
         "null_baselines": to_json_rows(view.baselines),
         "paradox": to_json_rows(view.paradox),
         "notes": list(view.notes),
+        "protocol": view.protocol,
+        "protocols": to_json_rows(view.protocols),
+        "mask_spread": to_json_rows(view.mask_spread),
     })

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,17 @@ from auditor.analysis.baselines import BASELINE_VARIANTS, DENSE_GGUF_F16, null_b
 from auditor.analysis.claims import claims_table
 from auditor.analysis.comparison import COMPARISON_COLUMNS, comparison_table
 from auditor.analysis.dose_response import spec_level
+from auditor.analysis.mask_seeds import MASK_SPREAD_COLUMNS, mask_spread_table
 from auditor.analysis.metrics import NAN, accuracy, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
 from auditor.analysis.paper_protocol import paper_table
 from auditor.analysis.paradox import paradox_table
+from auditor.analysis.protocols import PROTOCOL_COLUMNS, protocol_table, select_protocol, with_derived_protocols
 from auditor.analysis.summary import metrics_table, transition_table
 from auditor.analysis.verdicts import RiskThresholds, Verdict, assess, thresholds_from_mapping
 from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
-from auditor.data.records import read_records
+from auditor.data.records import STRICT, read_records
 from auditor.data.rundir import load_manifest, manifest_thresholds, record_files
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,12 @@ def run_thresholds(manifest: dict) -> RiskThresholds:
     return RiskThresholds(**risk)
 
 
+def run_protocols(manifest: dict) -> tuple[str, ...]:
+    """The scoring protocols a run lists (its study's `protocols`), "strict" for runs made before them."""
+    listed = manifest.get("protocols") or (manifest.get("study") or {}).get("definition", {}).get("protocols")
+    return tuple(listed) if listed else (STRICT,)
+
+
 @dataclass(frozen=True)
 class RunView:
     """A run directory, read once: raw files plus every derived table the views need."""
@@ -90,6 +98,9 @@ class RunView:
     verdicts: tuple[Verdict, ...]
     thresholds: RiskThresholds
     notes: tuple[str, ...]  # what could not be computed, and why
+    protocol: str = STRICT  # the scoring protocol every table above was computed on
+    protocols: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROTOCOL_COLUMNS))
+    mask_spread: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MASK_SPREAD_COLUMNS))
 
     @property
     def name(self) -> str:
@@ -101,16 +112,21 @@ class RunView:
 
     @classmethod
     def load(cls, run_dir: Path | str, thresholds: RiskThresholds | None = None, *,
-             n_boot: int = 1000) -> RunView:
-        """Read and derive everything; AuditorError when `run_dir` is not a run directory."""
+             n_boot: int = 1000, protocol: str | None = None) -> RunView:
+        """Read and derive everything on one scoring protocol (default: the run's first); AuditorError
+        when `run_dir` is not a run directory."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise AuditorError(f"{run_dir}: no such run directory")
         manifest = load_manifest(run_dir)
         thresholds = thresholds or run_thresholds(manifest)
-        records = _read_records(run_dir)
+        listed = run_protocols(manifest)
+        all_records, protocol_notes = with_derived_protocols(_read_records(run_dir), listed)
+        protocol = protocol or listed[0]
+        records = select_protocol(all_records, protocol)
         items = _read_items(run_dir / "items.parquet")
         notes: list[str] = [str(n) for n in manifest.get("notes", []) or []]  # the runner's plan notes
+        notes += protocol_notes
         if not len(records):
             notes.append("no finished units: records/ holds no item records yet")
         storage = read_storage(run_dir)
@@ -136,8 +152,11 @@ class RunView:
         overview["verdict"] = [by_key.get((r.variant, r.backend), r.kind if r.kind != KIND_VARIANT else "n/a")
                                for r in overview.itertuples()]
         answers = answers_with_reference(records)
+        protocols = protocol_table(all_records[all_records["protocol"].isin(listed)]) if len(all_records) \
+            else pd.DataFrame(columns=PROTOCOL_COLUMNS)
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
-                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes))
+                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes), protocol, protocols,
+                   mask_spread_table(overview))
 
 
 # --- reading files -------------------------------------------------------------------------------------
