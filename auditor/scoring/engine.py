@@ -14,9 +14,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from auditor.core.errors import AuditorError
 from auditor.data.bbq import BBQItem
 from auditor.data.cloze import ClozeRequest
-from auditor.data.prompts import PromptGroup, build_groups, letter_token_ids
+from auditor.data.prompts import PromptGroup, build_groups, letter_token_ids, seed_problem
 from auditor.data.records import CLOZE, make_records
 from auditor.scoring.backends.base import ScoringBackend
 
@@ -38,6 +39,9 @@ class PromptSet:
             raise ValueError("at least one seed is needed")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+        for seed in seeds:
+            if (problem := seed_problem(seed)) is not None:
+                raise AuditorError(problem)
         groups = build_groups(tokenizer, items, seeds)
         return cls(tuple(items), tuple(seeds), tuple(groups), letter_token_ids(tokenizer))
 

@@ -79,3 +79,27 @@ def test_cloze_answers_equal_an_independent_computation(smollm2_tokenizer):
         chosen.append(row.chosen)
     # The random tiny model picks different answers on different items: the comparison is not vacuous.
     assert len(set(chosen)) > 1
+
+
+def test_llama_cpp_cloze_answers_equal_torch(tmp_path, smollm2_tokenizer):
+    """llama.cpp scores continuations through the interface's default (token_logprobs), on a GGUF F32 export."""
+    from auditor.scoring.backends.factory import available
+
+    if not available("llama.cpp"):
+        pytest.skip("llama.cpp backend modules are not importable")
+    from auditor.artifacts.gguf_writer import write_gguf
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend
+
+    model = make_tiny_llama(seed=3)
+    path = write_gguf(model, tmp_path / "tiny-f32.gguf", tokenizer=smollm2_tokenizer, outtype="f32").path
+    items = list(select_items([SAMPLE_BBQ], n=4, seed=1).items)
+    requests = cloze_requests(smollm2_tokenizer, items)
+    llama = LlamaCppBackend(path, n_threads=1)
+    try:
+        got = score_cloze(llama, items, requests, "dense").records
+    finally:
+        llama.close()
+    want = score_cloze(TorchBackend(model, pad_id=2), items, requests, "dense").records
+    assert list(got["chosen"]) == list(want["chosen"]) and set(got["backend"]) == {"llama.cpp"}
+    np.testing.assert_allclose(got[["logprob_0", "logprob_1", "logprob_2"]].to_numpy(),
+                               want[["logprob_0", "logprob_1", "logprob_2"]].to_numpy(), atol=1e-3)
