@@ -16,9 +16,7 @@ from auditor.analysis.metrics import NAN, accuracy, srs, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
 from auditor.core.errors import AuditorError
 from auditor.data.prompts import CYCLIC_SEEDS
-from auditor.data.records import (
-    COLUMNS, DEBIASED, PROTOCOLS, ROLE_OTHER, ROLE_STEREOTYPE, ROLE_UNKNOWN, STRICT,
-)
+from auditor.data.records import COLUMNS, DEBIASED, PROTOCOLS, ROLE_OTHER, ROLE_STEREOTYPE, ROLE_UNKNOWN, STRICT
 
 LOGPROBS = ["logprob_0", "logprob_1", "logprob_2"]
 PROTOCOL_COLUMNS = ["protocol", "variant", "backend", "n_items", "accuracy_ambig", "accuracy_disambig", "srs",

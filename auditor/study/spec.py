@@ -299,9 +299,9 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
               "n_items": "put it in the [data] table", "corpus": "set [calibration] corpus or [perplexity] corpus"})
 
     study = Study(
-        name=name, output_dir=output_dir, models=tuple(models), variants=variants, seeds=tuple(seeds), protocols=protocols,
-        compress_seed=compress_seed, mask_seeds=mask_seeds, backends=tuple(backends), null_baselines=null_baselines, data=settings,
-        calibration=calib, perplexity=ppl, execution=execution, thresholds=thresholds, base_dir=base_dir,
+        name=name, output_dir=output_dir, models=tuple(models), variants=variants, seeds=tuple(seeds),
+        protocols=protocols, compress_seed=compress_seed, mask_seeds=mask_seeds, backends=tuple(backends),
+        null_baselines=null_baselines, data=settings, calibration=calib, perplexity=ppl, execution=execution, thresholds=thresholds, base_dir=base_dir,
         source=source,
     )
     check_variants(study)
@@ -376,16 +376,13 @@ def _compression(t: _Table) -> tuple[tuple[str, ...], int, tuple[int, ...]]:
     t.done({"methods": "put methods and levels in a [[compression.grid]] table",
             "levels": "put methods and levels in a [[compression.grid]] table"})
     for spec in specs:
-        if MASK_SEED_MARK_CHAR in spec:
+        if "#" in spec:
             raise t.fail("variants", f"{spec!r}: '#' is reserved for mask seeds; use [compression] mask_seeds")
     unique = tuple(dict.fromkeys(specs))  # keep order, drop repeats
     if mask_seeds:
         unique = tuple(v for spec in unique for v in (
             [with_mask_seed(spec, s) for s in mask_seeds] if has_random_mask(spec) else [spec]))
     return unique, seed, tuple(mask_seeds)
-
-
-MASK_SEED_MARK_CHAR = "#"
 
 
 def has_random_mask(spec: str) -> bool:

@@ -27,9 +27,9 @@ import pandas as pd
 from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
 from auditor.core.names import variant_id
 from auditor.data.bbq import BBQItem
+from auditor.data.cloze import cloze_requests
 from auditor.data.rundir import SCORE, Unit
 from auditor.scoring.backends.factory import make_backend
-from auditor.data.cloze import cloze_requests
 from auditor.scoring.engine import PromptSet, score, score_cloze
 from auditor.scoring.perplexity import corpus_token_ids, perplexity
 from auditor.study.spec import CalibrationSettings, PerplexitySettings, chain_of, variant_seed

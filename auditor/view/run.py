@@ -121,8 +121,8 @@ class RunView:
         manifest = load_manifest(run_dir)
         thresholds = thresholds or run_thresholds(manifest)
         listed = run_protocols(manifest)
-        all_records, protocol_notes = with_derived_protocols(_read_records(run_dir), listed)
         protocol = protocol or listed[0]
+        all_records, protocol_notes = with_derived_protocols(_read_records(run_dir), (*listed, protocol))
         records = select_protocol(all_records, protocol)
         items = _read_items(run_dir / "items.parquet")
         notes: list[str] = [str(n) for n in manifest.get("notes", []) or []]  # the runner's plan notes
@@ -152,8 +152,7 @@ class RunView:
         overview["verdict"] = [by_key.get((r.variant, r.backend), r.kind if r.kind != KIND_VARIANT else "n/a")
                                for r in overview.itertuples()]
         answers = answers_with_reference(records)
-        protocols = protocol_table(all_records[all_records["protocol"].isin(listed)]) if len(all_records) \
-            else pd.DataFrame(columns=PROTOCOL_COLUMNS)
+        protocols = protocol_table(all_records) if len(all_records) else pd.DataFrame(columns=PROTOCOL_COLUMNS)
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
                    storage, claims, overview, answers, verdicts, thresholds, tuple(notes), protocol, protocols,
                    mask_spread_table(overview))

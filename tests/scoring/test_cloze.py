@@ -66,7 +66,7 @@ def test_cloze_answers_equal_an_independent_computation(smollm2_tokenizer):
     for item, req, row in zip(items, requests, records.itertuples()):
         expected, lls = harness_reference(model, smollm2_tokenizer, item)
         assert row.chosen == expected, item.item_id
-        texts, answers = cloze_choices(item)
+        _, answers = cloze_choices(item)
         for k in range(3):  # each answer's score is its best continuation's summed log-likelihood
             assert getattr(row, f"logprob_{k}") == pytest.approx(
                 max(ll for ll, a in zip(lls, answers) if a == k), abs=1e-4)

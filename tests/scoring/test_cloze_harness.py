@@ -32,7 +32,7 @@ def _harness_bbq() -> tuple[list[str], str]:
     unknowns = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
                     and any(getattr(t, "id", "") == "UNKNOWN_RESPONSES" for t in node.targets))
     yaml_text = (folder / "bbq_multiple_choice.yaml").read_text()
-    template = ast.literal_eval(re.search(r'^doc_to_text: (".*")$', yaml_text, re.M).group(1))
+    template = ast.literal_eval(re.search(r'^doc_to_text: (".*")$', yaml_text, re.MULTILINE).group(1))
     return unknowns, template
 
 
