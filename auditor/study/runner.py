@@ -390,6 +390,7 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
         "fingerprints": plan.fingerprints,
         "seeds": list(study.seeds),
         "protocols": list(study.protocols),
+        "prompt_template": TEMPLATE_VERSION,
         "thresholds": dict(study.thresholds),
         "perplexity": asdict(plan.context.perplexity) if plan.context.perplexity else None,
         "units": [{**asdict(u), "name": u.name, "id": u.id, "key": plan.keys[u.id]} for u in plan.units],

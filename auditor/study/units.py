@@ -27,7 +27,8 @@ import pandas as pd
 from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
 from auditor.core.names import variant_id
 from auditor.data.bbq import BBQItem
-from auditor.data.cloze import cloze_requests
+from auditor.data.cloze import CLOZE_VERSION, cloze_requests
+from auditor.data.prompts import TEMPLATE_VERSION
 from auditor.data.rundir import SCORE, Unit
 from auditor.scoring.backends.factory import make_backend
 from auditor.scoring.engine import PromptSet, score, score_cloze
@@ -166,15 +167,15 @@ class UnitWorker:
         prompts = PromptSet(tuple(full.items[i] for i in idx), full.seeds, tuple(full.groups[i] for i in idx),
                             full.letter_ids)
         scored = score(backend, prompts, unit.variant)
-        descriptor = {"n_items": len(prompts.items), "n_prompts": prompts.n_prompts,
-                      "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt}
+        descriptor = {"prompt_template": TEMPLATE_VERSION, "n_items": len(prompts.items),
+                      "n_prompts": prompts.n_prompts, "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt}
         records = scored.records
         if self.ctx.cloze:
             if self._cloze is None:
                 self._cloze = cloze_requests(self.tokenizer, self.ctx.items)
             cloze = score_cloze(backend, prompts.items, [self._cloze[i] for i in idx], unit.variant)
             records = pd.concat([records, cloze.records], ignore_index=True)
-            descriptor.update(cloze_wall_s=cloze.wall_s, cloze_ms_per_item=cloze.ms_per_prompt)
+            descriptor.update(cloze=CLOZE_VERSION, cloze_wall_s=cloze.wall_s, cloze_ms_per_item=cloze.ms_per_prompt)
         return UnitResult(unit, descriptor, records=records)
 
     def _perplexity(self, unit: Unit, backend) -> UnitResult:

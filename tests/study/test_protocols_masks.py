@@ -44,7 +44,10 @@ def test_a_study_with_three_protocols(small_study, capsys, tmp_path):
     records = merged_records(run_dir)
     # Scored: strict under three orders and cloze once, per variant and item; debiased is derived when read.
     assert records.groupby("protocol").size().to_dict() == {"strict": 2 * 3 * 6, "cloze": 2 * 6}
-    assert json.loads((run_dir / "manifest.json").read_text())["protocols"] == ["debiased", "strict", "cloze"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["protocols"] == ["debiased", "strict", "cloze"] and manifest["prompt_template"] == "bbq-letter-v2"
+    descriptor = json.loads(next((run_dir / "units").glob("dense*.json")).read_text())
+    assert descriptor["prompt_template"] == "bbq-letter-v2" and descriptor["cloze"] == "lm-eval-bbq-mc-1.0"
     view = RunView.load(run_dir, n_boot=50)
     assert view.protocol == "debiased" and set(view.records["protocol"]) == {"debiased"}
     assert len(view.records) == 2 * 6 and set(view.records["seed"]) == {0}
