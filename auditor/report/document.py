@@ -121,7 +121,8 @@ STATS_NOTES = (
                        "against dense GGUF F16 in llama.cpp. A variant's flips only mean something above these."),
     ("Protocol", "strict: the answer is the argmax of the three option log-probabilities (log-softmax over the full "
                  "vocabulary at the answer position); seeds are answer orders (seed 0 = dataset order); outcomes "
-                 "are paired per (item, seed)."),
+                 "are paired per (item, seed). The protocol of these tables is named in the opening line; debiased "
+                 "and cloze rows are analysed apart (Scoring protocols section, docs/statistics.md)."),
 )
 
 
