@@ -30,7 +30,7 @@ import pandas as pd
 from auditor.core.files import write_json
 from auditor.core.names import unit_name
 from auditor.data.bbq import BBQItem, select_items
-from auditor.data.prompts import permutation
+from auditor.data.prompts import answer_order
 from auditor.data.records import items_frame, make_records, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def _dense(item: BBQItem, seed: int) -> int:
 def _first_shown(item: BBQItem, seed: int) -> int:
     """Position-driven: the option shown as A (as B on 4 of the 80 items)."""
     second = item.example_id == 9 and item.category != "Religion"
-    return permutation(item.item_id, seed)[1 if second else 0]
+    return answer_order(seed)[1 if second else 0]
 
 
 def _flip_when(pred: Callable[[BBQItem], bool]) -> Rule:
@@ -138,7 +138,7 @@ def build_run(
         rule = RULES[spec]
         frames = []
         for seed in seeds:
-            perms = [permutation(it.item_id, seed) for it in items]
+            perms = [answer_order(seed) for _ in items]
             if position_driven_dense:
                 chosen = [_first_shown(it, seed) if rule in (_dense,) else rule(it, seed, _first_shown)
                           for it in items]

@@ -16,7 +16,7 @@ from auditor.analysis.comparison import AMBIG
 from auditor.analysis.item_inference import templates
 from auditor.analysis.metrics import NAN
 from auditor.core.errors import SpecError
-from auditor.core.names import DENSE
+from auditor.core.names import DENSE, split_mask_seed
 from auditor.data.records import ROLE_STEREOTYPE
 from compressors.registry import REGISTRY, parse_one
 
@@ -44,9 +44,9 @@ def spec_level(spec: str) -> SpecLevel:
     Uses ``compressors.registry.REGISTRY`` entries (the parsers ``parse_chain``
     uses) without instantiating compressors, so no torch or runtime module is
     imported. "dense" is method "dense", family "none", level 0. Unknown methods
-    raise SpecError (with the registry's message).
+    raise SpecError (with the registry's message). A mask seed ("random@0.5#seed1") is ignored.
     """
-    text = spec.strip()
+    text = split_mask_seed(spec)[0].strip()
     if text in ("", DENSE):
         return SpecLevel(DENSE, "none", 0.0, 0)
     steps = text.split("+")

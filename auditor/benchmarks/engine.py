@@ -78,9 +78,9 @@ def run(args) -> int:
     import torch
 
 
-    if min(args.items, args.repeats, args.batch_size, args.max_items_per_tree) < 1 or args.seeds < 2:
+    if min(args.items, args.repeats, args.batch_size, args.max_items_per_tree) < 1 or not 2 <= args.seeds <= 6:
         raise AuditorError("bench engine: --items, --repeats, --batch-size and --max-items-per-tree must be >= 1 "
-                           "and --seeds >= 2")
+                           "and --seeds between 2 and 6 (three options have six answer orders)")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     source = resolve_model(args.model)
     tokenizer = load_tokenizer(source)

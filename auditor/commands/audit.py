@@ -25,7 +25,11 @@ def register(sub) -> None:
     p.add_argument("--condition", choices=("ambig", "disambig", "both"), default="both")
     p.add_argument("--n-items", type=int, default=None, help="stratified sample size (default: all)")
     p.add_argument("--sample-seed", type=int, default=0)
-    p.add_argument("--seeds", default="0", help="answer-order seeds, comma-separated (0 = dataset order)")
+    p.add_argument("--seeds", default="0", help="answer-order seeds, comma-separated, at most 6: 0-2 the cyclic "
+                   "rotations of the dataset order (0 = dataset order), 3-5 their reflections")
+    p.add_argument("--protocol", action="append", dest="protocols", metavar="NAME",
+                   help="scoring protocol, repeatable; the first is the report's main analysis: strict (default), "
+                        "debiased (needs --seeds 0,1,2), cloze (lm-evaluation-harness's bbq task)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--calib", default=None, help="calibration text file for Wanda")
@@ -73,6 +77,7 @@ def study_from_args(args, seeds: tuple[int, ...]) -> Study:
     doc = {
         "name": args.run, "output_dir": args.reports, "models": [args.model or "smollm2"],
         "seeds": list(seeds), "null_baselines": args.null_baselines,
+        **({"protocols": list(args.protocols)} if args.protocols else {}),
         "data": given(bbq=args.bbq, categories=categories, condition=args.condition, n_items=args.n_items,
                       sample_seed=args.sample_seed),
         "compression": {"variants": list(args.variants or ("magnitude@0.5",)), "seed": 0},

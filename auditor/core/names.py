@@ -19,6 +19,22 @@ LLAMA_CPP = "llama.cpp"
 RUNTIMES = (TORCH, LLAMA_CPP)
 RUNTIME_FORMAT = {TORCH: "safetensors", LLAMA_CPP: "gguf"}
 
+#: A variant compressed under its own mask seed ([compression] mask_seeds) is named SPEC#seedS.
+MASK_SEED_MARK = "#seed"
+
+
+def with_mask_seed(spec: str, seed: int) -> str:
+    """The variant name of `spec` compressed with mask seed `seed`: "random@0.5#seed1"."""
+    return f"{spec}{MASK_SEED_MARK}{seed}"
+
+
+def split_mask_seed(variant: str) -> tuple[str, int | None]:
+    """(compressor spec, mask seed) of a variant name; seed None when the name carries none."""
+    spec, mark, seed = variant.rpartition(MASK_SEED_MARK)
+    if not mark or not seed.isdigit():
+        return variant, None
+    return spec, int(seed)
+
 
 def normalize_spec(spec: str) -> str:
     """A compressor spec without whitespace, the one spelling that is parsed, stored and hashed.

@@ -129,7 +129,8 @@ STATS_NOTES = (
                                  "GGUF F16 in llama.cpp, for llama.cpp-served variants only."),
     ("Protocol", "strict: the answer is the argmax of the three option log-probabilities (log-softmax over the full "
                  "vocabulary at the answer position); seeds are answer orders (seed 0 = dataset order); outcomes "
-                 "are paired per (item, seed)."),
+                 "are paired per (item, seed). The protocol of these tables is named in the opening line; debiased "
+                 "and cloze rows are analysed apart (Scoring protocols section, docs/statistics.md)."),
 )
 
 
@@ -149,7 +150,9 @@ def provenance_items(manifest: dict) -> list[tuple[str, str]]:
                  f"{data.get('n_available', 'unknown')} resolvable (condition {cfg.get('condition', 'unknown')}, "
                  f"sample seed {cfg.get('sample_seed', 'unknown')}); {data.get('n_unresolved', 'unknown')} items could "
                  "not be resolved (no unique stereotype-consistent answer) and were left out."),
-        ("Answer-order seeds", f"{', '.join(map(str, manifest.get('seeds', [])))} (seed 0 = dataset order); "
+        ("Answer-order seeds", f"{', '.join(map(str, manifest.get('seeds', [])))} (seeds 0-2: the cyclic rotations "
+                               "of the dataset order, seed 0 = dataset order; 3-5: their reflections); "
+                               f"protocols {', '.join(manifest.get('protocols', None) or ['strict'])}; "
                                f"compression seed {cfg.get('compress_seed', 'unknown')}."),
         ("Versions", f"{versions or 'unknown'}; git {manifest.get('git_commit', 'unknown')}."),
         ("Machine", f"{mach.get('platform', 'unknown')}, {mach.get('cpus', '?')} CPUs; created "
@@ -407,6 +410,45 @@ def _paper(view: RunView) -> list[Block]:
             ("content_blind_rate", "content-blind rate (own position preferences)", pct)])]
 
 
+PROTOCOL_TEXT = {
+    "strict": "the argmax of the three option letters' log-probabilities under each answer order",
+    "debiased": "permutation debiasing (Zheng et al., ICLR 2024): per item, the argmax over its answers of the mean "
+                "log-probability across the three cyclic answer orders (seeds 0-2), one answer per item",
+    "cloze": "lm-evaluation-harness's bbq multiple-choice task: no chat template, \"{context}\\n\\nQ: {question}\\nA:\", "
+             "the two group answers and ten unknown phrasings as continuations, argmax of summed log-likelihood",
+}
+
+
+def _protocols(view: RunView) -> list[Block]:
+    p = view.protocols
+    if not len(p) or p["protocol"].nunique() < 2:
+        return []
+    return [Heading("Scoring protocols", anchor="protocols"), Para(
+        f"Every table above uses the {view.protocol} protocol. Each protocol is a separate analysis of the same "
+        "items (rows of two protocols are never pooled); flip rate is against the dense reference under the same "
+        "protocol, on ambiguous items."),
+        Bullets(tuple((name, PROTOCOL_TEXT.get(name, "")) for name in p["protocol"].unique())),
+        _table(p, [("protocol", "protocol", None), ("variant", "variant", None), ("backend", "runtime", None),
+                   ("n_items", "items", count), ("accuracy_ambig", "accuracy (ambig)", pct),
+                   ("accuracy_disambig", "accuracy (disambig)", pct), ("srs", "SRS", pct),
+                   ("unknown_rate", "unknown-rate", pct), ("flip_rate", "flip rate", pct)])]
+
+
+def _mask_spread(view: RunView) -> list[Block]:
+    m = view.mask_spread
+    if not len(m):
+        return []
+    rows = tuple((r.spec, r.backend, ", ".join(f"#{s}: {pct(f)}" for s, f in zip(r.mask_seeds, r.flip_rates)),
+                  f"{pct(r.flip_rate_min)} - {pct(r.flip_rate_max)}",
+                  ", ".join(f"#{s}: {pct(v)}" for s, v in zip(r.mask_seeds, r.srs_values)),
+                  f"{pct(r.srs_min)} - {pct(r.srs_max)}") for r in m.itertuples())
+    return [Heading("Random masks", anchor="masks"), Para(
+        "Random pruning under several mask seeds ([compression] mask_seeds): the spread between masks at the same "
+        "sparsity is noise that one mask cannot show."),
+        Table(("spec", "runtime", "flip rate per mask seed", "flip rate min - max", "SRS per mask seed",
+               "SRS min - max"), rows)]
+
+
 def _methodology(view: RunView) -> list[Block]:
     out: list[Block] = [Heading("Methodology", anchor="methodology"), Heading("Metrics", level=3),
                         Bullets(METRIC_NOTES), Heading("Statistics and protocol", level=3), Bullets(STATS_NOTES),
@@ -437,7 +479,8 @@ def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) ->
     n_base = int((view.overview["kind"] == KIND_BASELINE).sum())
     blocks.append(Para(f"{view.reference_precision}. {n_var} compressed variant(s), {n_base} null-baseline "
                        f"variant(s), {view.records['item_id'].nunique() if len(view.records) else 0} items, seeds "
-                       f"{', '.join(map(str, sorted(view.records['seed'].unique()))) if len(view.records) else '-'}.",
+                       f"{', '.join(map(str, sorted(view.records['seed'].unique()))) if len(view.records) else '-'}; "
+                       f"scoring protocol {view.protocol} ({PROTOCOL_TEXT.get(view.protocol, '')}).",
                        label="Reference precision:"))
     if reference is not None and reference.kind != "warning":
         blocks.append(reference)
@@ -448,6 +491,7 @@ def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) ->
     blocks += _accuracy(view)
     blocks += _categories(view)
     blocks += _positions(view)
+    blocks += _protocols(view) + _mask_spread(view)
     blocks += _flipped(view, n_examples)
     blocks += _paper(view)
     blocks += _methodology(view)

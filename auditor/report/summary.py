@@ -36,4 +36,7 @@ def summary_dict(view: RunView) -> dict:
         "completeness": None if view.status is None or not view.status.units else {
             "state": view.status.state, "n_planned": len(view.status.units), "n_finished": view.status.n_finished,
             "missing": [{"unit": u.id, "state": u.state, "problem": u.problem} for u in view.status.missing]},
+        "protocol": view.protocol,
+        "protocols": to_json_rows(view.protocols),
+        "mask_spread": to_json_rows(view.mask_spread),
     })

@@ -14,9 +14,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from auditor.core.errors import AuditorError
 from auditor.data.bbq import BBQItem
-from auditor.data.prompts import PromptGroup, build_groups, letter_token_ids
-from auditor.data.records import make_records
+from auditor.data.cloze import ClozeRequest
+from auditor.data.prompts import PromptGroup, build_groups, letter_token_ids, seed_problem
+from auditor.data.records import CLOZE, make_records
 from auditor.scoring.backends.base import ScoringBackend
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ class PromptSet:
             raise ValueError("at least one seed is needed")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+        for seed in seeds:
+            if (problem := seed_problem(seed)) is not None:
+                raise AuditorError(problem)
         groups = build_groups(tokenizer, items, seeds)
         return cls(tuple(items), tuple(seeds), tuple(groups), letter_token_ids(tokenizer))
 
@@ -65,3 +70,24 @@ def score(backend: ScoringBackend, prompts: PromptSet, variant: str) -> ScoreRes
     records = pd.concat(frames, ignore_index=True)
     log.info("scored %s on %s: %d prompts in %.1fs", variant, backend.name, prompts.n_prompts, wall)
     return ScoreResult(records, wall, 1000 * wall / max(prompts.n_prompts, 1))
+
+
+def score_cloze(backend: ScoringBackend, items: Sequence[BBQItem], requests: Sequence[ClozeRequest],
+                variant: str) -> ScoreResult:
+    """The cloze protocol (auditor.data.cloze): one row per item, protocol "cloze", seed 0, dataset order.
+
+    The score of dataset answer k is the largest summed continuation
+    log-likelihood among its choices, and the answer is the argmax of the three
+    scores: the harness's argmax over choices, except on an exact tie between two
+    answers (the harness takes the earlier choice, records the lower index).
+    """
+    start = time.perf_counter()
+    scores = np.empty((len(items), 3))
+    for i, req in enumerate(requests):
+        lls = backend.continuation_logprobs(req.context_ids, req.continuations)
+        for k in range(3):
+            scores[i, k] = max(ll for ll, a in zip(lls, req.answers) if a == k)
+    wall = time.perf_counter() - start
+    records = make_records(variant, backend.name, 0, items, [(0, 1, 2)] * len(items), scores, protocol=CLOZE)
+    log.info("cloze-scored %s on %s: %d items in %.1fs", variant, backend.name, len(items), wall)
+    return ScoreResult(records, wall, 1000 * wall / max(len(items), 1))

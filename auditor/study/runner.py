@@ -34,8 +34,9 @@ from auditor.core.files import write_json
 from auditor.core.names import DENSE, LLAMA_CPP, safe_name
 from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
 from auditor.data.bbq import BBQSelection, select_items
+from auditor.data.cloze import CLOZE_VERSION
 from auditor.data.prompts import TEMPLATE_VERSION
-from auditor.data.records import items_frame, write_parquet
+from auditor.data.records import CLOZE, items_frame, write_parquet
 from auditor.data.rundir import (
     COMPLETE,
     FAILED,
@@ -57,9 +58,8 @@ from auditor.data.rundir import (
 from auditor.data.sources import PROJECT_ROOT, DataSource, resolve_bbq, resolve_corpus
 from auditor.scoring.backends.factory import available
 from auditor.study.executors import make_executor
-from auditor.study.spec import Study, backends_for
+from auditor.study.spec import Study, backends_for, chain_of, variant_seed
 from auditor.study.units import RunContext, shard_indices
-from compressors.registry import parse_chain
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class RunPlan:
 
 def plan_study(study: Study) -> list[RunPlan]:
     """Resolve models and data and plan every unit; all bad input fails here, before any work."""
-    chains = {spec: parse_chain(spec) for spec in study.variants}
+    chains = {spec: chain_of(spec) for spec in study.variants}
     data = resolve_bbq(str(study.path(study.data.bbq)) if study.data.bbq else None)
     selection = select_items([data.path], categories=study.data.categories, condition=study.data.condition,  # type: ignore[arg-type]
                              n=study.data.n_items, seed=study.data.sample_seed, origin=data.origin)
@@ -123,7 +123,7 @@ def plan_study(study: Study) -> list[RunPlan]:
             compress_seed=study.compress_seed, batch_size=study.execution.batch_size, device=study.execution.device,
             threads=study.execution.threads, trust_remote_code=study.trust_remote_code,
             calibration=replace(study.calibration, corpus=calib_path), perplexity=ppl_settings if with_ppl else None,
-            keep_artifacts=study.execution.keep_artifacts,
+            keep_artifacts=study.execution.keep_artifacts, cloze=CLOZE in study.protocols,
         )
         keys = {u.id: _unit_key(u, study, chains, fp, selection) for u in units}
         plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fp,
@@ -162,13 +162,15 @@ def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, s
         "threads": study.execution.threads,
     }
     if steps:
-        definition["compress_seed"] = study.compress_seed
+        definition["compress_seed"] = variant_seed(unit.spec, study.compress_seed)
     if any(s.needs_calibration for s in steps):
         definition["calibration"] = {**asdict(study.calibration), "fingerprint": fp["calibration_corpus"]}
     if unit.kind == SCORE:
         shard_items = [selection.items[i] for i in shard_indices(len(selection.items), unit.shard, unit.n_shards)]
         definition.update(items=_items_fingerprint(shard_items), seeds=list(study.seeds),
                           batch_size=study.execution.batch_size, template=TEMPLATE_VERSION)
+        if CLOZE in study.protocols:
+            definition["cloze"] = CLOZE_VERSION
     else:
         assert study.perplexity is not None
         definition["perplexity"] = {**asdict(study.perplexity), "corpus": None,
@@ -407,7 +409,7 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
                    "categories": list(study.data.categories) if study.data.categories else None,
                    "condition": study.data.condition, "n_items": study.data.n_items,
                    "sample_seed": study.data.sample_seed, "seeds": list(study.seeds),
-                   "compress_seed": study.compress_seed, "batch_size": study.execution.batch_size,
+                   "compress_seed": study.compress_seed, "mask_seeds": list(study.mask_seeds), "batch_size": study.execution.batch_size,
                    "device": study.execution.device, "run_name": plan.run_dir.name,
                    "reports_dir": str(plan.run_dir.parent), "calib": plan.context.calibration.corpus,
                    "backends": list(study.backends), "shards": study.execution.shards},
@@ -420,6 +422,8 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
                  "fingerprint": plan.fingerprints["data"], "items_fingerprint": plan.fingerprints["items"]},
         "fingerprints": plan.fingerprints,
         "seeds": list(study.seeds),
+        "protocols": list(study.protocols),
+        "prompt_template": TEMPLATE_VERSION,
         "thresholds": dict(study.thresholds),
         "perplexity": asdict(plan.context.perplexity) if plan.context.perplexity else None,
         "units": [{**asdict(u), "name": u.name, "id": u.id, "key": plan.keys[u.id]} for u in plan.units],

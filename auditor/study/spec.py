@@ -26,8 +26,10 @@ from typing import Any, Callable
 
 from auditor.analysis.verdicts import RiskThresholds, thresholds_from_mapping
 from auditor.core.errors import SpecError
-from auditor.core.names import DENSE, normalize_spec
+from auditor.core.names import DENSE, normalize_spec, split_mask_seed, with_mask_seed
 from auditor.data.bbq import CATEGORIES
+from auditor.data.prompts import CYCLIC_SEEDS, MAX_SEEDS, seed_problem
+from auditor.data.records import CLOZE, DEBIASED, PROTOCOLS, STRICT
 from auditor.scoring.perplexity import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_STRIDE
 from compressors.registry import REGISTRY, parse_chain
 
@@ -91,7 +93,9 @@ class Study:
     models: tuple[str, ...]
     variants: tuple[str, ...]
     seeds: tuple[int, ...] = (0,)
+    protocols: tuple[str, ...] = (STRICT,)  # scoring protocols; the first is the report's primary analysis
     compress_seed: int = 0
+    mask_seeds: tuple[int, ...] = ()  # random@ specs run once per mask seed, as SPEC#seedS
     backends: tuple[str, ...] = ("auto",)
     null_baselines: bool = True
     data: DataSettings = field(default_factory=DataSettings)
@@ -110,8 +114,12 @@ class Study:
         return Path(os.path.normpath(p if p.is_absolute() else Path(self.base_dir) / p))
 
     def results_definition(self) -> dict[str, Any]:
-        """Every setting that can change a record or a perplexity figure (what the hash covers)."""
-        return {
+        """Every setting that can change a record or a perplexity figure (what the hash covers).
+
+        Of the protocols only cloze is scored (debiased rows are derived when a run is read).
+        """
+        cloze = {"cloze": True} if CLOZE in self.protocols else {}
+        return {**cloze,
             "models": list(self.models), "variants": list(self.variants), "seeds": list(self.seeds),
             "compress_seed": self.compress_seed, "backends": list(self.backends),
             "null_baselines": self.null_baselines, "data": _plain(asdict(self.data)),
@@ -258,11 +266,18 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
         raise top.fail("models", "needs at least one model")
     if len(set(models)) != len(models):
         raise top.fail("models", f"lists a model twice: {models}")
-    seeds = top.get_list("seeds", int, [0], check=_non_negative)
+    seeds = top.get_list("seeds", int, [0])
     if not seeds:
         raise top.fail("seeds", "needs at least one seed (0 = dataset answer order)")
+    if len(seeds) > MAX_SEEDS:
+        raise top.fail("seeds", f"{len(seeds)} seeds asked, but three options have only {MAX_SEEDS} answer orders "
+                                "(seeds 0-2: the cyclic rotations, 3-5: their reflections)")
+    for s in seeds:
+        if (problem := seed_problem(s)) is not None:
+            raise top.fail("seeds", problem)
     if len(set(seeds)) != len(seeds):
         raise top.fail("seeds", f"seeds must be distinct, got {seeds}")
+    protocols = _protocols(top, seeds)
     backends = top.get_list("backends", str, ["auto"])
     bad = [b for b in backends if b not in BACKENDS]
     if bad or not backends:
@@ -272,7 +287,7 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
     data_t = top.sub("data") or _Table({}, "data", source)
     settings = _data_settings(data_t)
     comp = top.sub("compression") or _Table({}, "compression", source)
-    variants, compress_seed = _compression(comp)
+    variants, compress_seed, mask_seeds = _compression(comp)
     calib = _calibration(top.sub("calibration") or _Table({}, "calibration", source))
     ppl_t = top.sub("perplexity")
     ppl = _perplexity(ppl_t) if ppl_t is not None else None
@@ -285,12 +300,26 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
 
     study = Study(
         name=name, output_dir=output_dir, models=tuple(models), variants=variants, seeds=tuple(seeds),
-        compress_seed=compress_seed, backends=tuple(backends), null_baselines=null_baselines, data=settings,
-        calibration=calib, perplexity=ppl, execution=execution, thresholds=thresholds, base_dir=base_dir,
+        protocols=protocols, compress_seed=compress_seed, mask_seeds=mask_seeds, backends=tuple(backends),
+        null_baselines=null_baselines, data=settings, calibration=calib, perplexity=ppl, execution=execution, thresholds=thresholds, base_dir=base_dir,
         source=source,
     )
     check_variants(study)
     return study
+
+
+def _protocols(top: _Table, seeds: list[int]) -> tuple[str, ...]:
+    """Scoring protocols: strict (letters under each order), debiased (needs seeds 0-2), cloze (harness)."""
+    def known(p: str) -> str | None:
+        return None if p in PROTOCOLS else f"unknown protocol {p!r}; valid: {', '.join(PROTOCOLS)}"
+
+    protocols = top.get_list("protocols", str, [STRICT], check=known)
+    if not protocols or len(set(protocols)) != len(protocols):
+        raise top.fail("protocols", f"needs distinct protocols, got {protocols}")
+    if DEBIASED in protocols and not set(CYCLIC_SEEDS) <= set(seeds):
+        raise top.fail("protocols", f"'{DEBIASED}' averages the three cyclic answer orders: seeds must include "
+                                    f"{', '.join(map(str, CYCLIC_SEEDS))} (got {seeds})")
+    return tuple(protocols)
 
 
 def _data_settings(t: _Table) -> DataSettings:
@@ -317,7 +346,7 @@ def _level_text(level: Any) -> str:
     return str(level).strip()
 
 
-def _compression(t: _Table) -> tuple[tuple[str, ...], int]:
+def _compression(t: _Table) -> tuple[tuple[str, ...], int, tuple[int, ...]]:
     specs: list[str] = [DENSE]
     for spec in t.get_list("variants", str, [], check=_non_empty):
         specs.append(normalize_spec(spec))
@@ -341,10 +370,35 @@ def _compression(t: _Table) -> tuple[tuple[str, ...], int]:
                     raise g.fail("levels", str(exc)) from None
                 specs.append(normalize_spec(f"{method}@{text}" + (f"+{then}" if then else "")))
     seed = t.get("seed", int, 0, check=_non_negative)
+    mask_seeds = t.get_list("mask_seeds", int, [], check=_non_negative)
+    if len(set(mask_seeds)) != len(mask_seeds):
+        raise t.fail("mask_seeds", f"mask seeds must be distinct, got {mask_seeds}")
     t.done({"methods": "put methods and levels in a [[compression.grid]] table",
             "levels": "put methods and levels in a [[compression.grid]] table"})
+    for spec in specs:
+        if "#" in spec:
+            raise t.fail("variants", f"{spec!r}: '#' is reserved for mask seeds; use [compression] mask_seeds")
     unique = tuple(dict.fromkeys(specs))  # keep order, drop repeats
-    return unique, seed
+    if mask_seeds:
+        unique = tuple(v for spec in unique for v in (
+            [with_mask_seed(spec, s) for s in mask_seeds] if has_random_mask(spec) else [spec]))
+    return unique, seed, tuple(mask_seeds)
+
+
+def has_random_mask(spec: str) -> bool:
+    """Whether a chain draws a random mask (a random@ step): the specs that mask_seeds repeat."""
+    return any(part.strip().partition("@")[0] == "random" for part in spec.split("+"))
+
+
+def chain_of(variant: str) -> list:
+    """The compressor steps of a variant name (a mask seed suffix is not part of the chain)."""
+    return parse_chain(split_mask_seed(variant)[0])
+
+
+def variant_seed(variant: str, compress_seed: int) -> int:
+    """The compression seed a variant is built with: its mask seed when it has one, else the study's."""
+    seed = split_mask_seed(variant)[1]
+    return compress_seed if seed is None else seed
 
 
 def _calibration(t: _Table) -> CalibrationSettings:
@@ -412,6 +466,7 @@ def chain_runtimes(spec: str) -> tuple[str, frozenset[str]]:
     """
     if spec == DENSE:
         return "torch", frozenset({"torch", "llama.cpp"})
+    spec = split_mask_seed(spec)[0]
     targets = [REGISTRY[part.strip().partition("@")[0]].target for part in spec.split("+")]
     if targets[-1].startswith("compressors.gguf_quant:"):
         return "llama.cpp", frozenset({"llama.cpp"})
@@ -435,7 +490,7 @@ def check_variants(study: Study) -> None:
     """Parse every spec (unknown compressors and out-of-range levels fail here) and check its backends."""
     for spec in study.variants:
         try:
-            parse_chain(spec)
+            chain_of(spec)
         except SpecError as exc:
             raise SpecError(f"{study.source}: compression: {exc}") from None
         except ImportError as exc:

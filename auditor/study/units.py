@@ -27,13 +27,15 @@ import pandas as pd
 from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
 from auditor.core.names import variant_id
 from auditor.data.bbq import BBQItem
+from auditor.data.cloze import CLOZE_VERSION, cloze_requests
+from auditor.data.prompts import TEMPLATE_VERSION
 from auditor.data.rundir import SCORE, Unit
 from auditor.scoring.backends.factory import make_backend
-from auditor.scoring.engine import PromptSet, score
+from auditor.scoring.engine import PromptSet, score, score_cloze
 from auditor.scoring.perplexity import corpus_token_ids, perplexity
-from auditor.study.spec import CalibrationSettings, PerplexitySettings
+from auditor.study.spec import CalibrationSettings, PerplexitySettings, chain_of, variant_seed
 from compressors.calibration import load_calibration
-from compressors.registry import build_variant, parse_chain
+from compressors.registry import build_variant
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class RunContext:
     calibration: CalibrationSettings  # corpus resolved to an absolute path (or None)
     perplexity: PerplexitySettings | None  # corpus resolved to an absolute path (or None)
     keep_artifacts: bool
+    cloze: bool = False  # also score the cloze protocol (auditor.data.cloze) in every scoring unit
 
 
 @dataclass
@@ -92,6 +95,7 @@ class UnitWorker:
         self._tokenizer = None
         self._dense = None
         self._prompts = None
+        self._cloze = None
         self._calibration = None
         self._corpus = None
         self._built: _Built | None = None
@@ -163,9 +167,16 @@ class UnitWorker:
         prompts = PromptSet(tuple(full.items[i] for i in idx), full.seeds, tuple(full.groups[i] for i in idx),
                             full.letter_ids)
         scored = score(backend, prompts, unit.variant)
-        return UnitResult(unit, {"n_items": len(prompts.items), "n_prompts": prompts.n_prompts,
-                                 "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt},
-                          records=scored.records)
+        descriptor = {"prompt_template": TEMPLATE_VERSION, "n_items": len(prompts.items),
+                      "n_prompts": prompts.n_prompts, "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt}
+        records = scored.records
+        if self.ctx.cloze:
+            if self._cloze is None:
+                self._cloze = cloze_requests(self.tokenizer, self.ctx.items)
+            cloze = score_cloze(backend, prompts.items, [self._cloze[i] for i in idx], unit.variant)
+            records = pd.concat([records, cloze.records], ignore_index=True)
+            descriptor.update(cloze=CLOZE_VERSION, cloze_wall_s=cloze.wall_s, cloze_ms_per_item=cloze.ms_per_prompt)
+        return UnitResult(unit, descriptor, records=records)
 
     def _perplexity(self, unit: Unit, backend) -> UnitResult:
         settings = self.ctx.perplexity
@@ -185,9 +196,10 @@ class UnitWorker:
         self.release()
 
         workdir = Path(self.ctx.run_dir) / "artifacts" / f"{variant_id(spec)}.{os.getpid()}"
-        steps = parse_chain(spec)
+        steps = chain_of(spec)
         calibration = self.calibration() if any(s.needs_calibration for s in steps) else None
-        variant = build_variant(steps, self.dense, calibration=calibration, seed=self.ctx.compress_seed,
+        variant = build_variant(steps, self.dense, calibration=calibration,
+                                seed=variant_seed(spec, self.ctx.compress_seed),
                                 workdir=workdir)
         if steps:
             log.info("built %s in %.1fs", spec, sum(s.wall_s for s in variant.steps))

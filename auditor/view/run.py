@@ -24,17 +24,19 @@ from auditor.analysis.baselines import BASELINE_VARIANTS, DENSE_GGUF_F16, null_b
 from auditor.analysis.claims import claims_table
 from auditor.analysis.comparison import COMPARISON_COLUMNS, comparison_table
 from auditor.analysis.dose_response import spec_level
+from auditor.analysis.mask_seeds import MASK_SPREAD_COLUMNS, mask_spread_table
 from auditor.analysis.metrics import NAN, accuracy, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
 from auditor.analysis.paper_protocol import paper_table
 from auditor.analysis.paradox import paradox_table
 from auditor.analysis.position import POSITION_COLUMNS, position_table
+from auditor.analysis.protocols import PROTOCOL_COLUMNS, protocol_table, select_protocol, with_derived_protocols
 from auditor.analysis.summary import metrics_table, transition_table
 from auditor.analysis.validity import ReferenceValidity, reference_validity
 from auditor.analysis.verdicts import RiskThresholds, Verdict, assess, thresholds_from_mapping
 from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
-from auditor.data.records import read_records
+from auditor.data.records import STRICT, read_records
 from auditor.data.rundir import PPL, SCORE, RunStatus, load_manifest, manifest_thresholds, record_files, run_status
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,12 @@ def run_thresholds(manifest: dict) -> RiskThresholds:
     return RiskThresholds(**risk)
 
 
+def run_protocols(manifest: dict) -> tuple[str, ...]:
+    """The scoring protocols a run lists (its study's `protocols`), "strict" for runs made before them."""
+    listed = manifest.get("protocols") or (manifest.get("study") or {}).get("definition", {}).get("protocols")
+    return tuple(listed) if listed else (STRICT,)
+
+
 @dataclass(frozen=True)
 class RunView:
     """A run directory, read once: raw files plus every derived table the views need."""
@@ -107,6 +115,9 @@ class RunView:
     # disambiguated items whose stereotype answer is wrong, reported apart (transition_table(condition="disambig"))
     transitions_disambig: pd.DataFrame = field(default_factory=pd.DataFrame)
     status: RunStatus | None = None  # planned units and which are finished (verified); the report and TUI say so
+    protocol: str = STRICT  # the scoring protocol every table above was computed on
+    protocols: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROTOCOL_COLUMNS))
+    mask_spread: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MASK_SPREAD_COLUMNS))
 
     @property
     def name(self) -> str:
@@ -118,18 +129,24 @@ class RunView:
 
     @classmethod
     def load(cls, run_dir: Path | str, thresholds: RiskThresholds | None = None, *,
-             n_boot: int = 1000) -> RunView:
-        """Read and derive everything; AuditorError when `run_dir` is not a run directory."""
+             n_boot: int = 1000, protocol: str | None = None) -> RunView:
+        """Read and derive everything on one scoring protocol (default: the run's first); AuditorError
+        when `run_dir` is not a run directory."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise AuditorError(f"{run_dir}: no such run directory")
         manifest = load_manifest(run_dir)
         thresholds = thresholds or run_thresholds(manifest)
         status = run_status(run_dir, manifest)
+        listed = run_protocols(manifest)
+        protocol = protocol or listed[0]
         # Only finished, verified units count: a damaged or uncommitted file is never read.
-        records = _read_records(run_dir, status.counted_files(SCORE))
+        all_records, protocol_notes = with_derived_protocols(_read_records(run_dir, status.counted_files(SCORE)),
+                                                             (*listed, protocol))
+        records = select_protocol(all_records, protocol)
         items = _read_items(run_dir / "items.parquet")
         notes: list[str] = [str(n) for n in manifest.get("notes", []) or []]  # the runner's plan notes
+        notes += protocol_notes
         if not status.is_complete:
             notes.append(status.incomplete_text() + "; not scored: " + ", ".join(u.id for u in status.missing))
         if not len(records):
@@ -166,9 +183,11 @@ class RunView:
         overview["abstention"] = [("loss" if by_key[k].abstention_loss else "none") if k in by_key else ""
                                   for k in zip(overview["variant"], overview["backend"])]
         answers = answers_with_reference(records)
+        protocols = protocol_table(all_records) if len(all_records) else pd.DataFrame(columns=PROTOCOL_COLUMNS)
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
                    storage, claims, overview, answers, verdicts, thresholds, tuple(notes), positions, validity,
-                   transition_table(records, condition="disambig") if len(records) else pd.DataFrame(), status)
+                   transition_table(records, condition="disambig") if len(records) else pd.DataFrame(), status,
+                   protocol, protocols, mask_spread_table(overview))
 
 
 def _validity(positions: pd.DataFrame, thresholds: RiskThresholds) -> ReferenceValidity | None:

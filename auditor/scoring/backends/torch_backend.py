@@ -125,6 +125,42 @@ class TorchBackend(ScoringBackend):
         return logp.double().cpu().numpy()
 
 
+    def continuation_logprobs(self, context_ids: Sequence[int],
+                              continuations: Sequence[Sequence[int]]) -> np.ndarray:
+        """Summed log-likelihood of each continuation after the context: one right-padded forward pass.
+
+        The context runs once and its keys/values are shared by every continuation row.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        if not context_ids:
+            raise ValueError("a continuation needs a context of at least one token")
+        if not continuations:
+            return np.empty(0)
+        width = max(len(c) for c in continuations)
+        rows = np.full((len(continuations), width), self.pad_id, dtype=np.int64)
+        keep = np.zeros((len(continuations), width), dtype=bool)
+        for r, cont in enumerate(continuations):
+            rows[r, :len(cont)], keep[r, :len(cont)] = cont, True
+        dev = self.device
+        with torch.inference_mode():
+            ctx = torch.tensor([list(context_ids)], dtype=torch.long, device=dev)
+            out = self.model(input_ids=ctx, use_cache=True)
+            last = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
+            n = len(continuations)
+            cache = DynamicCache([(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1))
+                                  for layer in out.past_key_values.layers])
+            x = torch.from_numpy(rows).to(dev)
+            # Padding sits after every real token of a row, so causal attention never lets a real token see it.
+            logits = self.model(input_ids=x, past_key_values=cache, use_cache=True).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            first = last[x[:, 0]]
+            rest = logp[:, :-1].gather(2, x[:, 1:, None])[:, :, 0] if width > 1 else logp[:, :0, 0]
+            per_token = torch.cat([first[:, None], rest], dim=1).double().cpu().numpy()
+        return np.where(keep, per_token, 0.0).sum(axis=1)
+
+
 def _batches(plan: TreePlan, batch_size: int) -> list[list[int]]:
     """Tree indices in forward passes of about `batch_size` items, trees of similar size together."""
     order = sorted(range(len(plan.trees)), key=lambda t: plan.trees[t].n_nodes)

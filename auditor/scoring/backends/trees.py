@@ -12,7 +12,7 @@ A backend-neutral plan (numpy only). Two levels of sharing, both exact:
   2024): each distinct node is one token of a packed row, its position id is
   its depth, and it attends only to its ancestors (and the common prefix).
 
-An order that repeats another (seeds can draw the same permutation) costs
+Identical prompts (the same order listed twice, or items that share a prompt) cost
 nothing extra. With one prompt a tree is a chain and its mask the ordinary
 causal mask.
 """
