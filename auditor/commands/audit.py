@@ -9,6 +9,7 @@ import argparse
 import os
 from dataclasses import replace
 
+from auditor.artifacts.precision import DTYPES, FLOAT32
 from auditor.commands.run import run_and_report
 from auditor.core.errors import AuditorError
 from auditor.study.spec import Study, parse_study
@@ -27,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--seeds", default="0", help="answer-order seeds, comma-separated (0 = dataset order)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--dtype", choices=DTYPES, default=FLOAT32,
+                   help="torch compute precision (default float32; auto: bfloat16 where the CPU has AVX512_BF16 "
+                        "or AMX, or on a CUDA GPU with bf16); compression itself always runs in float32")
     p.add_argument("--calib", default=None, help="calibration text file for Wanda")
     p.add_argument("--run", default="demo", help="run name; the run directory is REPORTS/RUN")
     p.add_argument("--reports", default="reports", help="folder holding run directories")
@@ -58,7 +62,7 @@ def study_from_args(args, seeds: tuple[int, ...]) -> Study:
                       sample_seed=args.sample_seed),
         "compression": {"variants": list(args.variants or ("magnitude@0.5",)), "seed": 0},
         "calibration": given(corpus=args.calib),
-        "execution": {"batch_size": args.batch_size, "device": args.device},
+        "execution": {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype},
     }
     study = parse_study(doc, source="auditor audit", base_dir=os.getcwd())
     return replace(study, trust_remote_code=args.trust_remote_code)

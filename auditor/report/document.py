@@ -118,7 +118,8 @@ STATS_NOTES = (
     ("Confidence intervals", "95% percentile bootstrap over items (all seeds of an item resampled together)."),
     ("Cohen's h", "2 asin(sqrt(SRS_var)) - 2 asin(sqrt(SRS_ref)); 0.2 small, 0.5 medium, 0.8 large."),
     ("Null baselines", "answer order: dense against itself under another answer-order seed; runtime: dense torch "
-                       "against dense GGUF F16 in llama.cpp. A variant's flips only mean something above these."),
+                       "against dense GGUF F16 in llama.cpp; precision (runs that compute in bfloat16 or float16): dense in "
+                       "float32 against dense in the run's dtype. A variant's flips only mean something above these."),
     ("Protocol", "strict: the answer is the argmax of the three option log-probabilities (log-softmax over the full "
                  "vocabulary at the answer position); seeds are answer orders (seed 0 = dataset order); outcomes "
                  "are paired per (item, seed)."),
