@@ -143,8 +143,10 @@ def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool,
                 units += [Unit(SCORE, DENSE_GGUF_F16, DENSE, LLAMA_CPP, k, n) for k in range(n)]
             else:
                 notes.append("runtime null baseline not scored: the llama.cpp backend is not available")
-            if dtype != FLOAT32 and TORCH in backends:  # what computing in `dtype` flips by itself
-                units += [Unit(SCORE, DENSE_FLOAT32, DENSE, TORCH, k, n) for k in range(n)]
+        if spec == DENSE and dtype != FLOAT32 and TORCH in backends:
+            # What computing in `dtype` flips by itself: planned whenever the run is not float32, so every
+            # report of a cheaper precision shows it (null_baselines = false does not drop it).
+            units += [Unit(SCORE, DENSE_FLOAT32, DENSE, TORCH, k, n) for k in range(n)]
     return units, notes
 
 

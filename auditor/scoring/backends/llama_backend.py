@@ -45,6 +45,22 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
 
 
+def planned_decode_tokens(groups: Sequence[PromptGroup]) -> int:
+    """Tokens `LlamaCppBackend.letter_scores` decodes for `groups` with prefix reuse (no runtime needed).
+
+    Groups run in token order; each decodes the part of its prefix the cache (the previous
+    prompt: its prefix and last suffix) does not hold, then every suffix after the prefix.
+    """
+    cached: list[int] = []
+    total = 0
+    for g in sorted(groups, key=lambda g: g.prefix_ids):
+        prefix = list(g.prefix_ids)
+        keep = common_prefix_len([cached, prefix])
+        total += len(prefix) - keep + sum(len(s) for s in g.suffix_ids)
+        cached = prefix + list(g.suffix_ids[-1]) if g.suffix_ids else prefix
+    return total
+
+
 class LlamaCppBackend(ScoringBackend):
     """Scores PromptGroups with a GGUF model in llama.cpp, reusing each group's prefix KV cache.
 
