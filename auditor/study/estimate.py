@@ -86,6 +86,8 @@ class KindTiming:
     build_s: float  # variant built from the dense model (quantize, cast or export) and its runtime loaded
     ppl_tokens: int = 0
     ppl_wall_s: float = 0.0
+    peak_tokens_per_s: float = float("nan")  # llama.cpp's prefill rate, when asked for
+
 
     @property
     def score_tokens_per_s(self) -> float:
@@ -166,8 +168,13 @@ def _time_window(backend, ids: Sequence[int]) -> float:
 
 def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts: PromptSet, *,
               n_groups: int, batch_size: int, pad_id: int, workdir: Path, seed: int,
-              window_ids: Sequence[int] | None = None, n_threads: int | None = None) -> KindTiming:
-    """Build the kind's variant from `dense` (timed), score `n_groups` groups (timed) and one window."""
+              window_ids: Sequence[int] | None = None, n_threads: int | None = None,
+              peak_prefill_ids: Sequence[int] | None = None) -> KindTiming:
+    """Build the kind's variant from `dense` (timed), score `n_groups` groups (timed) and one window.
+
+    With `peak_prefill_ids` (llama.cpp kinds) the runtime's prefill rate on that prompt is measured
+    too, best of 3 after a warm-up: the peak its scoring rate is compared with.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     variant = build_variant(parse_chain(spec) if spec else [], dense, seed=seed, workdir=workdir)
@@ -183,10 +190,14 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
         ppl_tokens, ppl_wall = 0, 0.0
         if window_ids:
             ppl_tokens, ppl_wall = len(window_ids), _time_window(backend, window_ids)
+        peak = float("nan")
+        if peak_prefill_ids and hasattr(backend, "prefill_s"):
+            backend.prefill_s(peak_prefill_ids)
+            peak = len(peak_prefill_ids) / min(backend.prefill_s(peak_prefill_ids) for _ in range(3))
     finally:
         backend.close()
     log.info("%s: %d tokens in %.1fs (build %.1fs)", kind, tokens, wall, build_s)
-    return KindTiming(kind, tokens, wall, build_s, ppl_tokens, ppl_wall)
+    return KindTiming(kind, tokens, wall, build_s, ppl_tokens, ppl_wall, peak)
 
 
 def estimate_plan(plan: RunPlan, *, n_groups: int | None = None) -> PlanEstimate:

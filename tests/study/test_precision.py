@@ -147,3 +147,22 @@ def test_plan_counts_tokens_times_kinds_and_writes_nothing(tmp_path, tiny_model_
     assert all(tokens[u.id] == 32 * 11 + 24 for u in ppl)
     for u in plan.units:
         assert f"{u.name} " in out and f"{tokens[u.id]:,}" in out
+
+
+def test_bench_runtimes_reports_each_kind_against_its_own_peak(tiny_model_dir, capsys):
+    from auditor.scoring.backends.factory import available
+
+    kinds = ["torch float32", "torch bfloat16"] + (["llama.cpp Q8_0"] if available("llama.cpp") else [])
+    code = main(["bench", "runtimes", "--model", str(tiny_model_dir), "--bbq", str(SAMPLE_BBQ), "--items", "6",
+                 "--seeds", "2", "--kinds", ",".join(kinds), "--llama-threads", "1", "--prefill-tokens", "64",
+                 "--json"])
+    assert code == 0
+    figures = json.loads(capsys.readouterr().out)
+    rows = {r["kind"]: r for r in figures["kinds"]}
+    assert list(rows) == kinds and figures["n_items"] == 6
+    assert rows["torch float32"]["planned_tokens"] == rows["torch bfloat16"]["planned_tokens"]
+    assert rows["torch bfloat16"]["peak"] == "bfloat16 GEMM" and rows["torch float32"]["peak"] == "float32 GEMM"
+    for r in rows.values():
+        assert r["items_per_s"] > 0 and r["over_peak"] > 0 and r["build_s"] > 0
+    if "llama.cpp Q8_0" in rows:
+        assert rows["llama.cpp Q8_0"]["peak"] == "llama.cpp prefill" and rows["llama.cpp Q8_0"]["rate_unit"] == "tokens/s"
