@@ -158,7 +158,7 @@ def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, s
         "unit": asdict(unit), "model": fp["model"], "device": study.execution.device,
         "threads": study.execution.threads,
     }
-    if unit_dtype(unit, dtype) != FLOAT32:  # float32 left out: keys of earlier runs stay valid
+    if unit.backend == TORCH and unit_dtype(unit, dtype) != FLOAT32:  # float32: keys of earlier runs stay valid
         definition["dtype"] = unit_dtype(unit, dtype)
     if steps:
         definition["compress_seed"] = study.compress_seed
