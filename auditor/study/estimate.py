@@ -13,7 +13,8 @@ counts exactly the tokens its backend will compute:
 
 Each *runtime kind* the plan uses (torch in a dtype, bitsandbytes int8/NF4,
 llama.cpp per GGUF type) is then timed on real prompts of the study: warm-up,
-then one call on `sample_groups` groups; its rate is planned tokens / s. The
+then chunks of 8 of the first `n_groups` groups in token order until PLAN_BUDGET_S
+seconds are spent; its rate is the planned tokens of what it scored / s. The
 time a quantizer takes to build its variant (bitsandbytes reload, llama.cpp
 quantize) is measured once per kind too. Estimate of a unit = tokens / rate
 of its kind; of the run = the units + compression + model load.
@@ -41,6 +42,7 @@ from auditor.scoring.backends.factory import make_backend
 from auditor.scoring.backends.llama_backend import planned_decode_tokens
 from auditor.scoring.backends.trees import plan_trees
 from auditor.scoring.engine import PromptSet
+from auditor.scoring.gemm import ModelDims, forward_flops
 from auditor.scoring.perplexity import corpus_token_ids, sliding_windows
 from auditor.study.runner import RunPlan, unit_dtype
 from auditor.study.units import shard_indices
@@ -50,6 +52,14 @@ log = logging.getLogger(__name__)
 
 #: TorchBackend's default: how many items sharing a context go into one tree.
 MAX_ITEMS_PER_TREE = 4
+#: `--plan` times each kind on chunks of items until this many seconds have been spent (a slow kind,
+#: e.g. bitsandbytes on CPU, then times fewer items); at least one chunk is always timed.
+PLAN_BUDGET_S = 30.0
+#: Items per timed chunk under a budget (one forward of the torch backend at most).
+BUDGET_CHUNK = 8
+#: Under a budget the perplexity window is timed on at most this many tokens; the rate is scaled to
+#: the study's max_length by the FLOPs per token of both lengths (`window_flops_per_token`).
+BUDGET_WINDOW = 512
 
 
 def kind_spec(spec: str, backend: str) -> str | None:
@@ -81,6 +91,7 @@ class KindTiming:
     """One runtime kind timed here: planned tokens per second for scoring and for perplexity windows."""
 
     kind: str
+    score_items: int
     score_tokens: int
     score_wall_s: float
     build_s: float  # variant built from the dense model (quantize, cast or export) and its runtime loaded
@@ -148,16 +159,40 @@ def unit_tokens(plan: RunPlan, prompts: PromptSet, corpus_tokens: int | None) ->
     return out
 
 
+def window_flops_per_token(dims: ModelDims, n_tokens: int) -> float:
+    """FLOPs per token of one perplexity window of n_tokens: causal attention, the head at every position."""
+    return forward_flops(dims, n_tokens, n_tokens * (n_tokens + 1) / 2, n_tokens) / n_tokens
+
+
 def sample_groups(groups: Sequence[PromptGroup], n: int) -> list[PromptGroup]:
     """The first n groups in token order: neighbours share contexts as they do in a whole shard."""
     return sorted(groups, key=lambda g: g.prefix_ids)[:n]
 
 
-def _time_scoring(backend, groups: Sequence[PromptGroup], letter_ids, tokens: int) -> tuple[int, float]:
+def _planned_tokens(backend_name: str, groups: Sequence[PromptGroup]) -> int:
+    """Tokens one scoring call over `groups` computes (each call plans, and clears its cache, anew)."""
+    if backend_name == LLAMA_CPP:
+        return planned_decode_tokens(groups)
+    return plan_trees(groups, max_items_per_tree=MAX_ITEMS_PER_TREE).n_nodes
+
+
+def _time_scoring(backend, backend_name: str, groups: Sequence[PromptGroup], letter_ids,
+                  budget_s: float | None) -> tuple[int, int, float]:
+    """(items scored, tokens computed, seconds): all groups in one call, or chunks until `budget_s` is spent."""
     backend.letter_logprobs(list(groups[:2]), letter_ids)  # warm-up: thread pools, allocator, kernels
-    start = time.perf_counter()
-    backend.letter_logprobs(list(groups), letter_ids)
-    return tokens, time.perf_counter() - start
+    chunk = len(groups) if budget_s is None else BUDGET_CHUNK
+    n_items = tokens = 0
+    wall = 0.0
+    for i in range(0, len(groups), chunk):
+        part = list(groups[i:i + chunk])
+        start = time.perf_counter()
+        backend.letter_logprobs(part, letter_ids)
+        wall += time.perf_counter() - start
+        n_items += len(part)
+        tokens += _planned_tokens(backend_name, part)
+        if budget_s is not None and wall >= budget_s:
+            break
+    return n_items, tokens, wall
 
 
 def _time_window(backend, ids: Sequence[int]) -> float:
@@ -169,7 +204,7 @@ def _time_window(backend, ids: Sequence[int]) -> float:
 def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts: PromptSet, *,
               n_groups: int, batch_size: int, pad_id: int, workdir: Path, seed: int,
               window_ids: Sequence[int] | None = None, n_threads: int | None = None,
-              peak_prefill_ids: Sequence[int] | None = None) -> KindTiming:
+              peak_prefill_ids: Sequence[int] | None = None, budget_s: float | None = None) -> KindTiming:
     """Build the kind's variant from `dense` (timed), score `n_groups` groups (timed) and one window.
 
     With `peak_prefill_ids` (llama.cpp kinds) the runtime's prefill rate on that prompt is measured
@@ -184,9 +219,7 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
     build_s = time.perf_counter() - start  # quantizing, casting or exporting, and loading the runtime
     try:
         groups = sample_groups(prompts.groups, n_groups)
-        tokens = (planned_decode_tokens(groups) if backend_name == LLAMA_CPP
-                  else plan_trees(groups, max_items_per_tree=MAX_ITEMS_PER_TREE).n_nodes)
-        tokens, wall = _time_scoring(backend, groups, prompts.letter_ids, tokens)
+        n_items, tokens, wall = _time_scoring(backend, backend_name, groups, prompts.letter_ids, budget_s)
         ppl_tokens, ppl_wall = 0, 0.0
         if window_ids:
             ppl_tokens, ppl_wall = len(window_ids), _time_window(backend, window_ids)
@@ -196,11 +229,11 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
             peak = len(peak_prefill_ids) / min(backend.prefill_s(peak_prefill_ids) for _ in range(3))
     finally:
         backend.close()
-    log.info("%s: %d tokens in %.1fs (build %.1fs)", kind, tokens, wall, build_s)
-    return KindTiming(kind, tokens, wall, build_s, ppl_tokens, ppl_wall, peak)
+    log.info("%s: %d items, %d tokens in %.1fs (build %.1fs)", kind, n_items, tokens, wall, build_s)
+    return KindTiming(kind, n_items, tokens, wall, build_s, ppl_tokens, ppl_wall, peak)
 
 
-def estimate_plan(plan: RunPlan, *, n_groups: int | None = None) -> PlanEstimate:
+def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float | None = PLAN_BUDGET_S) -> PlanEstimate:
     """Count every unit's tokens and time each runtime kind the plan uses (module docstring)."""
     import torch
 
@@ -228,7 +261,8 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None) -> PlanEstimate
         kinds.setdefault("torch float32", None)
     window = None
     if corpus is not None:
-        window = corpus.ids[:min(len(corpus.ids), ctx.perplexity.max_length)]
+        cap = ctx.perplexity.max_length if budget_s is None else min(ctx.perplexity.max_length, BUDGET_WINDOW)
+        window = corpus.ids[:min(len(corpus.ids), cap)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     timings: dict[str, KindTiming] = {}
     with tempfile.TemporaryDirectory(prefix="auditor-plan-") as tmp:  # never inside the run directory
@@ -239,13 +273,18 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None) -> PlanEstimate
                 batch_size=ctx.batch_size, pad_id=int(pad), workdir=Path(tmp) / kind.replace(" ", "_"),
                 seed=ctx.compress_seed, window_ids=window if any(
                     u.kind == PPL and unit_kind(u, ctx.dtype) == kind for u in plan.units) else None,
-                n_threads=ctx.threads)
+                n_threads=ctx.threads, budget_s=budget_s)
 
     units = []
+    dims = ModelDims.from_config(dense.config)
     for u in plan.units:
         kind = unit_kind(u, ctx.dtype)
         t = timings[kind]
-        rate = t.score_tokens_per_s if u.kind == SCORE else t.ppl_tokens_per_s
+        rate = t.score_tokens_per_s
+        if u.kind == PPL:  # a longer window costs more per token (attention): scale by FLOPs per token
+            full = min(ctx.perplexity.max_length, len(corpus.ids))
+            rate = t.ppl_tokens_per_s * (window_flops_per_token(dims, t.ppl_tokens)
+                                         / window_flops_per_token(dims, full))
         units.append(UnitEstimate(u, kind, tokens[u.id], tokens[u.id] / rate))
     compression: dict[str, float] = {}
     for spec in dict.fromkeys(u.spec for u in plan.units):
@@ -274,10 +313,12 @@ def format_estimate(est: PlanEstimate, n_cores: int | None = None) -> str:
     for u in est.units:
         lines.append(f"{u.unit.name:<58} {u.kind:<20} {u.tokens:>12,} {u.est_s:>9.0f}")
     lines.append("")
-    lines.append(f"{'kind':<20} {'timed tokens':>12} {'tokens/s':>10} {'ppl tokens/s':>13} {'build s':>8}")
+    lines.append(f"{'kind':<20} {'timed items':>11} {'timed tokens':>12} {'tokens/s':>10} {'ppl tokens/s':>13} "
+                 f"{'build s':>8}")
     for t in est.timings.values():
         ppl = f"{t.ppl_tokens_per_s:13.0f}" if t.ppl_tokens else f"{'-':>13}"
-        lines.append(f"{t.kind:<20} {t.score_tokens:>12,} {t.score_tokens_per_s:>10.0f} {ppl} {t.build_s:>8.1f}")
+        lines.append(f"{t.kind:<20} {t.score_items:>11} {t.score_tokens:>12,} {t.score_tokens_per_s:>10.0f} {ppl} "
+                     f"{t.build_s:>8.1f}")
     lines.append("")
     n_tokens = sum(u.tokens for u in est.units if u.unit.kind == SCORE)
     lines.append(f"scoring:     {est.score_s / 3600:7.2f} h  ({n_tokens:,} planned tokens)")
