@@ -30,7 +30,7 @@ def register(sub) -> None:
                    help="print the units, the tokens each computes and the wall time estimated from a short timing "
                         "of each runtime kind on this machine; run nothing, write nothing")
     p.add_argument("--plan-groups", type=int, default=None, metavar="N",
-                   help="items timed per runtime kind by --plan (default: the study's batch_size)")
+                   help="items timed per runtime kind by --plan (default: twice the study's batch_size)")
     p.set_defaults(func=run)
 
 

@@ -13,7 +13,7 @@ counts exactly the tokens its backend will compute:
 
 Each *runtime kind* the plan uses (torch in a dtype, bitsandbytes int8/NF4,
 llama.cpp per GGUF type) is then timed on real prompts of the study: warm-up,
-then chunks of 8 of the first `n_groups` groups in token order until PLAN_BUDGET_S
+then calls of batch_size of the first `n_groups` groups in token order until PLAN_BUDGET_S
 seconds are spent; its rate is the planned tokens of what it scored / s. The
 time a quantizer takes to build its variant (bitsandbytes reload, llama.cpp
 quantize) is measured once per kind too. Estimate of a unit = tokens / rate
@@ -55,8 +55,6 @@ MAX_ITEMS_PER_TREE = 4
 #: `--plan` times each kind on chunks of items until this many seconds have been spent (a slow kind,
 #: e.g. bitsandbytes on CPU, then times fewer items); at least one chunk is always timed.
 PLAN_BUDGET_S = 30.0
-#: Items per timed chunk under a budget (one forward of the torch backend at most).
-BUDGET_CHUNK = 8
 #: Under a budget the perplexity window is timed on at most this many tokens; the rate is scaled to
 #: the study's max_length by the FLOPs per token of both lengths (`window_flops_per_token`).
 BUDGET_WINDOW = 512
@@ -177,10 +175,11 @@ def _planned_tokens(backend_name: str, groups: Sequence[PromptGroup]) -> int:
 
 
 def _time_scoring(backend, backend_name: str, groups: Sequence[PromptGroup], letter_ids,
-                  budget_s: float | None) -> tuple[int, int, float]:
-    """(items scored, tokens computed, seconds): all groups in one call, or chunks until `budget_s` is spent."""
+                  budget_s: float | None, chunk: int) -> tuple[int, int, float]:
+    """(items scored, tokens computed, seconds): all groups in one call, or calls of `chunk` groups (the
+    run's batch size: a smaller batch computes less efficiently than the run will) until `budget_s` is spent."""
     backend.letter_logprobs(list(groups[:2]), letter_ids)  # warm-up: thread pools, allocator, kernels
-    chunk = len(groups) if budget_s is None else BUDGET_CHUNK
+    chunk = len(groups) if budget_s is None else max(1, chunk)
     n_items = tokens = 0
     wall = 0.0
     for i in range(0, len(groups), chunk):
@@ -219,7 +218,8 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
     build_s = time.perf_counter() - start  # quantizing, casting or exporting, and loading the runtime
     try:
         groups = sample_groups(prompts.groups, n_groups)
-        n_items, tokens, wall = _time_scoring(backend, backend_name, groups, prompts.letter_ids, budget_s)
+        n_items, tokens, wall = _time_scoring(backend, backend_name, groups, prompts.letter_ids, budget_s,
+                                              chunk=batch_size)
         ppl_tokens, ppl_wall = 0, 0.0
         if window_ids:
             ppl_tokens, ppl_wall = len(window_ids), _time_window(backend, window_ids)
@@ -269,7 +269,7 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
         for kind, spec in kinds.items():
             dtype = kind.split()[-1] if kind.startswith("torch ") and not spec else "float32"
             timings[kind] = time_kind(
-                kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_groups or ctx.batch_size,
+                kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_groups or 2 * ctx.batch_size,
                 batch_size=ctx.batch_size, pad_id=int(pad), workdir=Path(tmp) / kind.replace(" ", "_"),
                 seed=ctx.compress_seed, window_ids=window if any(
                     u.kind == PPL and unit_kind(u, ctx.dtype) == kind for u in plan.units) else None,
