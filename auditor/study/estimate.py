@@ -233,7 +233,8 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
     return KindTiming(kind, n_items, tokens, wall, build_s, ppl_tokens, ppl_wall, peak)
 
 
-def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float | None = PLAN_BUDGET_S) -> PlanEstimate:
+def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
+                  budget_s: float | None = PLAN_BUDGET_S) -> PlanEstimate:
     """Count every unit's tokens and time each runtime kind the plan uses (module docstring)."""
     import torch
 

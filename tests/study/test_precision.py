@@ -165,4 +165,5 @@ def test_bench_runtimes_reports_each_kind_against_its_own_peak(tiny_model_dir, c
     for r in rows.values():
         assert r["items_per_s"] > 0 and r["over_peak"] > 0 and r["build_s"] > 0
     if "llama.cpp Q8_0" in rows:
-        assert rows["llama.cpp Q8_0"]["peak"] == "llama.cpp prefill" and rows["llama.cpp Q8_0"]["rate_unit"] == "tokens/s"
+        q8 = rows["llama.cpp Q8_0"]
+        assert q8["peak"] == "llama.cpp prefill" and q8["rate_unit"] == "tokens/s"
