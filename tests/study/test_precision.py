@@ -109,6 +109,13 @@ def test_bfloat16_run_scores_the_precision_baseline(tmp_path, tiny_model_dir, ca
     dense = records[records["variant"] == "dense"].sort_values(["seed", "item_id"])[lp].to_numpy()
     f32 = records[records["variant"] == DENSE_FLOAT32].sort_values(["seed", "item_id"])[lp].to_numpy()
     assert 0 < np.abs(dense - f32).max() < TINY_BF16_LOGPROB_BOUND
+    from auditor.report.markdown import write_report
+
+    write_report(run_dir)
+    report = (run_dir / "report.md").read_text()
+    assert "computed in bfloat16" in report
+    baselines = report[report.index("Null baselines"):]
+    assert "| precision |" in baselines.replace("  ", " ")
 
 
 def test_float32_run_has_no_precision_unit(tmp_path, tiny_model_dir):
