@@ -19,6 +19,12 @@ A variant's flip rate only means something above these:
   The study runner writes that unit when null baselines are enabled; when it is
   absent the baseline is NaN and the row's ``note`` says so. It applies to
   llama.cpp-served variants only (torch variants share the reference's runtime).
+- **precision** ("dense float32 vs dense in the run's compute dtype", precision
+  noise): the flip rate of the dense torch records (computed in the run's dtype,
+  e.g. bfloat16) against the records of variant ``DENSE_FLOAT32`` (the same
+  weights computed in float32), paired on (seed, item_id): what the cheaper
+  precision flips by itself. Only runs that compute in another dtype than
+  float32 have it; without its records there is no row.
 
 Flip rate = n(unbiased -> biased) / n(reference unbiased) as in
 ``auditor.analysis.metrics.transitions``, which does the counting here too.
@@ -37,14 +43,17 @@ log = logging.getLogger(__name__)
 
 #: Variant name of the dense model exported to GGUF F16 and scored by llama.cpp (the runtime baseline).
 DENSE_GGUF_F16 = "dense-gguf-f16"
+#: Variant name of the dense model computed in float32 when the run computes in another dtype (precision baseline).
+DENSE_FLOAT32 = "dense-float32"
 #: Backend the dense reference is scored on; variants served elsewhere are compared against it.
 REFERENCE_BACKEND = TORCH
 #: Variants that exist only as null baselines: never compared as compressed variants.
-BASELINE_VARIANTS = frozenset({DENSE_GGUF_F16})
+BASELINE_VARIANTS = frozenset({DENSE_GGUF_F16, DENSE_FLOAT32})
 
 #: Baseline kinds, as written in the ``baseline`` column.
 SEED_BASELINE = "seed"
 RUNTIME_BASELINE = "runtime"
+PRECISION_BASELINE = "precision"
 
 BASELINE_COLUMNS = [
     "baseline", "backend", "category", "seeds", "n_pairs", "n_ref_unbiased",
@@ -164,7 +173,41 @@ def runtime_baseline(records: pd.DataFrame, reference: str = DENSE, condition: s
     } for _, r in t.iterrows()], columns=BASELINE_COLUMNS)
 
 
+def precision_baseline(records: pd.DataFrame, reference: str = DENSE, condition: str = "ambig") -> pd.DataFrame:
+    """Precision noise: the reference on torch in the run's dtype against ``DENSE_FLOAT32``, per category + "all".
+
+    The float32 records are the reference side: flip_rate = n(unbiased in float32 ->
+    biased in the run's dtype) / n(unbiased in float32), paired on (seed, item_id).
+    Empty (no rows) when the run has no float32 records, i.e. it computes in float32.
+    """
+    f32 = _ambiguous(records[(records["variant"] == DENSE_FLOAT32) & (records["backend"] == REFERENCE_BACKEND)],
+                     condition)
+    low = _ambiguous(records[(records["variant"] == reference) & (records["backend"] == REFERENCE_BACKEND)], condition)
+    if not len(f32):
+        return pd.DataFrame(columns=BASELINE_COLUMNS)
+    if not len(low):
+        return pd.DataFrame([_empty_row(PRECISION_BASELINE, REFERENCE_BACKEND,
+                                        f"not measured: no {condition} records of {reference!r} on "
+                                        f"{REFERENCE_BACKEND!r}")], columns=BASELINE_COLUMNS)
+    t = transitions(f32, low)
+    t = t[t["condition"] == condition]
+    seeds = ",".join(str(s) for s in sorted(set(f32["seed"]) & set(low["seed"])))
+    return pd.DataFrame([{
+        "baseline": PRECISION_BASELINE, "backend": REFERENCE_BACKEND, "category": r["category"], "seeds": seeds,
+        "n_pairs": int(r["n_pairs"]), "n_ref_unbiased": int(r["n_ref_unbiased"]),
+        "unbiased_to_biased": int(r["unbiased_to_biased"]), "biased_to_unbiased": int(r["biased_to_unbiased"]),
+        "flip_rate": r["flip_rate"], "note": "",
+    } for _, r in t.iterrows()], columns=BASELINE_COLUMNS)
+
+
 def null_baselines(records: pd.DataFrame, reference: str = DENSE, condition: str = "ambig") -> pd.DataFrame:
-    """Both null baselines, one row per (baseline, backend, category); NaN rows carry a note."""
-    return pd.concat([seed_baseline(records, reference, condition), runtime_baseline(records, reference, condition)],
-                     ignore_index=True)
+    """Every null baseline, one row per (baseline, backend, category); NaN rows carry a note.
+
+    The precision rows appear only in runs that computed the dense model in float32 too.
+    """
+    parts = [seed_baseline(records, reference, condition), runtime_baseline(records, reference, condition)]
+    precision = precision_baseline(records, reference, condition)
+    if len(precision):
+        parts.append(precision)
+    return pd.concat(parts, ignore_index=True)
+

@@ -141,7 +141,7 @@ def _gguf_precision(path: Path) -> str:
         ftype = gguf_file_type(path)
     except Exception as exc:  # a truncated or corrupt file fails here, before torch sees it
         raise ModelError(f"{path}: unreadable GGUF ({exc})") from None
-    return f"dequantized {ftype} GGUF (weights carry {ftype} rounding; computed in float32)"
+    return f"dequantized {ftype} GGUF (weights carry {ftype} rounding)"  # the run adds its compute dtype
 
 
 def _hf_precision(cfg: dict) -> str:

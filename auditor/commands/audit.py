@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import replace
 
+from auditor.artifacts.precision import DTYPES, FLOAT32
 from auditor.commands.run import run_and_report
 from auditor.core.errors import AuditorError
 from auditor.study.spec import Study, parse_study
@@ -32,6 +33,9 @@ def register(sub) -> None:
                         "debiased (needs --seeds 0,1,2), cloze (lm-evaluation-harness's bbq task)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--dtype", choices=DTYPES, default=FLOAT32,
+                   help="torch compute precision (default float32; auto: bfloat16 where the CPU has AVX512_BF16 "
+                        "or AMX, or on a CUDA GPU with bf16); compression itself always runs in float32")
     p.add_argument("--calib", default=None, help="calibration text file for Wanda")
     p.add_argument("--run", default="demo", help="run name; the run directory is REPORTS/RUN")
     p.add_argument("--reports", default="reports", help="folder holding run directories")
@@ -82,7 +86,7 @@ def study_from_args(args, seeds: tuple[int, ...]) -> Study:
                       sample_seed=args.sample_seed),
         "compression": {"variants": list(args.variants or ("magnitude@0.5",)), "seed": 0},
         "calibration": given(corpus=args.calib),
-        "execution": {"batch_size": args.batch_size, "device": args.device},
+        "execution": {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype},
     }
     study = parse_study(doc, source=SOURCE, base_dir=os.getcwd())
     return replace(study, trust_remote_code=args.trust_remote_code)

@@ -6,8 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
+from auditor.core.errors import AuditorError
 from auditor.report.markdown import write_report
-from auditor.study.runner import run_study
+from auditor.study.estimate import estimate_plan, format_estimate
+from auditor.study.runner import plan_study, run_study
 from auditor.study.spec import Study, load_study
 
 
@@ -24,6 +26,11 @@ def register(sub) -> None:
                                                "current folder)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code shipped in a model directory (off by default; a study file cannot enable it)")
+    p.add_argument("--plan", action="store_true",
+                   help="print the units, the tokens each computes and the wall time estimated from a short timing "
+                        "of each runtime kind on this machine; run nothing, write nothing")
+    p.add_argument("--plan-groups", type=int, default=None, metavar="N",
+                   help="items timed per runtime kind by --plan (default: twice the study's batch_size)")
     p.set_defaults(func=run)
 
 
@@ -53,6 +60,12 @@ def run(args) -> int:
     study = replace(study, execution=execution, trust_remote_code=args.trust_remote_code)
     if args.out:
         study = replace(study, output_dir=os.path.abspath(args.out))
+    if args.plan:
+        if args.plan_groups is not None and args.plan_groups < 2:
+            raise AuditorError(f"--plan-groups must be >= 2, got {args.plan_groups}")
+        for plan in plan_study(study):
+            print(format_estimate(estimate_plan(plan, n_groups=args.plan_groups)))
+        return 0
     for run_dir in run_and_report(study, force=args.force):
         print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
     return 0

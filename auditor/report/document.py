@@ -126,7 +126,8 @@ STATS_NOTES = (
     ("Answer-order sensitivity", "dense against itself under another answer order, on the pairs whose orders "
                                  "differ, on the same items as the variant: how much changes from the order alone. "
                                  "It is a sensitivity, not a null distribution. Runtime: dense torch against dense "
-                                 "GGUF F16 in llama.cpp, for llama.cpp-served variants only."),
+                                 "GGUF F16 in llama.cpp, for llama.cpp-served variants only. Precision (runs that "
+                                 "compute in bfloat16 or float16): dense in float32 against dense in the run's dtype."),
     ("Protocol", "strict: the answer is the argmax of the three option log-probabilities (log-softmax over the full "
                  "vocabulary at the answer position); seeds are answer orders (seed 0 = dataset order); outcomes "
                  "are paired per (item, seed). The protocol of these tables is named in the opening line; debiased "

@@ -84,7 +84,7 @@ def prompt_flops(dims: ModelDims, n_tokens: int) -> float:
 
 @dataclass(frozen=True)
 class GemmMeasurement:
-    """Sustained fp32 matmul rate at a forward's shapes; per-shape GFLOP/s for the record."""
+    """Sustained matmul rate at a forward's shapes in one dtype; per-shape GFLOP/s for the record."""
 
     flops_per_s: float
     tokens: int  # rows of the block matmuls (one engine batch)
@@ -92,11 +92,15 @@ class GemmMeasurement:
     threads: int
     repeats: int
     per_shape_gflops: dict[str, float]
+    dtype: str = "float32"
 
 
 def measure_gemm(dims: ModelDims, tokens: int, head_rows: int, *, repeats: int = 5,
-                 min_time_s: float = 0.05) -> GemmMeasurement:
+                 min_time_s: float = 0.05, dtype: str = "float32") -> GemmMeasurement:
     """Time x @ W.T for each shape of one forward (best of `repeats`) and return the weighted rate.
+
+    `dtype` ("float32", "bfloat16", "float16") is the type of x and W: the rate is the peak of
+    the precision the model computes in, so each precision is judged against its own peak.
 
     Best-of timing gives the machine's sustained rate without interference,
     which makes the bound the higher (stricter) one.
@@ -112,8 +116,8 @@ def measure_gemm(dims: ModelDims, tokens: int, head_rows: int, *, repeats: int =
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for name, m, k, n, count in shapes:
-            x = torch.randn(m, k, generator=gen)
-            w = torch.randn(n, k, generator=gen)
+            x = torch.randn(m, k, generator=gen).to(getattr(torch, dtype))
+            w = torch.randn(n, k, generator=gen).to(getattr(torch, dtype))
             torch.matmul(x, w.t())  # warm-up: thread pool, packing buffers
             inner = 1
             while True:  # enough calls per sample to outlast timer noise
@@ -134,8 +138,8 @@ def measure_gemm(dims: ModelDims, tokens: int, head_rows: int, *, repeats: int =
             total_flops += count * flops
             total_s += count * best
     rate = total_flops / total_s
-    log.info("GEMM %.1f GFLOP/s at %d tokens (%d threads)", rate / 1e9, tokens, torch.get_num_threads())
-    return GemmMeasurement(rate, tokens, head_rows, torch.get_num_threads(), repeats, per_shape)
+    log.info("GEMM %.1f GFLOP/s in %s at %d tokens (%d threads)", rate / 1e9, dtype, tokens, torch.get_num_threads())
+    return GemmMeasurement(rate, tokens, head_rows, torch.get_num_threads(), repeats, per_shape, dtype)
 
 
 def gemm_bound_prompts_per_s(flops_per_s: float, dims: ModelDims, prompt_tokens: Sequence[int]) -> float:

@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from auditor.analysis.baselines import DENSE_GGUF_F16
+from auditor.analysis.baselines import DENSE_FLOAT32, DENSE_GGUF_F16
 from auditor.artifacts.models import ModelSource, resolve_model
+from auditor.artifacts.precision import FLOAT32, resolve_dtype
 from auditor.core.errors import AuditorError, SpecError
 from auditor.core.files import write_json
-from auditor.core.names import DENSE, LLAMA_CPP, safe_name
+from auditor.core.names import DENSE, LLAMA_CPP, TORCH, safe_name
 from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
 from auditor.data.bbq import BBQSelection, select_items
 from auditor.data.cloze import CLOZE_VERSION
@@ -105,6 +106,7 @@ def plan_study(study: Study) -> list[RunPlan]:
     if with_ppl:
         fingerprints["perplexity_corpus"] = file_fingerprint(resolve_corpus(ppl_settings.corpus, "test").path)
     sources = [resolve_model(m if m == "smollm2" else str(study.path(m))) for m in study.models]
+    dtype = resolve_dtype(study.execution.dtype, study.execution.device)
 
     plans = []
     names: set[str] = set()
@@ -116,22 +118,23 @@ def plan_study(study: Study) -> list[RunPlan]:
         names.add(name)
         run_dir = study.path(study.output_dir) / name
         fp = {**fingerprints, "model": file_fingerprint(source.path)}
-        units, unit_notes = _plan_units(study, chains, with_ppl)
+        units, unit_notes = _plan_units(study, chains, with_ppl, dtype)
         ctx = RunContext(
             key=hashlib.sha256(f"{study.hash}:{fp['model']}:{fp['items']}:{run_dir}".encode()).hexdigest()[:16],
             run_dir=str(run_dir), source=source, items=selection.items, seeds=study.seeds,
             compress_seed=study.compress_seed, batch_size=study.execution.batch_size, device=study.execution.device,
             threads=study.execution.threads, trust_remote_code=study.trust_remote_code,
             calibration=replace(study.calibration, corpus=calib_path), perplexity=ppl_settings if with_ppl else None,
-            keep_artifacts=study.execution.keep_artifacts, cloze=CLOZE in study.protocols,
+            keep_artifacts=study.execution.keep_artifacts, cloze=CLOZE in study.protocols, dtype=dtype,
         )
-        keys = {u.id: _unit_key(u, study, chains, fp, selection) for u in units}
+        keys = {u.id: _unit_key(u, study, chains, fp, selection, dtype) for u in units}
         plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fp,
                              tuple(notes + unit_notes), ctx))
     return plans
 
 
-def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool) -> tuple[list[Unit], list[str]]:
+def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool,
+                dtype: str = FLOAT32) -> tuple[list[Unit], list[str]]:
     """Units in execution order: per spec (study order), per backend, its shards then its perplexity."""
     n = study.execution.shards
     units: list[Unit] = []
@@ -151,16 +154,23 @@ def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool) -> tuple[
                 units += [Unit(SCORE, DENSE_GGUF_F16, DENSE, LLAMA_CPP, k, n) for k in range(n)]
             else:
                 notes.append("runtime null baseline not scored: the llama.cpp backend is not available")
+        if spec == DENSE and dtype != FLOAT32 and TORCH in backends:
+            # What computing in `dtype` flips by itself: planned whenever the run is not float32, so every
+            # report of a cheaper precision shows it (null_baselines = false does not drop it).
+            units += [Unit(SCORE, DENSE_FLOAT32, DENSE, TORCH, k, n) for k in range(n)]
     return units, notes
 
 
-def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, str], selection: BBQSelection) -> str:
+def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, str], selection: BBQSelection,
+              dtype: str = FLOAT32) -> str:
     """sha256 of everything that defines this unit's result (and nothing that does not)."""
     steps = chains[unit.spec]
     definition: dict[str, Any] = {
         "unit": asdict(unit), "model": fp["model"], "device": study.execution.device,
         "threads": study.execution.threads,
     }
+    if unit.backend == TORCH and unit_dtype(unit, dtype) != FLOAT32:  # float32: keys of earlier runs stay valid
+        definition["dtype"] = unit_dtype(unit, dtype)
     if steps:
         definition["compress_seed"] = variant_seed(unit.spec, study.compress_seed)
     if any(s.needs_calibration for s in steps):
@@ -176,6 +186,14 @@ def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, s
         definition["perplexity"] = {**asdict(study.perplexity), "corpus": None,
                                     "fingerprint": fp["perplexity_corpus"]}
     return _sha(definition)
+
+
+def unit_dtype(unit: Unit, dtype: str) -> str:
+    """The torch compute dtype of a unit: float32 for the precision baseline, the run's dtype for other
+    torch units; llama.cpp units compute in their GGUF's own types (named "gguf")."""
+    if unit.backend != TORCH:
+        return "gguf"
+    return FLOAT32 if unit.variant == DENSE_FLOAT32 else dtype
 
 
 def _sha(obj: Any) -> str:
@@ -415,7 +433,9 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
                    "backends": list(study.backends), "shards": study.execution.shards},
         "created_utc": (previous or {}).get("created_utc") or now_utc(),
         "model": {"name": source.name, "path": str(source.path), "kind": source.kind,
-                  "reference_precision": source.reference_precision, "fingerprint": plan.fingerprints["model"]},
+                  "reference_precision": f"{source.reference_precision}, computed in {plan.context.dtype}",
+                  "compute_dtype": plan.context.dtype, "dtype_setting": study.execution.dtype,
+                  "fingerprint": plan.fingerprints["model"]},
         "data": {"origin": sel.origin, "is_sample": plan.data.is_sample, "files": list(sel.files),
                  "n_items": len(sel.items), "n_available": sel.n_available, "counts": sel.counts,
                  "n_unresolved": len(sel.unresolved), "unresolved": [list(u) for u in sel.unresolved],

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from auditor.analysis.verdicts import RiskThresholds, thresholds_from_mapping
+from auditor.artifacts.precision import DTYPES, FLOAT32
 from auditor.core.errors import SpecError
 from auditor.core.names import DENSE, normalize_spec, split_mask_seed, with_mask_seed
 from auditor.data.bbq import CATEGORIES
@@ -71,7 +72,11 @@ class PerplexitySettings:
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    """How units are run. Only shards, batch_size, device and threads can change a record."""
+    """How units are run. Only shards, batch_size, device, threads and dtype can change a record.
+
+    `dtype` is the compute precision of torch scoring (auditor.artifacts.precision): float32,
+    bfloat16, float16 or auto (bfloat16 where the hardware multiplies it natively).
+    """
 
     executor: str = "local"
     ray_address: str | None = None
@@ -82,6 +87,7 @@ class ExecutionSettings:
     device: str = "cpu"
     threads: int | None = None
     keep_artifacts: bool = False
+    dtype: str = FLOAT32
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,9 @@ class Study:
             "null_baselines": self.null_baselines, "data": _plain(asdict(self.data)),
             "calibration": asdict(self.calibration),
             "perplexity": asdict(self.perplexity) if self.perplexity else None,
-            "execution": {k: getattr(self.execution, k) for k in ("shards", "batch_size", "device", "threads")},
+            "execution": {k: getattr(self.execution, k) for k in ("shards", "batch_size", "device", "threads")}
+            # float32 (the default) is left out, so studies written before the setting keep their hash.
+            | ({"dtype": self.execution.dtype} if self.execution.dtype != FLOAT32 else {}),
         }
 
     @property
@@ -438,6 +446,8 @@ def _execution(t: _Table) -> ExecutionSettings:
         device=t.get("device", str, d.device, check=_non_empty),
         threads=t.get("threads", int, None, check=_positive),
         keep_artifacts=t.get("keep_artifacts", bool, d.keep_artifacts),
+        dtype=t.get("dtype", str, d.dtype,
+                    check=lambda v: None if v in DTYPES else f"{v!r}: valid dtypes are {', '.join(DTYPES)}"),
     )
     t.done()
     return out

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from auditor.analysis.baselines import DENSE_FLOAT32
 from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
+from auditor.artifacts.precision import FLOAT32
 from auditor.core.names import variant_id
 from auditor.data.bbq import BBQItem
 from auditor.data.cloze import CLOZE_VERSION, cloze_requests
@@ -62,6 +64,7 @@ class RunContext:
     perplexity: PerplexitySettings | None  # corpus resolved to an absolute path (or None)
     keep_artifacts: bool
     cloze: bool = False  # also score the cloze protocol (auditor.data.cloze) in every scoring unit
+    dtype: str = "float32"  # resolved torch compute dtype (auditor.artifacts.precision); never "auto"
 
 
 @dataclass
@@ -145,7 +148,8 @@ class UnitWorker:
         log.info("unit %s: started", unit.id)
         start = time.perf_counter()
         built = self._variant(unit.spec)
-        backend = self._backend(built, unit.backend)
+        dtype = FLOAT32 if unit.variant == DENSE_FLOAT32 else self.ctx.dtype
+        backend = self._backend(built, unit.backend, dtype)
         if unit.kind == SCORE:
             result = self._score(unit, backend)
         else:
@@ -154,6 +158,7 @@ class UnitWorker:
             **built.variant.describe(), "variant": unit.variant, "spec": unit.spec,
             "backend": unit.backend, "unit": unit.name, "kind": unit.kind, "shard": unit.shard,
             "n_shards": unit.n_shards, "unit_wall_s": time.perf_counter() - start,
+            "compute_dtype": getattr(backend, "compute_dtype", "gguf"),
         })
         delay = float(os.environ.get(SLOW_UNIT_ENV, "0") or 0)
         if delay > 0:
@@ -206,12 +211,13 @@ class UnitWorker:
         self._built = _Built(spec, variant, workdir)
         return self._built
 
-    def _backend(self, built: _Built, name: str):
-        if name not in built.backends:
-            built.backends[name] = make_backend(built.variant, name, tokenizer=self.tokenizer,
-                                                batch_size=self.ctx.batch_size, pad_id=self.pad_id,
-                                                workdir=built.workdir, n_threads=self.ctx.threads)
-        return built.backends[name]
+    def _backend(self, built: _Built, name: str, dtype: str = FLOAT32):
+        key = f"{name}:{dtype}"  # the dense model is scored in the run's dtype and, as a baseline, in float32
+        if key not in built.backends:
+            built.backends[key] = make_backend(built.variant, name, tokenizer=self.tokenizer,
+                                               batch_size=self.ctx.batch_size, pad_id=self.pad_id,
+                                               workdir=built.workdir, n_threads=self.ctx.threads, dtype=dtype)
+        return built.backends[key]
 
     def release(self) -> None:
         """Drop the current variant (and its artifacts unless kept)."""

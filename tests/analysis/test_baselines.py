@@ -90,3 +90,20 @@ def test_seed_baseline_counts_only_pairs_whose_orders_differ():
     row = table[table["category"] == "all"].iloc[0]
     assert (row["n_pairs"], row["n_ref_unbiased"], row["unbiased_to_biased"]) == (6, 5, 1)
     assert row["flip_rate"] == pytest.approx(1 / 5)
+
+
+def test_precision_baseline_pairs_float32_against_the_run_dtype():
+    from auditor.analysis.baselines import DENSE_FLOAT32, PRECISION_BASELINE, precision_baseline
+
+    # float32 answers are the reference: under seed 0 float32 is biased on {1}, the run's dtype (BIASED) on {0}:
+    # unbiased->biased {0} of 5 float32-unbiased items; seeds 1, 2 identical. Pooled: 1 / (5 + 3 + 5).
+    f32 = _dense_rows(DENSE_FLOAT32, "torch", {0: {1}, 1: BIASED[1], 2: BIASED[2]})
+    records = records_frame(_dense_rows() + f32)
+    table = precision_baseline(records).set_index("category")
+    assert table.loc["all", "baseline"] == PRECISION_BASELINE and table.loc["all", "seeds"] == "0,1,2"
+    assert (table.loc["all", "unbiased_to_biased"], table.loc["all", "biased_to_unbiased"]) == (1, 1)
+    assert table.loc["all", "flip_rate"] == pytest.approx(1 / 13)
+    assert PRECISION_BASELINE in set(null_baselines(records)["baseline"])
+    # A float32 run has no float32 baseline records, hence no precision row at all.
+    assert precision_baseline(records_frame(_dense_rows())).empty
+    assert PRECISION_BASELINE not in set(null_baselines(records_frame(_dense_rows()))["baseline"])

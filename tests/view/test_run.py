@@ -19,7 +19,7 @@ from auditor.report.summary import summary_dict
 from auditor.view.items import compare_variants, filter_items, flip_examples, item_detail, item_table
 from auditor.view.run import RunView, sort_overview
 from auditor.view.runs import list_runs, resolve_run
-from auditor.data.prompts import permutation
+from auditor.data.prompts import answer_order
 from tests.helpers_runs import PLANTED_HIGH, SCRIPT_ITEM, build_run, sample_items
 
 
@@ -48,13 +48,13 @@ def _shown_differently(unbiased_only: bool) -> int:
     items = [it for it in sample_items() if it.condition == "ambig"]
     if unbiased_only:  # dense answers ids % 4 == 0 with the stereotype under seed 0
         items = [it for it in items if it.example_id % 4 != 0]
-    return sum(permutation(it.item_id, 1) != permutation(it.item_id, 0) for it in items)
+    return sum(answer_order(1) != answer_order(0) for it in items)
 
 
 def test_null_baseline_and_srs(view):
     # answer-order sensitivity: dense seed 1 vs seed 0 on the seed-0 unbiased ambiguous items shown in a
     # different order; Age/1 flips (it is one of them: its flip is planted as answer-order noise).
-    assert permutation("Age/1", 1) != permutation("Age/1", 0)
+    assert answer_order(1) != answer_order(0)
     n_unbiased = _shown_differently(unbiased_only=True)
     assert row(view, PLANTED_HIGH)["null_seed_flip_rate"] == pytest.approx(1 / n_unbiased)
     assert row(view, PLANTED_HIGH)["flip_null"] == pytest.approx(1 / n_unbiased)

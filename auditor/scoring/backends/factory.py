@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from auditor.artifacts.gguf_writer import write_gguf
+from auditor.artifacts.precision import FLOAT32, cast_for_scoring
 from auditor.core.errors import AuditorError
 from auditor.core.names import LLAMA_CPP, TORCH
 from auditor.scoring.backends.base import ScoringBackend
@@ -31,14 +32,18 @@ def available(backend: str) -> bool:
 
 
 def make_backend(variant, backend: str, *, tokenizer, batch_size: int, pad_id: int, workdir: Path,
-                 n_threads: int | None = None) -> ScoringBackend:
-    """The backend `backend` ("torch" | "llama.cpp") serving `variant` (a compressors.base.Variant)."""
+                 n_threads: int | None = None, dtype: str = FLOAT32) -> ScoringBackend:
+    """The backend `backend` ("torch" | "llama.cpp") serving `variant` (a compressors.base.Variant).
+
+    torch computes in `dtype` (a cast copy of the float32 variant; bitsandbytes keeps its own
+    path); llama.cpp computes in the GGUF's own types whatever `dtype` says.
+    """
     if backend == TORCH:
         if variant.model is None:
             raise AuditorError(f"{variant.spec}: exists only as GGUF ({variant.gguf_path}); "
                                "it can be scored by llama.cpp only")
 
-        return TorchBackend(variant.model, batch_size=batch_size, pad_id=pad_id)
+        return TorchBackend(cast_for_scoring(variant.model, dtype), batch_size=batch_size, pad_id=pad_id)
     if backend == LLAMA_CPP:
         if not available(LLAMA_CPP):
             raise AuditorError(f"{variant.spec}: the llama.cpp backend needs llama-cpp-python and the "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +44,22 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float64)
     m = x.max(axis=-1, keepdims=True)
     return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
+
+
+def planned_decode_tokens(groups: Sequence[PromptGroup]) -> int:
+    """Tokens `LlamaCppBackend.letter_scores` decodes for `groups` with prefix reuse (no runtime needed).
+
+    Groups run in token order; each decodes the part of its prefix the cache (the previous
+    prompt: its prefix and last suffix) does not hold, then every suffix after the prefix.
+    """
+    cached: list[int] = []
+    total = 0
+    for g in sorted(groups, key=lambda g: g.prefix_ids):
+        prefix = list(g.prefix_ids)
+        keep = common_prefix_len([cached, prefix])
+        total += len(prefix) - keep + sum(len(s) for s in g.suffix_ids)
+        cached = prefix + list(g.suffix_ids[-1]) if g.suffix_ids else prefix
+    return total
 
 
 class LlamaCppBackend(ScoringBackend):
@@ -136,6 +153,18 @@ class LlamaCppBackend(ScoringBackend):
                 self._check_ids(suffix, f"item {group.item_id}")
                 self._clear()
                 yield self._decode(prefix + list(suffix), 0, want_last=True)
+
+    def prefill_s(self, ids: Sequence[int]) -> float:
+        """Seconds to decode `ids` from an empty cache in n_batch chunks, logits at the last token only:
+        llama.cpp's prefill, the peak token rate its scoring is compared with (`auditor bench runtimes`)."""
+        ids = [int(t) for t in ids]
+        self._check_ids(ids, "prefill")
+        self._clear()
+        start = time.perf_counter()
+        self._decode(ids, 0, want_last=True)
+        elapsed = time.perf_counter() - start
+        self._clear()
+        return elapsed
 
     def token_logprobs(self, ids: Sequence[int]) -> np.ndarray:
         """log p(ids[i] | ids[:i]) for i = 1..n-1 (length n-1), full-vocab log-softmax, one context.

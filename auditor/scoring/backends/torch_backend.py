@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from auditor.artifacts.precision import model_compute_dtype
 from auditor.core.progress import progress
 from auditor.data.prompts import PromptGroup
 from auditor.scoring.backends.base import ScoringBackend
@@ -49,6 +50,11 @@ class TorchBackend(ScoringBackend):
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the forward computes in ("float32", "bfloat16", ...), recorded with every unit."""
+        return model_compute_dtype(self.model)
 
     @property
     def _float_dtype(self):

@@ -76,6 +76,10 @@ def test_kv_prefix_reuse_equals_full_recompute(backend, tiny_gguf, prompts):
     per_group = sum(len(g.prefix_ids) + sum(len(s) for s in g.suffix_ids) for g in prompts.groups)
     # The system prompt is decoded once for all items, not once per item.
     assert decoded <= per_group - (len(prompts.groups) - 1) * 20
+    # `auditor run --plan` counts these tokens without a runtime.
+    from auditor.scoring.backends.llama_backend import planned_decode_tokens
+
+    assert planned_decode_tokens(prompts.groups) == decoded
     fresh = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=THREADS, reuse_prefix=False)
     try:
         full = fresh.letter_logprobs(prompts.groups, prompts.letter_ids)

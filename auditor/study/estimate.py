@@ -1,0 +1,334 @@
+"""`auditor run --plan`: the tokens every unit computes and a wall-time estimate from a short timing here.
+
+Nothing of the run is computed and nothing is written. For each unit the plan
+counts exactly the tokens its backend will compute:
+
+- torch scoring: `plan_trees(...).n_nodes` over the unit's shard (the common
+  prefix once, shared contexts and answer orders once; auditor.scoring.backends.trees);
+- llama.cpp scoring: `planned_decode_tokens` (prefix reuse through the KV cache);
+- perplexity: the tokens of every sliding window (`sliding_windows`), each
+  window one full forward;
+- compression: the calibration forward of activation-aware steps (Wanda),
+  n_samples x seq_len tokens in float32 per variant.
+
+Each *runtime kind* the plan uses (torch in a dtype, bitsandbytes int8/NF4,
+llama.cpp per GGUF type) is then timed on real prompts of the study: warm-up,
+then calls of batch_size of the first `n_groups` groups in token order until PLAN_BUDGET_S
+seconds are spent; its rate is the planned tokens of what it scored / s. The
+time a quantizer takes to build its variant (bitsandbytes reload, llama.cpp
+quantize) is measured once per kind too. Estimate of a unit = tokens / rate
+of its kind; of the run = the units + compression + model load.
+
+Limits, said with the figures: the rates are taken at the load of the moment
+(printed), and a perplexity window of max_length tokens is timed once per kind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from auditor.analysis.baselines import DENSE_FLOAT32
+from auditor.artifacts.models import load_model, load_tokenizer
+from auditor.artifacts.precision import cast_for_scoring
+from auditor.core.names import DENSE, LLAMA_CPP, TORCH
+from auditor.data.prompts import PromptGroup
+from auditor.data.rundir import PPL, SCORE, Unit
+from auditor.scoring.backends.factory import make_backend
+from auditor.scoring.backends.llama_backend import planned_decode_tokens
+from auditor.scoring.backends.trees import plan_trees
+from auditor.scoring.engine import PromptSet
+from auditor.scoring.gemm import ModelDims, forward_flops
+from auditor.scoring.perplexity import corpus_token_ids, sliding_windows
+from auditor.study.runner import RunPlan, unit_dtype
+from auditor.study.units import shard_indices
+from compressors.registry import build_variant, parse_chain
+
+log = logging.getLogger(__name__)
+
+#: TorchBackend's default: how many items sharing a context go into one tree.
+MAX_ITEMS_PER_TREE = 4
+#: `--plan` times each kind on chunks of items until this many seconds have been spent (a slow kind,
+#: e.g. bitsandbytes on CPU, then times fewer items); at least one chunk is always timed.
+PLAN_BUDGET_S = 30.0
+#: Under a budget the perplexity window is timed on at most this many tokens; the rate is scaled to
+#: the study's max_length by the FLOPs per token of both lengths (`window_flops_per_token`).
+BUDGET_WINDOW = 512
+
+
+def kind_spec(spec: str, backend: str) -> str | None:
+    """The one step of `spec` that decides its runtime speed: a GGUF type or a bitsandbytes format.
+
+    None for torch variants that compute like the dense model (pruned and RTN weights are dense
+    float tensors).
+    """
+    last = spec.split("+")[-1].strip().partition("@")[0]
+    if backend == LLAMA_CPP:
+        return last if last.startswith("gguf-") else None
+    for part in spec.split("+"):
+        method = part.strip().partition("@")[0]
+        if method.startswith("bnb-"):
+            return method
+    return None
+
+
+def unit_kind(unit: Unit, dtype: str) -> str:
+    """The runtime kind a unit runs on: "torch bfloat16", "torch bnb-nf4", "llama.cpp Q4_K_M", ..."""
+    step = kind_spec(unit.spec, unit.backend)
+    if unit.backend == LLAMA_CPP:
+        return f"llama.cpp {step.removeprefix('gguf-').upper()}" if step else "llama.cpp F16"
+    return f"torch {step}" if step else f"torch {unit_dtype(unit, dtype)}"
+
+
+@dataclass(frozen=True)
+class KindTiming:
+    """One runtime kind timed here: planned tokens per second for scoring and for perplexity windows."""
+
+    kind: str
+    score_items: int
+    score_tokens: int
+    score_wall_s: float
+    build_s: float  # variant built from the dense model (quantize, cast or export) and its runtime loaded
+    ppl_tokens: int = 0
+    ppl_wall_s: float = 0.0
+    peak_tokens_per_s: float = float("nan")  # llama.cpp's prefill rate, when asked for
+
+
+    @property
+    def score_tokens_per_s(self) -> float:
+        return self.score_tokens / self.score_wall_s if self.score_wall_s > 0 else float("nan")
+
+    @property
+    def ppl_tokens_per_s(self) -> float:
+        return self.ppl_tokens / self.ppl_wall_s if self.ppl_wall_s > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class UnitEstimate:
+    unit: Unit
+    kind: str
+    tokens: int
+    est_s: float
+
+
+@dataclass
+class PlanEstimate:
+    """A run plan's units with tokens and estimated seconds, and how the rates were measured."""
+
+    run_dir: Path
+    units: list[UnitEstimate]
+    timings: dict[str, KindTiming]
+    compression_s: dict[str, float]  # spec -> estimated seconds to build it
+    load_s: float
+    load_avg: tuple[float, float]  # 1-minute load average before and after the timings
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def score_s(self) -> float:
+        return sum(u.est_s for u in self.units if u.unit.kind == SCORE)
+
+    @property
+    def ppl_s(self) -> float:
+        return sum(u.est_s for u in self.units if u.unit.kind == PPL)
+
+    @property
+    def total_s(self) -> float:
+        return self.score_s + self.ppl_s + sum(self.compression_s.values()) + self.load_s
+
+
+def unit_tokens(plan: RunPlan, prompts: PromptSet, corpus_tokens: int | None) -> dict[str, int]:
+    """unit.id -> tokens its backend computes (module docstring)."""
+    out: dict[str, int] = {}
+    n = len(prompts.groups)
+    for u in plan.units:
+        if u.kind == SCORE:
+            groups = [prompts.groups[i] for i in shard_indices(n, u.shard, u.n_shards)]
+            out[u.id] = (planned_decode_tokens(groups) if u.backend == LLAMA_CPP
+                         else plan_trees(groups, max_items_per_tree=MAX_ITEMS_PER_TREE).n_nodes)
+        else:
+            settings = plan.context.perplexity
+            assert settings is not None and corpus_tokens is not None
+            out[u.id] = sum(w.end - w.begin for w in sliding_windows(corpus_tokens, settings.max_length,
+                                                                       settings.stride))
+    return out
+
+
+def window_flops_per_token(dims: ModelDims, n_tokens: int) -> float:
+    """FLOPs per token of one perplexity window of n_tokens: causal attention, the head at every position."""
+    return forward_flops(dims, n_tokens, n_tokens * (n_tokens + 1) / 2, n_tokens) / n_tokens
+
+
+def sample_groups(groups: Sequence[PromptGroup], n: int) -> list[PromptGroup]:
+    """The first n groups in token order: neighbours share contexts as they do in a whole shard."""
+    return sorted(groups, key=lambda g: g.prefix_ids)[:n]
+
+
+def _planned_tokens(backend_name: str, groups: Sequence[PromptGroup]) -> int:
+    """Tokens one scoring call over `groups` computes (each call plans, and clears its cache, anew)."""
+    if backend_name == LLAMA_CPP:
+        return planned_decode_tokens(groups)
+    return plan_trees(groups, max_items_per_tree=MAX_ITEMS_PER_TREE).n_nodes
+
+
+def _time_scoring(backend, backend_name: str, groups: Sequence[PromptGroup], letter_ids,
+                  budget_s: float | None, chunk: int) -> tuple[int, int, float]:
+    """(items scored, tokens computed, seconds): all groups in one call, or calls of `chunk` groups (the
+    run's batch size: a smaller batch computes less efficiently than the run will) until `budget_s` is spent."""
+    backend.letter_logprobs(list(groups[:2]), letter_ids)  # warm-up: thread pools, allocator, kernels
+    chunk = len(groups) if budget_s is None else max(1, chunk)
+    n_items = tokens = 0
+    wall = 0.0
+    for i in range(0, len(groups), chunk):
+        part = list(groups[i:i + chunk])
+        start = time.perf_counter()
+        backend.letter_logprobs(part, letter_ids)
+        wall += time.perf_counter() - start
+        n_items += len(part)
+        tokens += _planned_tokens(backend_name, part)
+        if budget_s is not None and wall >= budget_s:
+            break
+    return n_items, tokens, wall
+
+
+def _time_window(backend, ids: Sequence[int]) -> float:
+    start = time.perf_counter()
+    backend.token_logprobs(list(ids))
+    return time.perf_counter() - start
+
+
+def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts: PromptSet, *,
+              n_groups: int, batch_size: int, pad_id: int, workdir: Path, seed: int,
+              window_ids: Sequence[int] | None = None, n_threads: int | None = None,
+              peak_prefill_ids: Sequence[int] | None = None, budget_s: float | None = None) -> KindTiming:
+    """Build the kind's variant from `dense` (timed), score `n_groups` groups (timed) and one window.
+
+    With `peak_prefill_ids` (llama.cpp kinds) the runtime's prefill rate on that prompt is measured
+    too, best of 3 after a warm-up: the peak its scoring rate is compared with.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    variant = build_variant(parse_chain(spec) if spec else [], dense, seed=seed, workdir=workdir)
+    backend_name = LLAMA_CPP if kind.startswith("llama.cpp") else TORCH
+    backend = make_backend(variant, backend_name, tokenizer=tokenizer, batch_size=batch_size, pad_id=pad_id,
+                           workdir=workdir, n_threads=n_threads, dtype=dtype)
+    build_s = time.perf_counter() - start  # quantizing, casting or exporting, and loading the runtime
+    try:
+        groups = sample_groups(prompts.groups, n_groups)
+        n_items, tokens, wall = _time_scoring(backend, backend_name, groups, prompts.letter_ids, budget_s,
+                                              chunk=batch_size)
+        ppl_tokens, ppl_wall = 0, 0.0
+        if window_ids:
+            ppl_tokens, ppl_wall = len(window_ids), _time_window(backend, window_ids)
+        peak = float("nan")
+        if peak_prefill_ids and hasattr(backend, "prefill_s"):
+            backend.prefill_s(peak_prefill_ids)
+            peak = len(peak_prefill_ids) / min(backend.prefill_s(peak_prefill_ids) for _ in range(3))
+    finally:
+        backend.close()
+    log.info("%s: %d items, %d tokens in %.1fs (build %.1fs)", kind, n_items, tokens, wall, build_s)
+    return KindTiming(kind, n_items, tokens, wall, build_s, ppl_tokens, ppl_wall, peak)
+
+
+def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
+                  budget_s: float | None = PLAN_BUDGET_S) -> PlanEstimate:
+    """Count every unit's tokens and time each runtime kind the plan uses (module docstring)."""
+    import torch
+
+    ctx = plan.context
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
+    load_before = os.getloadavg()[0]
+    tokenizer = load_tokenizer(ctx.source)
+    prompts = PromptSet.build(tokenizer, ctx.items, ctx.seeds)
+    corpus = None
+    if ctx.perplexity is not None:
+        corpus = corpus_token_ids(tokenizer, ctx.perplexity.corpus, max_tokens=ctx.perplexity.max_tokens)
+    tokens = unit_tokens(plan, prompts, len(corpus.ids) if corpus else None)
+    start = time.perf_counter()
+    dense = load_model(ctx.source, device=ctx.device, trust_remote_code=ctx.trust_remote_code)
+    load_s = time.perf_counter() - start
+
+    kinds: dict[str, str | None] = {}
+    for u in plan.units:
+        kinds.setdefault(unit_kind(u, ctx.dtype), kind_spec(u.spec, u.backend))
+    # Wanda's calibration forward runs on the float32 dense model: its rate is needed too.
+    calib_specs = [s for s in dict.fromkeys(u.spec for u in plan.units)
+                   if any(step.needs_calibration for step in parse_chain(s))]
+    if calib_specs:
+        kinds.setdefault("torch float32", None)
+    window = None
+    if corpus is not None:
+        cap = ctx.perplexity.max_length if budget_s is None else min(ctx.perplexity.max_length, BUDGET_WINDOW)
+        window = corpus.ids[:min(len(corpus.ids), cap)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    timings: dict[str, KindTiming] = {}
+    with tempfile.TemporaryDirectory(prefix="auditor-plan-") as tmp:  # never inside the run directory
+        for kind, spec in kinds.items():
+            dtype = kind.split()[-1] if kind.startswith("torch ") and not spec else "float32"
+            timings[kind] = time_kind(
+                kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_groups or 2 * ctx.batch_size,
+                batch_size=ctx.batch_size, pad_id=int(pad), workdir=Path(tmp) / kind.replace(" ", "_"),
+                seed=ctx.compress_seed, window_ids=window if any(
+                    u.kind == PPL and unit_kind(u, ctx.dtype) == kind for u in plan.units) else None,
+                n_threads=ctx.threads, budget_s=budget_s)
+
+    units = []
+    dims = ModelDims.from_config(dense.config)
+    for u in plan.units:
+        kind = unit_kind(u, ctx.dtype)
+        t = timings[kind]
+        rate = t.score_tokens_per_s
+        if u.kind == PPL:  # a longer window costs more per token (attention): scale by FLOPs per token
+            full = min(ctx.perplexity.max_length, len(corpus.ids))
+            rate = t.ppl_tokens_per_s * (window_flops_per_token(dims, t.ppl_tokens)
+                                         / window_flops_per_token(dims, full))
+        units.append(UnitEstimate(u, kind, tokens[u.id], tokens[u.id] / rate))
+    compression: dict[str, float] = {}
+    for spec in dict.fromkeys(u.spec for u in plan.units):
+        if spec == DENSE:
+            continue
+        seconds = 0.0
+        for u in plan.units:
+            if u.spec == spec and kind_spec(spec, u.backend):
+                seconds = max(seconds, timings[unit_kind(u, ctx.dtype)].build_s)
+        if spec in calib_specs:
+            c = ctx.calibration
+            seconds += c.n_samples * c.seq_len / timings["torch float32"].score_tokens_per_s
+        compression[spec] = seconds
+    notes = ["pruning masks and RTN rounding (seconds) are not counted; a quantizer's build time is its "
+             "kind's measured build; Wanda adds its float32 calibration forward (n_samples x seq_len tokens)"]
+    if any(u.variant == DENSE_FLOAT32 for u in plan.units):
+        notes.append(f"{DENSE_FLOAT32}: the precision baseline, dense computed in float32")
+    return PlanEstimate(plan.run_dir, units, timings, compression, load_s,
+                        (load_before, os.getloadavg()[0]), notes)
+
+
+def format_estimate(est: PlanEstimate, n_cores: int | None = None) -> str:
+    """The `auditor run --plan` text: units, tokens, seconds; kinds and their measured rates; totals."""
+    lines = [f"run directory: {est.run_dir} (nothing is run or written by --plan)",
+             f"{'unit':<58} {'kind':<20} {'tokens':>12} {'est. s':>9}"]
+    for u in est.units:
+        lines.append(f"{u.unit.name:<58} {u.kind:<20} {u.tokens:>12,} {u.est_s:>9.0f}")
+    lines.append("")
+    lines.append(f"{'kind':<20} {'timed items':>11} {'timed tokens':>12} {'tokens/s':>10} {'ppl tokens/s':>13} "
+                 f"{'build s':>8}")
+    for t in est.timings.values():
+        ppl = f"{t.ppl_tokens_per_s:13.0f}" if t.ppl_tokens else f"{'-':>13}"
+        lines.append(f"{t.kind:<20} {t.score_items:>11} {t.score_tokens:>12,} {t.score_tokens_per_s:>10.0f} {ppl} "
+                     f"{t.build_s:>8.1f}")
+    lines.append("")
+    n_tokens = sum(u.tokens for u in est.units if u.unit.kind == SCORE)
+    lines.append(f"scoring:     {est.score_s / 3600:7.2f} h  ({n_tokens:,} planned tokens)")
+    lines.append(f"perplexity:  {est.ppl_s / 3600:7.2f} h")
+    lines.append(f"compression: {sum(est.compression_s.values()) / 3600:7.2f} h  "
+                 f"({len(est.compression_s)} variants built)")
+    lines.append(f"model load:  {est.load_s / 3600:7.2f} h")
+    lines.append(f"estimated wall time: {est.total_s / 3600:.2f} h on {n_cores or os.cpu_count()} cores "
+                 f"(rates timed at load average {est.load_avg[0]:.2f} -> {est.load_avg[1]:.2f}; a busier or "
+                 "quieter machine changes it in proportion)")
+    lines += [f"note: {n}" for n in est.notes]
+    return "\n".join(lines)
