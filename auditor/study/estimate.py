@@ -34,7 +34,6 @@ from typing import Sequence
 
 from auditor.analysis.baselines import DENSE_FLOAT32
 from auditor.artifacts.models import load_model, load_tokenizer
-from auditor.artifacts.precision import cast_for_scoring
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH
 from auditor.data.prompts import PromptGroup
 from auditor.data.rundir import PPL, SCORE, Unit
