@@ -259,7 +259,8 @@ def _techniques(view: RunView, plots: dict[str, Plot]) -> list[Block]:
     out.append(Figure(plots["flip_vs_level"]))
     b = view.baselines
     if len(b):
-        out += [Heading("Answer-order sensitivity and runtime baseline", level=3), _table(b[b["category"] == "all"], [
+        out += [Heading("Answer-order sensitivity, runtime and precision baselines", level=3),
+                _table(b[b["category"] == "all"], [
             ("baseline", "baseline", None), ("backend", "runtime", None), ("seeds", "seeds", None),
             ("n_pairs", "pairs", count), ("unbiased_to_biased", "u->b", count),
             ("biased_to_unbiased", "b->u", count), ("flip_rate", "flip rate", pct), ("note", "note", None)])]

@@ -114,7 +114,7 @@ def test_bfloat16_run_scores_the_precision_baseline(tmp_path, tiny_model_dir, ca
     write_report(run_dir)
     report = (run_dir / "report.md").read_text()
     assert "computed in bfloat16" in report
-    baselines = report[report.index("Null baselines"):]
+    baselines = report[report.index("Answer-order sensitivity, runtime and precision baselines"):]
     assert "| precision |" in baselines.replace("  ", " ")
 
 
