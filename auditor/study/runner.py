@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from auditor.analysis.baselines import DENSE_GGUF_F16
-from auditor.artifacts.models import ModelSource, resolve_model
+from auditor.artifacts.models import ModelSource, resolve_model, source_chat_template
 from auditor.core.errors import AuditorError, SpecError
 from auditor.core.files import write_json
 from auditor.core.names import DENSE, LLAMA_CPP, safe_name
 from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
 from auditor.data.bbq import BBQSelection, select_items
-from auditor.data.prompts import TEMPLATE_VERSION
+from auditor.data.prompt_format import PromptFormat, choose_format
 from auditor.data.records import items_frame, write_parquet
 from auditor.data.rundir import (
     COMPLETE,
@@ -67,6 +67,7 @@ class RunPlan:
     selection: BBQSelection
     units: tuple[Unit, ...]
     keys: dict[str, str]  # unit.id -> unit key
+    prompt_format: PromptFormat
     fingerprints: dict[str, str]
     notes: tuple[str, ...]
     context: RunContext
@@ -94,10 +95,13 @@ def plan_study(study: Study) -> list[RunPlan]:
     if with_ppl:
         fingerprints["perplexity_corpus"] = file_fingerprint(resolve_corpus(ppl_settings.corpus, "test").path)
     sources = [resolve_model(m if m == "smollm2" else str(study.path(m))) for m in study.models]
+    # The prompt format is fixed here, before any model is loaded: a bad template file fails now.
+    template_file = study.path(study.chat_template) if study.chat_template else None
+    formats = [choose_format(source_chat_template(s) is not None, template_file) for s in sources]
 
     plans = []
     names: set[str] = set()
-    for model, source in zip(study.models, sources):
+    for model, source, fmt in zip(study.models, sources, formats):
         name = safe_name(study.name) if len(study.models) == 1 else f"{safe_name(study.name)}-{safe_name(source.name)}"
         if name in names:
             raise SpecError(f"{study.source}: models: two models would share the run directory {name!r}; "
@@ -112,10 +116,10 @@ def plan_study(study: Study) -> list[RunPlan]:
             compress_seed=study.compress_seed, batch_size=study.execution.batch_size, device=study.execution.device,
             threads=study.execution.threads, trust_remote_code=study.trust_remote_code,
             calibration=replace(study.calibration, corpus=calib_path), perplexity=ppl_settings if with_ppl else None,
-            keep_artifacts=study.execution.keep_artifacts,
+            keep_artifacts=study.execution.keep_artifacts, prompt_format=fmt,
         )
-        keys = {u.id: _unit_key(u, study, chains, fp, selection) for u in units}
-        plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fp,
+        keys = {u.id: _unit_key(u, study, chains, fp, selection, fmt) for u in units}
+        plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fmt, fp,
                              tuple(notes + unit_notes), ctx))
     return plans
 
@@ -143,7 +147,8 @@ def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool) -> tuple[
     return units, notes
 
 
-def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, str], selection: BBQSelection) -> str:
+def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, str], selection: BBQSelection,
+              fmt: PromptFormat) -> str:
     """sha256 of everything that defines this unit's result (and nothing that does not)."""
     steps = chains[unit.spec]
     definition: dict[str, Any] = {
@@ -157,7 +162,7 @@ def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, s
     if unit.kind == SCORE:
         shard_items = [selection.items[i] for i in shard_indices(len(selection.items), unit.shard, unit.n_shards)]
         definition.update(items=_items_fingerprint(shard_items), seeds=list(study.seeds),
-                          batch_size=study.execution.batch_size, template=TEMPLATE_VERSION)
+                          batch_size=study.execution.batch_size, template=fmt.version)
     else:
         assert study.perplexity is not None
         definition["perplexity"] = {**asdict(study.perplexity), "corpus": None,
@@ -381,6 +386,8 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
         "created_utc": (previous or {}).get("created_utc") or now_utc(),
         "model": {"name": source.name, "path": str(source.path), "kind": source.kind,
                   "reference_precision": source.reference_precision, "fingerprint": plan.fingerprints["model"]},
+        "prompt_format": {"version": plan.prompt_format.version, "kind": plan.prompt_format.kind,
+                          "description": plan.prompt_format.describe(), "template_file": plan.prompt_format.origin or None},
         "data": {"origin": sel.origin, "is_sample": plan.data.is_sample, "files": list(sel.files),
                  "n_items": len(sel.items), "n_available": sel.n_available, "counts": sel.counts,
                  "n_unresolved": len(sel.unresolved), "unresolved": [list(u) for u in sel.unresolved],

@@ -27,6 +27,7 @@ import pandas as pd
 from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
 from auditor.core.names import variant_id
 from auditor.data.bbq import BBQItem
+from auditor.data.prompt_format import CHAT, CHAT_VERSION, PromptFormat
 from auditor.data.rundir import SCORE, Unit
 from auditor.scoring.backends.factory import make_backend
 from auditor.scoring.engine import PromptSet, score
@@ -59,6 +60,7 @@ class RunContext:
     calibration: CalibrationSettings  # corpus resolved to an absolute path (or None)
     perplexity: PerplexitySettings | None  # corpus resolved to an absolute path (or None)
     keep_artifacts: bool
+    prompt_format: PromptFormat = PromptFormat(CHAT, CHAT_VERSION)
 
 
 @dataclass
@@ -120,7 +122,8 @@ class UnitWorker:
     @property
     def prompts(self):
         if self._prompts is None:
-            self._prompts = PromptSet.build(self.tokenizer, self.ctx.items, self.ctx.seeds)
+            self._prompts = PromptSet.build(self.tokenizer, self.ctx.items, self.ctx.seeds,
+                                            prompt_format=self.ctx.prompt_format)
         return self._prompts
 
     @property
@@ -172,7 +175,8 @@ class UnitWorker:
         assert settings is not None, "ppl units are planned only when the study sets [perplexity]"
         if self._corpus is None:  # the same token ids for every variant
             self._corpus = corpus_token_ids(self.tokenizer, settings.corpus, max_tokens=settings.max_tokens)
-        res = perplexity(backend, self._corpus.ids, max_length=settings.max_length, stride=settings.stride)
+        res = perplexity(backend, self._corpus.ids, max_length=settings.max_length, stride=settings.stride,
+                         bos_id=self._corpus.bos_id)
         figures = {"variant": unit.variant, "backend": unit.backend, **res.as_dict(),
                    "corpus": self._corpus.origin, "max_tokens": settings.max_tokens}
         return UnitResult(unit, {"ppl_wall_s": res.wall_s}, perplexity=figures)
