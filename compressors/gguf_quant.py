@@ -155,6 +155,9 @@ class GGUFQuantizer(Compressor):
             "source_outtype": "f32",
             "tokenizer_origin": exported.tokenizer_origin,
             "converter": exported.converter,
+            # Matrices outside the blocks keep llama.cpp's own choice of type (e.g. token_embd).
+            "non_block_tensor_types": {t.name: t.type_name for t in info.tensors
+                                       if not t.is_block_matrix and len(t.shape) >= 2},
             "llama_cpp_warnings": warnings,
             "fallback": None if fallback is None else {
                 "note": fallback.describe(), "types": fallback.types, "row_widths": list(fallback.row_widths),

@@ -9,7 +9,7 @@ import argparse
 import os
 from dataclasses import replace
 
-from auditor.commands.run import run_and_report
+from auditor.commands.run import completion_exit, run_and_report
 from auditor.core.errors import AuditorError
 from auditor.study.spec import Study, parse_study
 
@@ -77,4 +77,4 @@ def run(args) -> int:
         raise AuditorError(f"--n-items must be positive, got {args.n_items}")
     run_dir = run_and_report(study_from_args(args, seeds), force=args.force)[0]
     print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
-    return 0
+    return completion_exit([run_dir])

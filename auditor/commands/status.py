@@ -31,5 +31,5 @@ def run(args) -> int:
     print(f"units: {status.n_finished}/{len(status.units)} finished; report: {'yes' if status.has_report else 'no'}")
     width = max((len(u.id) for u in status.units), default=0)
     for u in status.units:
-        print(f"  {u.state:<9} {u.id:<{width}}  {u.variant} on {u.backend}")
+        print(f"  {u.state:<9} {u.id:<{width}}  {u.variant} on {u.backend}" + (f" - {u.reason}" if u.reason else ""))
     return 0

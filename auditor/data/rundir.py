@@ -8,6 +8,7 @@ A run directory (one per study x model) holds:
     records/<unit>.parquet   a scoring unit's item records (written last: the commit point)
     ppl/<stem>.json          a perplexity unit's figures (its own commit point)
     variants/<stem>.json     per (variant, backend): the shards' descriptors merged
+    failed/<unit>.json       a unit that could not be built or computed: its reason and unit key
     measurements/            `auditor measure` figures per storage format
     summary.json, report.md, report.html, plots/   written by the report from the files above
     superseded/<utc>/        files of units a `--force` run did not keep
@@ -30,7 +31,7 @@ from typing import Iterator, Sequence
 import pandas as pd
 
 from auditor.core.errors import AuditorError
-from auditor.core.files import TEMP_MARK
+from auditor.core.files import TEMP_MARK, write_json
 from auditor.core.names import unit_name
 from auditor.data.records import COLUMNS, read_records
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 SCORE = "score"
 PPL = "ppl"
-LAYOUT_DIRS = ("records", "units", "ppl", "variants")
+LAYOUT_DIRS = ("records", "units", "ppl", "variants", "failed")
 REPORT_FILES = ("summary.json", "report.md", "report.html")
 RECORD_ORDER = ["variant", "backend", "seed", "category", "example_id"]
 
@@ -84,8 +85,12 @@ class Unit:
         """The JSON that holds the unit's key (for perplexity units, the final file itself)."""
         return run_dir / "units" / f"{self.name}.json" if self.kind == SCORE else self.final_path(run_dir)
 
+    def failed_path(self, run_dir: Path) -> Path:
+        """Where a unit that failed records why (removed when the unit is redone)."""
+        return run_dir / "failed" / f"{self.name}.json"
+
     def files(self, run_dir: Path) -> list[Path]:
-        return list(dict.fromkeys([self.final_path(run_dir), self.descriptor_path(run_dir)]))
+        return list(dict.fromkeys([self.final_path(run_dir), self.descriptor_path(run_dir), self.failed_path(run_dir)]))
 
     @classmethod
     def from_manifest(cls, raw: dict) -> "Unit":
@@ -103,6 +108,30 @@ def stored_key(run_dir: Path, unit: Unit) -> str | None:
 def is_finished(run_dir: Path, unit: Unit, key: str) -> bool:
     """The unit's final file exists and was computed under `key`."""
     return unit.final_path(run_dir).is_file() and stored_key(run_dir, unit) == key
+
+
+def write_failed_unit(run_dir: Path, unit: Unit, key: str, reason: str, when_utc: str) -> Path:
+    """Record that `unit` failed (it stays unfinished: the next run tries it again)."""
+    path = unit.failed_path(run_dir)
+    write_json({"unit": unit.name, "id": unit.id, "variant": unit.variant, "spec": unit.spec,
+                "backend": unit.backend, "kind": unit.kind, "reason": reason, "unit_key": key,
+                "failed_utc": when_utc}, path)
+    return path
+
+
+def failed_units(run_dir: Path, manifest: dict | None = None) -> list[dict]:
+    """The failure records of planned units that are not finished (the manifest's units; every file without one)."""
+    out = []
+    planned = None if manifest is None else {raw["id"]: raw["key"] for raw in manifest.get("units", [])}
+    for path in sorted((run_dir / "failed").glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if planned is not None and planned.get(doc.get("id")) != doc.get("unit_key"):
+            continue  # a failure of a unit this plan does not have, or under another definition
+        out.append(doc)
+    return out
 
 
 def load_manifest(run_dir: Path) -> dict:
@@ -202,7 +231,8 @@ class UnitStatus:
     variant: str
     backend: str
     shard: int
-    state: str  # finished | pending
+    state: str  # finished | failed | pending
+    reason: str = ""  # why a failed unit failed
 
 
 @dataclass(frozen=True)
@@ -237,11 +267,13 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
     """
     manifest = load_manifest(run_dir) if manifest is None else manifest
     units = []
+    failures = {doc["id"]: doc.get("reason", "") for doc in failed_units(run_dir, manifest)}
     for raw in manifest.get("units", []):
         unit = Unit.from_manifest(raw)
         finished = is_finished(run_dir, unit, raw["key"])
-        units.append(UnitStatus(unit.id, unit.kind, unit.variant, unit.backend, unit.shard,
-                                "finished" if finished else "pending"))
+        state = "finished" if finished else ("failed" if unit.id in failures else "pending")
+        units.append(UnitStatus(unit.id, unit.kind, unit.variant, unit.backend, unit.shard, state,
+                                failures.get(unit.id, "") if state == "failed" else ""))
     state_doc = read_state_file(run_dir)
     holder = lock_holder(run_dir)
     recorded = state_doc.get("state", "unknown")
@@ -254,6 +286,10 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
         state, detail = FAILED, state_doc.get("error") or ""
     elif units and all(u.state == "finished" for u in units):
         state, detail = COMPLETE, ""
+    elif any(u.state == "failed" for u in units):
+        failed = [u for u in units if u.state == "failed"]
+        state, detail = INCOMPLETE, f"{len(failed)} unit(s) failed: " + "; ".join(
+            f"{u.id}: {u.reason}" for u in failed)
     else:
         state, detail = INCOMPLETE, recorded
     study = manifest.get("study", {}) if isinstance(manifest.get("study"), dict) else {}

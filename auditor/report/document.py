@@ -141,6 +141,8 @@ def provenance_items(manifest: dict) -> list[tuple[str, str]]:
                  f"{data.get('n_available', 'unknown')} resolvable (condition {cfg.get('condition', 'unknown')}, "
                  f"sample seed {cfg.get('sample_seed', 'unknown')}); {data.get('n_unresolved', 'unknown')} items could "
                  "not be resolved (no unique stereotype-consistent answer) and were left out."),
+        ("Prompt format", str((manifest.get("prompt_format") or {}).get("description")
+                              or "bbq-letter-v1 (the model's own chat template)") + "."),
         ("Answer-order seeds", f"{', '.join(map(str, manifest.get('seeds', [])))} (seed 0 = dataset order); "
                                f"compression seed {cfg.get('compress_seed', 'unknown')}."),
         ("Versions", f"{versions or 'unknown'}; git {manifest.get('git_commit', 'unknown')}."),
@@ -348,6 +350,8 @@ def _methodology(view: RunView) -> list[Block]:
                         Para(f"Reference for every comparison: {DENSE} (same runtime when scored there, else "
                              "torch). Every number here is recomputed from records/*.parquet, variants/*.json, "
                              "ppl/*.json and measurements in this directory (auditor report RUN regenerates it).")]
+    if view.scope:
+        out += [Heading("What compression leaves untouched", level=3), Bullets(tuple(("", n) for n in view.scope))]
     if view.notes:
         out += [Heading("What is missing", level=3), Bullets(tuple(("", n) for n in view.notes))]
     return out

@@ -39,12 +39,14 @@ from auditor.data.rundir import (
     PPL,
     RECORD_ORDER,
     REPORT_FILES,
+    INCOMPLETE,
     RUNNING,
     SCORE,
     Unit,
     is_finished,
     remove_temp_files,
     run_lock,
+    write_failed_unit,
 )
 from auditor.data.sources import PROJECT_ROOT, DataSource, resolve_bbq, resolve_corpus
 from auditor.scoring.backends.factory import available
@@ -218,8 +220,16 @@ def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
             shutil.rmtree(run_dir / "plots", ignore_errors=True)
         _set_state(run_dir, RUNNING, plan, n_finished=len(kept))
         done = len(kept)
+        failed: list[str] = []
         try:
             for result in executor.run(plan.context, todo):
+                if result.error is not None:
+                    path = result.unit.failed_path(run_dir)
+                    _guard(write_failed_unit, path)(run_dir, result.unit, plan.keys[result.unit.id], result.error,
+                                                    now_utc())
+                    failed.append(f"{result.unit.id}: {result.error}")
+                    log.error("unit %s: failed (%s); the other units go on", result.unit.id, result.error)
+                    continue
                 _commit(run_dir, result, plan.keys[result.unit.id])
                 done += 1
                 log.info("unit %s: written (%d/%d)", result.unit.id, done, len(plan.units))
@@ -233,7 +243,11 @@ def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
         except Exception as exc:
             _set_state(run_dir, FAILED, plan, n_finished=done, error=repr(exc))
             raise
-        _set_state(run_dir, COMPLETE, plan, n_finished=done)
+        if failed:
+            _set_state(run_dir, INCOMPLETE, plan, n_finished=done,
+                       error=f"{len(failed)} unit(s) failed: " + "; ".join(failed))
+        else:
+            _set_state(run_dir, COMPLETE, plan, n_finished=done)
     return run_dir
 
 
@@ -355,6 +369,9 @@ def _merge_variants(run_dir: Path, plan: RunPlan) -> None:
         if u.kind == SCORE:
             groups.setdefault(u.stem, []).append(u)
     for stem, units in groups.items():
+        units = [u for u in units if u.descriptor_path(run_dir).is_file()]  # a failed unit has none
+        if not units:
+            continue
         descs = [json.loads(u.descriptor_path(run_dir).read_text()) for u in units]
         merged = {k: v for k, v in descs[0].items() if k not in ("shard", "unit", "unit_key", "finished_utc")}
         n_prompts = sum(d.get("n_prompts", 0) for d in descs)

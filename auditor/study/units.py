@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
+from auditor.core.errors import AuditorError
 from auditor.core.names import variant_id
 from auditor.data.bbq import BBQItem
 from auditor.data.prompt_format import CHAT, CHAT_VERSION, PromptFormat
@@ -71,6 +72,7 @@ class UnitResult:
     descriptor: dict[str, Any]
     records: pd.DataFrame | None = None
     perplexity: dict[str, Any] | None = None
+    error: str | None = None  # why the unit failed (then nothing else is set)
 
 
 def shard_indices(n_items: int, shard: int, n_shards: int) -> np.ndarray:
@@ -141,14 +143,21 @@ class UnitWorker:
     # --- units ---------------------------------------------------------------------------------
 
     def execute(self, unit: Unit) -> UnitResult:
+        """Compute `unit`. A unit that cannot be built or scored for a stated reason (an AuditorError:
+        e.g. a variant llama.cpp cannot convert) comes back failed with that reason, so the other
+        units still run; any other exception is a bug and propagates."""
         log.info("unit %s: started", unit.id)
         start = time.perf_counter()
-        built = self._variant(unit.spec)
-        backend = self._backend(built, unit.backend)
-        if unit.kind == SCORE:
-            result = self._score(unit, backend)
-        else:
-            result = self._perplexity(unit, backend)
+        try:
+            built = self._variant(unit.spec)
+            backend = self._backend(built, unit.backend)
+            if unit.kind == SCORE:
+                result = self._score(unit, backend)
+            else:
+                result = self._perplexity(unit, backend)
+        except AuditorError as exc:
+            log.error("unit %s failed: %s", unit.id, exc)
+            return UnitResult(unit, {"unit_wall_s": time.perf_counter() - start}, error=str(exc))
         result.descriptor.update({
             **built.variant.describe(), "variant": unit.variant, "spec": unit.spec,
             "backend": unit.backend, "unit": unit.name, "kind": unit.kind, "shard": unit.shard,

@@ -33,7 +33,7 @@ from auditor.analysis.verdicts import RiskThresholds, Verdict, assess, threshold
 from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
 from auditor.data.records import read_records
-from auditor.data.rundir import load_manifest, manifest_thresholds, record_files
+from auditor.data.rundir import failed_units, load_manifest, manifest_thresholds, record_files
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class RunView:
     verdicts: tuple[Verdict, ...]
     thresholds: RiskThresholds
     notes: tuple[str, ...]  # what could not be computed, and why
+    scope: tuple[str, ...] = ()  # per compression step: what it left untouched, block-only vs whole-model figures
 
     @property
     def name(self) -> str:
@@ -113,6 +114,8 @@ class RunView:
         notes: list[str] = [str(n) for n in manifest.get("notes", []) or []]  # the runner's plan notes
         if not len(records):
             notes.append("no finished units: records/ holds no item records yet")
+        notes += [f"unit {f['unit']} ({f['variant']} on {f['backend']}) FAILED: {f['reason']}"
+                  for f in failed_units(run_dir, manifest)]
         storage = read_storage(run_dir)
         units = read_units(run_dir, records, storage)
         metrics = metrics_table(records) if len(records) else pd.DataFrame()
@@ -137,7 +140,7 @@ class RunView:
                                for r in overview.itertuples()]
         answers = answers_with_reference(records)
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
-                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes))
+                   storage, claims, overview, answers, verdicts, thresholds, tuple(notes), scope_lines(run_dir))
 
 
 # --- reading files -------------------------------------------------------------------------------------
@@ -196,6 +199,31 @@ def _measurements(info: dict) -> dict:
             if key in source:
                 _ranged(key, source[key], out)
     return out
+
+
+def scope_lines(run_dir: Path) -> tuple[str, ...]:
+    """One line per compression step of the run's variants: what it left untouched and its block-only
+    vs whole-model figures, as the step measured them (variants/*.json)."""
+    lines: dict[str, str] = {}
+    for path in sorted((run_dir / "variants").glob("*.json")):
+        for step in _read_json(path).get("steps", []) or []:
+            m, spec = step.get("measured", {}) or {}, str(step.get("spec", "?"))
+            if "untouched_share_of_parameters" in m:
+                text = (f"{spec}: leaves {m['untouched_share_of_parameters']:.1%} of the parameters untouched "
+                        f"({', '.join(m.get('untouched_tensors', {})) or 'norms only'}"
+                        f"{'; lm_head tied to the embedding' if m.get('tied_embeddings') else ''})")
+                if "sparsity_model" in m:
+                    text += f"; sparsity {m['sparsity_overall']:.3f} of block weights, {m['sparsity_model']:.3f} of all"
+                if "bits_per_weight_model" in m:
+                    text += (f"; {m['bits_per_weight']:.2f} bits/weight in the blocks, "
+                             f"{m['bits_per_weight_model']:.2f} over the whole model")
+                lines.setdefault(spec, text)
+            elif "non_block_tensor_types" in m:
+                kept = ", ".join(f"{k} {v}" for k, v in m["non_block_tensor_types"].items())
+                lines.setdefault(spec, f"{spec}: {m.get('bits_per_weight', NAN):.2f} bits/weight in the blocks, "
+                                       f"{m.get('bits_per_weight_model', NAN):.2f} over the whole model; "
+                                       f"outside the blocks llama.cpp stores {kept or 'nothing else'}")
+    return tuple(lines.values())
 
 
 def variant_kind(spec: str) -> str:
