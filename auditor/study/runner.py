@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from auditor.analysis.baselines import DENSE_GGUF_F16
+from auditor.artifacts.architecture import check_gguf_convertible
 from auditor.artifacts.models import ModelSource, resolve_model, source_chat_template
-from auditor.core.errors import AuditorError, SpecError
+from auditor.core.errors import AuditorError, ModelError, SpecError
 from auditor.core.files import write_json
 from auditor.core.names import DENSE, LLAMA_CPP, safe_name
 from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
@@ -112,6 +113,11 @@ def plan_study(study: Study) -> list[RunPlan]:
         run_dir = study.path(study.output_dir) / name
         fp = {**fingerprints, "model": file_fingerprint(source.path)}
         units, unit_notes = _plan_units(study, chains, with_ppl)
+        if any(u.backend == LLAMA_CPP for u in units):
+            try:
+                check_gguf_convertible(source)
+            except ModelError as exc:  # those units fail with this reason; the others run
+                unit_notes.append(f"the llama.cpp units cannot be built: {exc}")
         ctx = RunContext(
             key=hashlib.sha256(f"{study.hash}:{fp['model']}:{fp['items']}:{run_dir}".encode()).hexdigest()[:16],
             run_dir=str(run_dir), source=source, items=selection.items, seeds=study.seeds,
