@@ -31,7 +31,7 @@ class PromptSet:
     seeds: tuple[int, ...]
     groups: tuple[PromptGroup, ...]
     letter_ids: tuple[int, ...]
-    prompt_format: str = "bbq-letter-v1"  # PromptFormat.version, written into every record
+    prompt_format: str  # PromptFormat.version, written into every record
 
     @classmethod
     def build(cls, tokenizer, items: Sequence[BBQItem], seeds: Sequence[int],

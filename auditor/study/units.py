@@ -173,7 +173,7 @@ class UnitWorker:
         full = self.prompts
         idx = shard_indices(len(full.items), unit.shard, unit.n_shards)
         prompts = PromptSet(tuple(full.items[i] for i in idx), full.seeds, tuple(full.groups[i] for i in idx),
-                            full.letter_ids)
+                            full.letter_ids, full.prompt_format)
         scored = score(backend, prompts, unit.variant)
         return UnitResult(unit, {"n_items": len(prompts.items), "n_prompts": prompts.n_prompts,
                                  "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt},
