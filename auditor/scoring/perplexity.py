@@ -78,13 +78,15 @@ def sliding_windows(n_tokens: int, max_length: int, stride: int, *, bos: bool = 
     """The HF guide's strided windows; each token 1..n-1 scored at most once (all of them when stride < max_length).
 
     With `bos`, windows hold max_length - 1 corpus tokens (BOS takes one place) and their first
-    token is scorable, so tokens 0..n-1 are each scored once.
+    token is scorable, so tokens 0..n-1 are each scored once; a stride of max_length (disjoint
+    windows) then becomes max_length - 1, so no token is skipped.
     """
     if max_length < 2 + bos:
         raise ValueError(f"max_length must be >= {2 + bos}, got {max_length}")
+    if not 1 <= stride <= max_length:
+        raise ValueError(f"stride must be in 1..max_length ({max_length}), got {stride}")
     span = max_length - bos
-    if not 1 <= stride <= span:
-        raise ValueError(f"stride must be in 1..{span}, got {stride}")
+    stride = min(stride, span)
     windows = []
     prev_end = 0
     for begin in range(0, max(n_tokens - (not bos), 0), stride):
