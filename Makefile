@@ -13,9 +13,11 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 
+# `auditor setup` extracts llama.cpp's GGUF converter from the llama-cpp-python sdist into .venv.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'
+	$(BIN)/auditor setup
 	touch $(STAMP)
 
 # The tests also exercise the optional Ray executor against a local Ray cluster.

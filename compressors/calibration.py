@@ -5,6 +5,7 @@ from pathlib import Path
 
 from auditor.core.errors import DataError, SpecError
 from auditor.data.sources import resolve_corpus
+from auditor.data.tokens import bos_id
 from compressors.base import CalibrationData
 
 DEFAULT_SAMPLES = 32
@@ -19,7 +20,9 @@ def load_calibration(tokenizer, path: str | Path | None = None, *, n_samples: in
     reference code (which draw them from C4; WikiText-2 is what we have offline).
     Windows may overlap on a short text. Without `path`: WikiText-2 valid beside
     the checkout when present, else fixtures/corpus_valid.txt (see auditor.data.sources).
-    A text too short for one window is an error naming the file.
+    A text too short for one window is an error naming the file. When the
+    tokenizer adds BOS (Gemma, Llama 2/3), every window is BOS followed by
+    seq_len - 1 text tokens, as the model sees text in training and scoring.
     """
     import torch
 
@@ -34,10 +37,15 @@ def load_calibration(tokenizer, path: str | Path | None = None, *, n_samples: in
     except UnicodeDecodeError as exc:
         raise DataError(source.path, f"calibration text is not UTF-8 (byte {exc.start})") from None
     ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) <= seq_len:
+    bos = bos_id(tokenizer)
+    span = seq_len - (bos is not None)
+    if span < 1 or len(ids) <= span:
         raise DataError(source.path, f"calibration text has {len(ids)} tokens; need more than seq_len={seq_len}")
     generator = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(ids) - seq_len, (n_samples,), generator=generator)
+    starts = torch.randint(0, len(ids) - span, (n_samples,), generator=generator)
     tokens = torch.tensor(ids, dtype=torch.long)
-    windows = torch.stack([tokens[s:s + seq_len] for s in starts.tolist()])
-    return CalibrationData(windows, f"{source.origin}; {n_samples} x {seq_len} tokens, seed {seed}")
+    windows = torch.stack([tokens[s:s + span] for s in starts.tolist()])
+    if bos is not None:
+        windows = torch.cat([torch.full((n_samples, 1), bos, dtype=torch.long), windows], dim=1)
+    first = f"BOS ({bos}) + {span} text tokens" if bos is not None else f"{seq_len} tokens"
+    return CalibrationData(windows, f"{source.origin}; {n_samples} x {first}, seed {seed}")

@@ -1,6 +1,7 @@
 """GGUF quantization through llama.cpp's own quantizer (llama-cpp-python's `llama_model_quantize`).
 
-The incoming torch variant (dense or pruned) is written to an F32 GGUF, the
+The incoming torch variant (dense or pruned) is written to an F32 GGUF by
+llama.cpp's own converter (`auditor.artifacts.gguf_writer`), the
 faithful source: llama.cpp quantizes from float32 anyway and converts F16
 inputs to float32 first, so an F16 source would only add one more rounding.
 The F32 file is deleted after quantizing unless `keep_source` is set.
@@ -103,8 +104,8 @@ def _captured_output() -> Iterator[io.StringIO]:
 class GGUFQuantizer(Compressor):
     """gguf-q8_0 / gguf-q4_k_m / gguf-q3_k_m: a torch variant -> a GGUF file served by llama.cpp.
 
-    params (optional): "tokenizer" (an HF tokenizer or a TokenizerMetadata; by
-    default found from the model's name_or_path, see
+    params (optional): "tokenizer" (the model's HF tokenizer; by default found
+    from the model's name_or_path, see
     `auditor.artifacts.gguf_writer.tokenizer_for_model`), "n_threads" (int),
     "keep_source" (bool: keep the intermediate F32 GGUF).
     """
@@ -153,6 +154,10 @@ class GGUFQuantizer(Compressor):
             "requested_type": ftype,
             "source_outtype": "f32",
             "tokenizer_origin": exported.tokenizer_origin,
+            "converter": exported.converter,
+            # Matrices outside the blocks keep llama.cpp's own choice of type (e.g. token_embd).
+            "non_block_tensor_types": {t.name: t.type_name for t in info.tensors
+                                       if not t.is_block_matrix and len(t.shape) >= 2},
             "llama_cpp_warnings": warnings,
             "fallback": None if fallback is None else {
                 "note": fallback.describe(), "types": fallback.types, "row_widths": list(fallback.row_widths),

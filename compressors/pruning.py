@@ -11,7 +11,7 @@ import torch
 from auditor.core.errors import SpecError
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.masks import magnitude_mask, random_mask
-from compressors.scope import block_linears
+from compressors.scope import block_linears, untouched_report
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ def pruned_report(model, level: float, group_sizes: dict[str, int]) -> dict[str,
     measured["sparsity_pruned_layers"] = sparsity_report(model, group_sizes)["sparsity_overall"]
     deviation = max_deviation_weights(measured["sparsity_per_layer"], level, group_sizes)
     measured["sparsity_max_deviation_weights_per_group"] = deviation
+    measured.update(untouched_report(model))
+    # Share of exact zeros over every parameter: what the model as a whole has lost.
+    measured["sparsity_model"] = (measured["sparsity_overall"] * measured["block_linear_parameters"]
+                                  / measured["total_parameters"]) if measured["total_parameters"] else float("nan")
     if deviation > 1.0:
         # Possible only when the input already held exact zeros beyond the mask.
         log.warning("measured sparsity is %.2f weights per group off the target %.3f", deviation, level)

@@ -16,7 +16,7 @@ import torch
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.pruning import BLOCK_SCOPE, require_torch_model
 from compressors.quantize_math import dequantize_affine, group_error_bound, quantize_affine
-from compressors.scope import block_linears
+from compressors.scope import block_linears, untouched_report
 
 DEFAULT_GROUP_SIZE = 128
 
@@ -80,6 +80,7 @@ class RTNQuantizer(Compressor):
             "zeros_before": zeros_before,
             "zeros_preserved": zeros_kept == zeros_before,
             "error_max_over_bound": worst_ratio,
+            **untouched_report(variant.model),
         }
         params = {"bits": bits, "group_size": group_size, "scheme": "asymmetric min-max, range includes 0",
                   "scale_zero_storage": "float16", "storage": "dequantized float32 weights (fake-quant)",

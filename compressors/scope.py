@@ -24,3 +24,30 @@ def block_linears(model) -> Iterator[tuple[str, object]]:
         for name, module in layer.named_modules():
             if isinstance(module, nn.Linear):
                 yield f"model.layers.{i}.{name}", module
+
+
+def untouched_report(model) -> dict:
+    """What block-scoped compression leaves as it was: every parameter outside the block Linears
+    (embeddings, an untied lm_head, norms), with the share of all parameters it holds.
+
+    Parameters are counted once (a tied lm_head is the embedding). For Gemma 3 270M the
+    embedding alone is 63% of the parameters, so whole-model figures move much less than
+    block-only ones; reports show both.
+    """
+    in_blocks = {id(linear.weight) for _, linear in block_linears(model)}
+    total = block = 0
+    others: dict[str, int] = {}
+    for name, param in model.named_parameters():  # named_parameters yields a shared tensor once
+        total += param.numel()
+        if id(param) in in_blocks:
+            block += param.numel()
+        elif param.dim() >= 2:
+            others[name] = param.numel()
+    rest = total - block
+    return {
+        "untouched_tensors": others,  # matrices outside the blocks (norm vectors are counted in the share)
+        "untouched_share_of_parameters": rest / total if total else float("nan"),
+        "block_linear_parameters": block,
+        "total_parameters": total,
+        "tied_embeddings": bool(getattr(model.config, "tie_word_embeddings", False)),
+    }

@@ -5,9 +5,11 @@ group of M consecutive inputs of a row for N:M), lowest scores pruned. The
 lifecycle follows the reference implementation (github locuslab/wanda,
 lib/prune.py `prune_wanda`):
 
-1. run the calibration windows through the embeddings and capture what the
-   first block receives (hidden states plus the model's own attention mask and
-   rotary position embeddings);
+1. run the calibration windows through the dense model with a pre-hook on every
+   block and capture the hidden states entering block 0 and, for every block,
+   the arguments the model's own forward passes to it (its attention mask, with
+   the sliding window of a local layer, and its own rotary position embeddings:
+   Gemma 3's global layers use another RoPE base than its local ones);
 2. block by block: hook every Linear of the block to accumulate the squared L2
    norm of each input feature over all calibration tokens, run the (still
    dense) block, prune it from those norms, then recompute the block's outputs
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,22 +43,44 @@ DENSE_SKIPPED = ("o_proj", "down_proj")  # left dense by the reference studies' 
 
 
 class _StopForward(Exception):
-    """Raised by the capture hook once the first block's inputs are known."""
+    """Raised by the capture hook of the last block once every block's arguments are known."""
 
 
-def capture_block_inputs(model, input_ids: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, dict]]:
-    """Per batch of calibration windows: (hidden states entering block 0, the keyword arguments
-    the model passes to its blocks: attention mask, position embeddings, position ids)."""
-    captured: list[tuple[torch.Tensor, dict]] = []
+@dataclass
+class LayerInputs:
+    """What the model's own forward passed to each block, per batch of calibration windows.
 
-    def hook(module, args, kwargs):
-        kwargs = dict(kwargs)
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        captured.append((hidden.detach(), kwargs))
-        raise _StopForward
+    `hidden[b]` enters block 0; `calls[i][b]` = (positional arguments after the
+    hidden states, keyword arguments) of block i: its own attention mask (causal
+    or sliding-window), position embeddings (per-layer-type RoPE) and position ids.
+    """
 
-    first = decoder_layers(model)[0]
-    handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+    hidden: list[torch.Tensor]
+    calls: list[list[tuple[tuple, dict]]]
+
+    def batches(self, i: int, hidden: list[torch.Tensor]) -> list[tuple[torch.Tensor, tuple, dict]]:
+        return [(h, *self.calls[i][b]) for b, h in enumerate(hidden)]
+
+
+def capture_layer_inputs(model, input_ids: torch.Tensor, batch_size: int) -> LayerInputs:
+    """Run the dense model on the calibration windows with a pre-hook on every block and keep each
+    block's own forward arguments (never block 0's reused for all: Gemma 3's sliding and global
+    layers get different masks and rotary embeddings)."""
+    layers = decoder_layers(model)
+    captured = LayerInputs([], [[] for _ in layers])
+
+    def make_hook(i: int):
+        def hook(module, args, kwargs):
+            kwargs = dict(kwargs)
+            hidden, rest = (args[0], tuple(args[1:])) if args else (kwargs.pop("hidden_states"), ())
+            if i == 0:
+                captured.hidden.append(hidden.detach())
+            captured.calls[i].append((rest, kwargs))
+            if i == len(layers) - 1:
+                raise _StopForward
+        return hook
+
+    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     device = next(model.parameters()).device
     try:
         for batch in input_ids.split(batch_size):
@@ -64,20 +89,21 @@ def capture_block_inputs(model, input_ids: torch.Tensor, batch_size: int) -> lis
             except _StopForward:
                 pass
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return captured
 
 
-def _run_block(layer, batches: list[tuple[torch.Tensor, dict]]) -> list[tuple[torch.Tensor, dict]]:
+def _run_block(layer, batches: list[tuple[torch.Tensor, tuple, dict]]) -> list[torch.Tensor]:
     outputs = []
-    for hidden, kwargs in batches:
-        out = layer(hidden, **kwargs)
-        outputs.append((out[0] if isinstance(out, tuple) else out, kwargs))
+    for hidden, rest, kwargs in batches:
+        out = layer(hidden, *rest, **kwargs)
+        outputs.append(out[0] if isinstance(out, tuple) else out)
     return outputs
 
 
 def _block_input_sq_norms(layer, linears: dict[str, torch.nn.Linear],
-                          batches: list[tuple[torch.Tensor, dict]]):
+                          batches: list[tuple[torch.Tensor, tuple, dict]]):
     """Run the block over all batches; return its outputs and, per Linear, sum_t x_tj^2 over all
     calibration tokens t (float64 accumulation, so batching does not change the sums' order much)."""
     sq_norms = {name: torch.zeros(linear.in_features, dtype=torch.float64, device=linear.weight.device)
@@ -117,17 +143,19 @@ def wanda_prune(model, input_ids: torch.Tensor, *, sparsity: float, n: int | Non
     layers = decoder_layers(model)
     group_sizes: dict[str, int] = {}
     with torch.no_grad():
-        batches = capture_block_inputs(model, input_ids, batch_size)
+        inputs = capture_layer_inputs(model, input_ids, batch_size)
+        hidden = inputs.hidden
         for i, layer in enumerate(layers):
             linears = {name: module for name, module in layer.named_modules()
                        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in skip}
+            batches = inputs.batches(i, hidden)
             outputs, sq_norms = _block_input_sq_norms(layer, linears, batches)
             for name, linear in linears.items():
                 prune_(linear, wanda_mask(linear.weight.data, sq_norms[name], sparsity, n, m))
                 group_sizes[f"model.layers.{i}.{name}"] = m if m is not None else linear.in_features
             if sequential and i + 1 < len(layers):
                 outputs = _run_block(layer, batches)  # the next block sees this block pruned
-            batches = outputs
+            hidden = outputs
             log.info("wanda: block %d/%d pruned", i + 1, len(layers))
     return group_sizes
 

@@ -136,6 +136,23 @@ def _check_weights(path: Path) -> None:
                      "(pickled .bin weights are not loaded)")
 
 
+def source_chat_template(source: ModelSource) -> str | None:
+    """The model's chat template, read without loading it (GGUF metadata, or tokenizer files); None if absent."""
+    import json
+
+    if source.kind == "gguf":
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(source.path)).fields.get("tokenizer.chat_template")
+        return None if field is None else str(field.contents())
+    jinja = source.path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = source.path / "tokenizer_config.json"
+    template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+    return template if isinstance(template, str) and template else None
+
+
 def _gguf_precision(path: Path) -> str:
     try:
         ftype = gguf_file_type(path)

@@ -108,7 +108,8 @@ def run(args) -> int:
     one = PromptSet.build(tokenizer, items, (0,))
     many = PromptSet.build(tokenizer, items, tuple(range(args.seeds)))
     n_naive = len(items) if args.naive_items is None else min(args.naive_items, len(items))
-    naive_set = PromptSet(one.items[:n_naive], one.seeds, one.groups[:n_naive], one.letter_ids)
+    naive_set = PromptSet(one.items[:n_naive], one.seeds, one.groups[:n_naive], one.letter_ids,
+                          one.prompt_format)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     backend = TorchBackend(model, batch_size=args.batch_size, pad_id=pad_id,
                            max_items_per_tree=args.max_items_per_tree)
@@ -119,7 +120,7 @@ def run(args) -> int:
     # Warm-up: thread pools, allocator and kernel selection, outside every timing.
     backend.letter_logprobs(one.groups[:args.batch_size], one.letter_ids)
     backend.letter_logprobs(many.groups[:args.batch_size], many.letter_ids)
-    naive_loop(model, PromptSet(one.items[:1], one.seeds, one.groups[:1], one.letter_ids))
+    naive_loop(model, PromptSet(one.items[:1], one.seeds, one.groups[:1], one.letter_ids, one.prompt_format))
 
     prompt_tokens = [len(g.full_ids(0)) for g in one.groups]
     mean_tokens = sum(prompt_tokens) / len(prompt_tokens)

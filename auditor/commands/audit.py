@@ -11,7 +11,7 @@ import re
 from dataclasses import replace
 
 from auditor.artifacts.precision import DTYPES, FLOAT32
-from auditor.commands.run import run_and_report
+from auditor.commands.run import completion_exit, run_and_report
 from auditor.core.errors import AuditorError
 from auditor.study.spec import Study, parse_study
 
@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--calib", default=None, help="calibration text file for Wanda")
     p.add_argument("--run", default="demo", help="run name; the run directory is REPORTS/RUN")
     p.add_argument("--reports", default="reports", help="folder holding run directories")
+    p.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="Jinja chat template file for the prompts (default: the model's own; "
+                        "without one, the plain base-model format bbq-plain-v1)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model directory (off by default)")
     p.add_argument("--no-null-baselines", dest="null_baselines", action="store_false",
                    help="skip the dense GGUF F16 (llama.cpp) runtime-noise unit")
@@ -82,6 +85,7 @@ def study_from_args(args, seeds: tuple[int, ...]) -> Study:
         "name": args.run, "output_dir": args.reports, "models": [args.model or "smollm2"],
         "seeds": list(seeds), "null_baselines": args.null_baselines,
         **({"protocols": list(args.protocols)} if args.protocols else {}),
+        **({"chat_template": args.chat_template} if args.chat_template else {}),
         "data": given(bbq=args.bbq, categories=categories, condition=args.condition, n_items=args.n_items,
                       sample_seed=args.sample_seed),
         "compression": {"variants": list(args.variants or ("magnitude@0.5",)), "seed": 0},
@@ -105,4 +109,4 @@ def run(args) -> int:
         exc.args = (flag_message(str(exc)),)
         raise
     print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
-    return 0
+    return completion_exit([run_dir])

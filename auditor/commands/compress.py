@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from auditor.artifacts.architecture import check_gguf_convertible
 from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
 from auditor.artifacts.safetensors_dir import save_hf_dir
 from auditor.core.errors import AuditorError, ModelError
@@ -37,6 +38,8 @@ def run(args) -> int:
     if args.out.suffix == ".gguf" and not (steps and steps[-1].method.startswith("gguf-")):
         raise AuditorError(f"--out {args.out}: {args.spec} is written as an HF directory, not a .gguf file")
     source = resolve_model(args.model)
+    if any(s.method.startswith("gguf-") for s in steps):
+        check_gguf_convertible(source)  # before the model is loaded
     try:
         tokenizer = load_tokenizer(source)
     except (OSError, ValueError) as exc:

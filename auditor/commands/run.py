@@ -1,12 +1,18 @@
-"""`auditor run STUDY.toml`: run (or resume) a study; finished units are skipped."""
+"""`auditor run STUDY.toml`: run (or resume) a study; finished units are skipped.
+
+Exit status: 0 when every unit finished; 3 (INCOMPLETE_EXIT) when some units failed (their
+reasons are in the report, in `auditor status` and in failed/<unit>.json) and the rest ran.
+"""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
 from auditor.core.errors import AuditorError
+from auditor.data.rundir import INCOMPLETE, run_status
 from auditor.report.markdown import write_report
 from auditor.study.estimate import estimate_plan, format_estimate
 from auditor.study.runner import plan_study, run_study
@@ -44,6 +50,20 @@ def run_and_report(study: Study, *, force: bool) -> list[Path]:
     return run_dirs
 
 
+INCOMPLETE_EXIT = 3
+
+
+def completion_exit(run_dirs: Iterable[Path]) -> int:
+    """0 when every run finished all its units, INCOMPLETE_EXIT (after saying which) otherwise."""
+    code = 0
+    for run_dir in run_dirs:
+        status = run_status(run_dir)
+        if status.state == INCOMPLETE:
+            print(f"{run_dir}: run incomplete: {status.detail}", file=sys.stderr)
+            code = INCOMPLETE_EXIT
+    return code
+
+
 def report_missing(run_dirs: Iterable[Path]) -> None:
     for run_dir in run_dirs:
         if not (run_dir / "report.md").is_file():
@@ -66,6 +86,7 @@ def run(args) -> int:
         for plan in plan_study(study):
             print(format_estimate(estimate_plan(plan, n_groups=args.plan_groups)))
         return 0
-    for run_dir in run_and_report(study, force=args.force):
+    run_dirs = run_and_report(study, force=args.force)
+    for run_dir in run_dirs:
         print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
-    return 0
+    return completion_exit(run_dirs)

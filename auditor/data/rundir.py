@@ -10,6 +10,7 @@ A run directory (one per study x model) holds:
     commits/<kind>__<unit>.json  a unit's commit record: its key and the size and sha256 of every
                              file it wrote (written last: the commit point)
     variants/<stem>.json     per (variant, backend): the shards' descriptors merged
+    failed/<unit>.json       a unit that could not be built or computed: its reason and unit key
     measurements/            `auditor measure` figures per storage format
     summary.json, report.md, report.html, plots/   written by the report from the files above
     superseded/<utc>/        files of units a `--force` run did not keep
@@ -36,7 +37,7 @@ from typing import Iterator, Sequence
 import pandas as pd
 
 from auditor.core.errors import AuditorError
-from auditor.core.files import TEMP_MARK
+from auditor.core.files import TEMP_MARK, write_json
 from auditor.core.names import unit_name
 from auditor.data.records import COLUMNS, read_records
 
@@ -44,12 +45,12 @@ log = logging.getLogger(__name__)
 
 SCORE = "score"
 PPL = "ppl"
-LAYOUT_DIRS = ("records", "units", "ppl", "variants", "commits")
+LAYOUT_DIRS = ("records", "units", "ppl", "variants", "commits", "failed")
 REPORT_FILES = ("summary.json", "report.md", "report.html")
 RECORD_ORDER = ["variant", "backend", "seed", "category", "example_id"]
 
 # States a unit can be in: committed and verified, not (yet) committed, committed but a file differs.
-FINISHED, PENDING, DAMAGED = "finished", "pending", "damaged"
+FINISHED, PENDING, DAMAGED, UNIT_FAILED = "finished", "pending", "damaged", "failed"
 
 # States a run can be in, as `auditor status`, the TUI and the report show them.
 RUNNING, COMPLETE, FAILED, INTERRUPTED, INCOMPLETE = "running", "complete", "failed", "interrupted", "incomplete"
@@ -93,10 +94,14 @@ class Unit:
         """The JSON that holds the unit's key (for perplexity units, the final file itself)."""
         return run_dir / "units" / f"{self.name}.json" if self.kind == SCORE else self.final_path(run_dir)
 
+    def failed_path(self, run_dir: Path) -> Path:
+        """Where a unit that failed records why (removed when the unit is redone)."""
+        return run_dir / "failed" / f"{self.name}.json"
+
     def files(self, run_dir: Path) -> list[Path]:
-        """The unit's files, its commit record included."""
+        """The unit's files, its commit record and failure record included."""
         return list(dict.fromkeys([self.final_path(run_dir), self.descriptor_path(run_dir),
-                                   self.commit_path(run_dir)]))
+                                   self.commit_path(run_dir), self.failed_path(run_dir)]))
 
     def commit_path(self, run_dir: Path) -> Path:
         """The commit record: written last, it is what makes the unit finished."""
@@ -159,6 +164,30 @@ def check_unit(run_dir: Path, unit: Unit, key: str) -> tuple[str, str]:
 def is_finished(run_dir: Path, unit: Unit, key: str) -> bool:
     """The unit is committed under `key` and every file it wrote verifies (`check_unit`)."""
     return check_unit(run_dir, unit, key)[0] == FINISHED
+
+
+def write_failed_unit(run_dir: Path, unit: Unit, key: str, reason: str, when_utc: str) -> Path:
+    """Record that `unit` failed (it stays unfinished: the next run tries it again)."""
+    path = unit.failed_path(run_dir)
+    write_json({"unit": unit.name, "id": unit.id, "variant": unit.variant, "spec": unit.spec,
+                "backend": unit.backend, "kind": unit.kind, "reason": reason, "unit_key": key,
+                "failed_utc": when_utc}, path)
+    return path
+
+
+def failed_units(run_dir: Path, manifest: dict | None = None) -> list[dict]:
+    """The failure records of planned units that are not finished (the manifest's units; every file without one)."""
+    out = []
+    planned = None if manifest is None else {raw["id"]: raw["key"] for raw in manifest.get("units", [])}
+    for path in sorted((run_dir / "failed").glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if planned is not None and planned.get(doc.get("id")) != doc.get("unit_key"):
+            continue  # a failure of a unit this plan does not have, or under another definition
+        out.append(doc)
+    return out
 
 
 def load_manifest(run_dir: Path) -> dict:
@@ -258,9 +287,9 @@ class UnitStatus:
     variant: str
     backend: str
     shard: int
-    state: str  # FINISHED | PENDING | DAMAGED
+    state: str  # FINISHED | PENDING | DAMAGED | UNIT_FAILED
     final: str = ""  # the unit's final file, relative to the run directory
-    problem: str = ""  # why it is damaged (or what a pending unit left behind)
+    problem: str = ""  # why it is damaged or failed (or what a pending unit left behind)
 
 
 @dataclass(frozen=True)
@@ -324,9 +353,12 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
     """
     manifest = load_manifest(run_dir) if manifest is None else manifest
     units = []
+    failures = {doc["id"]: doc.get("reason", "") for doc in failed_units(run_dir, manifest)}
     for raw in manifest.get("units", []):
         unit = Unit.from_manifest(raw)
         state, problem = check_unit(run_dir, unit, raw["key"])
+        if state != FINISHED and unit.id in failures:
+            state, problem = UNIT_FAILED, failures[unit.id]
         units.append(UnitStatus(unit.id, unit.kind, unit.variant, unit.backend, unit.shard, state,
                                 unit.final_path(run_dir).relative_to(run_dir).as_posix(), problem))
     state_doc = read_state_file(run_dir)
@@ -341,6 +373,10 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
         state, detail = FAILED, state_doc.get("error") or ""
     elif units and all(u.state == FINISHED for u in units):
         state, detail = COMPLETE, ""
+    elif any(u.state == UNIT_FAILED for u in units):
+        failed = [u for u in units if u.state == UNIT_FAILED]
+        state, detail = INCOMPLETE, f"{len(failed)} unit(s) failed: " + "; ".join(
+            f"{u.id}: {u.problem}" for u in failed)
     else:
         state, detail = INCOMPLETE, recorded
     damaged = [u.id for u in units if u.state == DAMAGED]

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from auditor.artifacts.architecture import check_gguf_convertible
 from auditor.artifacts.gguf_info import read_gguf_info
 from auditor.artifacts.gguf_writer import tokenizer_for_model, write_gguf
 from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
@@ -133,6 +134,8 @@ def export_variant(spec: str, fmt: str, out: Path, *, model: str | None = None, 
         raise AuditorError(f"outtype {outtype!r}: applies to the gguf format only, as f16 or f32")
     check_zstd_level(zstd_level)
     steps = parse_chain(spec)
+    if fmt == "gguf" or any(s.method.startswith("gguf-") for s in steps):
+        check_gguf_convertible(resolve_model(model))  # before the model is loaded
     source, tokenizer, dense = load_dense(model)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,8 @@ def provenance_items(manifest: dict) -> list[tuple[str, str]]:
                  f"{data.get('n_available', 'unknown')} resolvable (condition {cfg.get('condition', 'unknown')}, "
                  f"sample seed {cfg.get('sample_seed', 'unknown')}); {data.get('n_unresolved', 'unknown')} items could "
                  "not be resolved (no unique stereotype-consistent answer) and were left out."),
+        ("Prompt format", str((manifest.get("prompt_format") or {}).get("description")
+                              or "bbq-letter-v1 (the model's own chat template)") + "."),
         ("Answer-order seeds", f"{', '.join(map(str, manifest.get('seeds', [])))} (seeds 0-2: the cyclic rotations "
                                "of the dataset order, seed 0 = dataset order; 3-5: their reflections); "
                                f"protocols {', '.join(manifest.get('protocols', None) or ['strict'])}; "
@@ -457,6 +459,8 @@ def _methodology(view: RunView) -> list[Block]:
                         Para(f"Reference for every comparison: {DENSE} (same runtime when scored there, else "
                              "torch). Every number here is recomputed from records/*.parquet, variants/*.json, "
                              "ppl/*.json and measurements in this directory (auditor report RUN regenerates it).")]
+    if view.scope:
+        out += [Heading("What compression leaves untouched", level=3), Bullets(tuple(("", n) for n in view.scope))]
     if view.notes:
         out += [Heading("What is missing", level=3), Bullets(tuple(("", n) for n in view.notes))]
     return out

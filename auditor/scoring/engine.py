@@ -17,6 +17,7 @@ import pandas as pd
 from auditor.core.errors import AuditorError
 from auditor.data.bbq import BBQItem
 from auditor.data.cloze import ClozeRequest
+from auditor.data.prompt_format import PromptFormat, choose_format
 from auditor.data.prompts import PromptGroup, build_groups, letter_token_ids, seed_problem
 from auditor.data.records import CLOZE, make_records
 from auditor.scoring.backends.base import ScoringBackend
@@ -32,9 +33,14 @@ class PromptSet:
     seeds: tuple[int, ...]
     groups: tuple[PromptGroup, ...]
     letter_ids: tuple[int, ...]
+    prompt_format: str  # PromptFormat.version, written into every record
 
     @classmethod
-    def build(cls, tokenizer, items: Sequence[BBQItem], seeds: Sequence[int]) -> "PromptSet":
+    def build(cls, tokenizer, items: Sequence[BBQItem], seeds: Sequence[int],
+              prompt_format: PromptFormat | None = None) -> "PromptSet":
+        """Prompts in `prompt_format` (default: the tokenizer's chat template, else the plain format)."""
+        if prompt_format is None:
+            prompt_format = choose_format(bool(getattr(tokenizer, "chat_template", None)))
         if not seeds:
             raise ValueError("at least one seed is needed")
         if len(set(seeds)) != len(seeds):
@@ -42,8 +48,8 @@ class PromptSet:
         for seed in seeds:
             if (problem := seed_problem(seed)) is not None:
                 raise AuditorError(problem)
-        groups = build_groups(tokenizer, items, seeds)
-        return cls(tuple(items), tuple(seeds), tuple(groups), letter_token_ids(tokenizer))
+        groups = build_groups(prompt_format.wrap(tokenizer), items, seeds)
+        return cls(tuple(items), tuple(seeds), tuple(groups), letter_token_ids(tokenizer), prompt_format.version)
 
     @property
     def n_prompts(self) -> int:
@@ -68,6 +74,7 @@ def score(backend: ScoringBackend, prompts: PromptSet, variant: str) -> ScoreRes
         perms = [g.perms[s] for g in prompts.groups]
         frames.append(make_records(variant, backend.name, seed, prompts.items, perms, shown))
     records = pd.concat(frames, ignore_index=True)
+    records["prompt_format"] = prompts.prompt_format
     log.info("scored %s on %s: %d prompts in %.1fs", variant, backend.name, prompts.n_prompts, wall)
     return ScoreResult(records, wall, 1000 * wall / max(prompts.n_prompts, 1))
 

@@ -14,6 +14,12 @@ max_length - stride tokens of context. Then
 
 over the N scored tokens. Token 0 has no context and is never scored; with
 stride == max_length the first token of every window is not scored either.
+
+With `bos_id` (tokenizers that add BOS: Gemma needs it, PPL 304 instead of 73
+without), every window is BOS followed by at most max_length - 1 corpus tokens,
+so the window's first corpus token has context (BOS) and is scored too: with
+BOS, every corpus token, token 0 included, is scored exactly once. This is the
+same loss transformers computes on BOS + window with the BOS label ignored.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import numpy as np
 from auditor.core.errors import DataError
 from auditor.core.progress import progress
 from auditor.data.sources import resolve_corpus
+from auditor.data.tokens import bos_id
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +74,25 @@ class Window:
     first_scored: int
 
 
-def sliding_windows(n_tokens: int, max_length: int, stride: int) -> list[Window]:
-    """The HF guide's strided windows; each token 1..n-1 scored at most once (all of them when stride < max_length)."""
-    if max_length < 2:
-        raise ValueError(f"max_length must be >= 2, got {max_length}")
+def sliding_windows(n_tokens: int, max_length: int, stride: int, *, bos: bool = False) -> list[Window]:
+    """The HF guide's strided windows; each token 1..n-1 scored at most once (all of them when stride < max_length).
+
+    With `bos`, windows hold max_length - 1 corpus tokens (BOS takes one place) and their first
+    token is scorable, so tokens 0..n-1 are each scored once; a stride of max_length (disjoint
+    windows) then becomes max_length - 1, so no token is skipped.
+    """
+    if max_length < 2 + bos:
+        raise ValueError(f"max_length must be >= {2 + bos}, got {max_length}")
     if not 1 <= stride <= max_length:
         raise ValueError(f"stride must be in 1..max_length ({max_length}), got {stride}")
+    span = max_length - bos
+    stride = min(stride, span)
     windows = []
     prev_end = 0
-    for begin in range(0, max(n_tokens - 1, 0), stride):
-        end = min(begin + max_length, n_tokens)
-        # A window's first token has no context inside the window, so it cannot be scored there.
-        first = max(prev_end, begin + 1)
+    for begin in range(0, max(n_tokens - (not bos), 0), stride):
+        end = min(begin + span, n_tokens)
+        # Without BOS a window's first token has no context inside the window, so it cannot be scored there.
+        first = max(prev_end, begin + (not bos))
         if first < end:
             windows.append(Window(begin, end, first))
         prev_end = end
@@ -88,19 +102,21 @@ def sliding_windows(n_tokens: int, max_length: int, stride: int) -> list[Window]
 
 
 def perplexity(backend: TokenScorer, token_ids: Sequence[int], max_length: int = DEFAULT_MAX_LENGTH,
-               stride: int = DEFAULT_STRIDE) -> PerplexityResult:
+               stride: int = DEFAULT_STRIDE, *, bos_id: int | None = None) -> PerplexityResult:
     """Sliding-window perplexity of `token_ids` under `backend` (see the module docstring)."""
     ids = list(token_ids)
-    windows = sliding_windows(len(ids), max_length, stride)
+    head = [] if bos_id is None else [int(bos_id)]
+    windows = sliding_windows(len(ids), max_length, stride, bos=bos_id is not None)
     start = time.perf_counter()
     nll_sum, n_scored = 0.0, 0
     with progress(len(windows), "windows") as bar:
         for w in windows:
-            logp = np.asarray(backend.token_logprobs(ids[w.begin:w.end]), dtype=np.float64)
-            if logp.shape != (w.end - w.begin - 1,):
-                raise ValueError(f"token_logprobs returned shape {logp.shape} for {w.end - w.begin} tokens")
-            # logp[j - 1] is log p(ids[begin + j] | ids[begin:begin + j]).
-            scored = logp[w.first_scored - w.begin - 1:]
+            window = head + ids[w.begin:w.end]
+            logp = np.asarray(backend.token_logprobs(window), dtype=np.float64)
+            if logp.shape != (len(window) - 1,):
+                raise ValueError(f"token_logprobs returned shape {logp.shape} for {len(window)} tokens")
+            # logp[j - 1] is log p(window[j] | window[:j]); window[len(head) + k] is ids[begin + k].
+            scored = logp[w.first_scored - w.begin + len(head) - 1:]
             nll_sum -= float(scored.sum())
             n_scored += len(scored)
             bar.update(1)
@@ -111,10 +127,12 @@ def perplexity(backend: TokenScorer, token_ids: Sequence[int], max_length: int =
 
 
 class CorpusTokens(NamedTuple):
-    """Token ids of the corpus (after the cap) and a provenance line naming the text and the cap."""
+    """Token ids of the corpus (after the cap), a provenance line naming the text and the cap, and the
+    BOS id every window starts with (None when the tokenizer adds no BOS)."""
 
     ids: tuple[int, ...]
     origin: str
+    bos_id: int | None = None
 
 
 def corpus_token_ids(tokenizer, explicit: str | Path | None = None, *,
@@ -137,8 +155,9 @@ def corpus_token_ids(tokenizer, explicit: str | Path | None = None, *,
     total = len(ids)
     kept = ids if max_tokens is None else ids[:max_tokens]
     cap = "all" if len(kept) == total else f"first {len(kept)}"
-    origin = f"{source.origin}; {cap} of {total} tokens"
-    return CorpusTokens(tuple(int(i) for i in kept), origin)
+    bos = bos_id(tokenizer)
+    origin = f"{source.origin}; {cap} of {total} tokens" + ("" if bos is None else f"; windows start with BOS ({bos})")
+    return CorpusTokens(tuple(int(i) for i in kept), origin, bos)
 
 
 def _encode_long(tokenizer, text: str) -> list[int]:

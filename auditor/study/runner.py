@@ -28,15 +28,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from auditor.analysis.baselines import DENSE_FLOAT32, DENSE_GGUF_F16
-from auditor.artifacts.models import ModelSource, resolve_model
+from auditor.artifacts.architecture import check_gguf_convertible
+from auditor.artifacts.models import ModelSource, resolve_model, source_chat_template
 from auditor.artifacts.precision import FLOAT32, resolve_dtype
-from auditor.core.errors import AuditorError, SpecError
+from auditor.core.errors import AuditorError, ModelError, SpecError
 from auditor.core.files import write_json
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH, safe_name
 from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
 from auditor.data.bbq import BBQSelection, select_items
 from auditor.data.cloze import CLOZE_VERSION
-from auditor.data.prompts import TEMPLATE_VERSION
+from auditor.data.prompt_format import PromptFormat, choose_format
 from auditor.data.records import CLOZE, items_frame, write_parquet
 from auditor.data.rundir import (
     COMPLETE,
@@ -46,6 +47,7 @@ from auditor.data.rundir import (
     PPL,
     RECORD_ORDER,
     REPORT_FILES,
+    INCOMPLETE,
     RUNNING,
     DAMAGED,
     FINISHED,
@@ -55,6 +57,7 @@ from auditor.data.rundir import (
     commit_record,
     remove_temp_files,
     run_lock,
+    write_failed_unit,
 )
 from auditor.data.sources import PROJECT_ROOT, DataSource, resolve_bbq, resolve_corpus
 from auditor.scoring.backends.factory import available
@@ -76,6 +79,7 @@ class RunPlan:
     selection: BBQSelection
     units: tuple[Unit, ...]
     keys: dict[str, str]  # unit.id -> unit key
+    prompt_format: PromptFormat
     fingerprints: dict[str, str]
     notes: tuple[str, ...]
     context: RunContext
@@ -107,10 +111,13 @@ def plan_study(study: Study) -> list[RunPlan]:
         fingerprints["perplexity_corpus"] = file_fingerprint(resolve_corpus(ppl_settings.corpus, "test").path)
     sources = [resolve_model(m if m == "smollm2" else str(study.path(m))) for m in study.models]
     dtype = resolve_dtype(study.execution.dtype, study.execution.device)
+    # The prompt format is fixed here, before any model is loaded: a bad template file fails now.
+    template_file = study.path(study.chat_template) if study.chat_template else None
+    formats = [choose_format(source_chat_template(s) is not None, template_file) for s in sources]
 
     plans = []
     names: set[str] = set()
-    for model, source in zip(study.models, sources):
+    for model, source, fmt in zip(study.models, sources, formats):
         name = safe_name(study.name) if len(study.models) == 1 else f"{safe_name(study.name)}-{safe_name(source.name)}"
         if name in names:
             raise SpecError(f"{study.source}: models: two models would share the run directory {name!r}; "
@@ -119,6 +126,11 @@ def plan_study(study: Study) -> list[RunPlan]:
         run_dir = study.path(study.output_dir) / name
         fp = {**fingerprints, "model": file_fingerprint(source.path)}
         units, unit_notes = _plan_units(study, chains, with_ppl, dtype)
+        if any(u.backend == LLAMA_CPP for u in units):
+            try:
+                check_gguf_convertible(source)
+            except ModelError as exc:  # those units fail with this reason; the others run
+                unit_notes.append(f"the llama.cpp units cannot be built: {exc}")
         ctx = RunContext(
             key=hashlib.sha256(f"{study.hash}:{fp['model']}:{fp['items']}:{run_dir}".encode()).hexdigest()[:16],
             run_dir=str(run_dir), source=source, items=selection.items, seeds=study.seeds,
@@ -126,9 +138,10 @@ def plan_study(study: Study) -> list[RunPlan]:
             threads=study.execution.threads, trust_remote_code=study.trust_remote_code,
             calibration=replace(study.calibration, corpus=calib_path), perplexity=ppl_settings if with_ppl else None,
             keep_artifacts=study.execution.keep_artifacts, cloze=CLOZE in study.protocols, dtype=dtype,
+            prompt_format=fmt,
         )
-        keys = {u.id: _unit_key(u, study, chains, fp, selection, dtype) for u in units}
-        plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fp,
+        keys = {u.id: _unit_key(u, study, chains, fp, selection, fmt, dtype) for u in units}
+        plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fmt, fp,
                              tuple(notes + unit_notes), ctx))
     return plans
 
@@ -162,7 +175,7 @@ def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool,
 
 
 def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, str], selection: BBQSelection,
-              dtype: str = FLOAT32) -> str:
+              fmt: PromptFormat, dtype: str = FLOAT32) -> str:
     """sha256 of everything that defines this unit's result (and nothing that does not)."""
     steps = chains[unit.spec]
     definition: dict[str, Any] = {
@@ -178,7 +191,7 @@ def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, s
     if unit.kind == SCORE:
         shard_items = [selection.items[i] for i in shard_indices(len(selection.items), unit.shard, unit.n_shards)]
         definition.update(items=_items_fingerprint(shard_items), seeds=list(study.seeds),
-                          batch_size=study.execution.batch_size, template=TEMPLATE_VERSION)
+                          batch_size=study.execution.batch_size, template=fmt.version)
         if CLOZE in study.protocols:
             definition["cloze"] = CLOZE_VERSION
     else:
@@ -244,8 +257,16 @@ def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
             shutil.rmtree(run_dir / "plots", ignore_errors=True)
         _set_state(run_dir, RUNNING, plan, n_finished=len(kept))
         done = len(kept)
+        failed: list[str] = []
         try:
             for result in executor.run(plan.context, todo):
+                if result.error is not None:
+                    path = result.unit.failed_path(run_dir)
+                    _guard(write_failed_unit, path)(run_dir, result.unit, plan.keys[result.unit.id], result.error,
+                                                    now_utc())
+                    failed.append(f"{result.unit.id}: {result.error}")
+                    log.error("unit %s: failed (%s); the other units go on", result.unit.id, result.error)
+                    continue
                 _commit(run_dir, result, plan.keys[result.unit.id])
                 done += 1
                 log.info("unit %s: written (%d/%d)", result.unit.id, done, len(plan.units))
@@ -259,7 +280,11 @@ def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
         except Exception as exc:
             _set_state(run_dir, FAILED, plan, n_finished=done, error=repr(exc))
             raise
-        _set_state(run_dir, COMPLETE, plan, n_finished=done)
+        if failed:
+            _set_state(run_dir, INCOMPLETE, plan, n_finished=done,
+                       error=f"{len(failed)} unit(s) failed: " + "; ".join(failed))
+        else:
+            _set_state(run_dir, COMPLETE, plan, n_finished=done)
     return run_dir
 
 
@@ -403,6 +428,9 @@ def _merge_variants(run_dir: Path, plan: RunPlan) -> None:
         if u.kind == SCORE:
             groups.setdefault(u.stem, []).append(u)
     for stem, units in groups.items():
+        units = [u for u in units if u.descriptor_path(run_dir).is_file()]  # a failed unit has none
+        if not units:
+            continue
         descs = [json.loads(u.descriptor_path(run_dir).read_text()) for u in units]
         merged = {k: v for k, v in descs[0].items() if k not in ("shard", "unit", "unit_key", "finished_utc")}
         n_prompts = sum(d.get("n_prompts", 0) for d in descs)
@@ -436,6 +464,8 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
                   "reference_precision": f"{source.reference_precision}, computed in {plan.context.dtype}",
                   "compute_dtype": plan.context.dtype, "dtype_setting": study.execution.dtype,
                   "fingerprint": plan.fingerprints["model"]},
+        "prompt_format": {"version": plan.prompt_format.version, "kind": plan.prompt_format.kind,
+                          "description": plan.prompt_format.describe(), "template_file": plan.prompt_format.origin or None},
         "data": {"origin": sel.origin, "is_sample": plan.data.is_sample, "files": list(sel.files),
                  "n_items": len(sel.items), "n_available": sel.n_available, "counts": sel.counts,
                  "n_unresolved": len(sel.unresolved), "unresolved": [list(u) for u in sel.unresolved],
@@ -443,7 +473,7 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
         "fingerprints": plan.fingerprints,
         "seeds": list(study.seeds),
         "protocols": list(study.protocols),
-        "prompt_template": TEMPLATE_VERSION,
+        "prompt_template": plan.prompt_format.version,
         "thresholds": dict(study.thresholds),
         "perplexity": asdict(plan.context.perplexity) if plan.context.perplexity else None,
         "units": [{**asdict(u), "name": u.name, "id": u.id, "key": plan.keys[u.id]} for u in plan.units],

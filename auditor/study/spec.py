@@ -109,6 +109,7 @@ class Study:
     perplexity: PerplexitySettings | None = None
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     thresholds: dict[str, float] = field(default_factory=dict)
+    chat_template: str | None = None  # a Jinja chat template file; None: the model's own, else the plain format
     # Not part of the study's definition: where relative paths start, and the CLI-only switch.
     base_dir: str = "."
     source: str = "<in memory>"
@@ -134,6 +135,7 @@ class Study:
             "execution": {k: getattr(self.execution, k) for k in ("shards", "batch_size", "device", "threads")}
             # float32 (the default) is left out, so studies written before the setting keep their hash.
             | ({"dtype": self.execution.dtype} if self.execution.dtype != FLOAT32 else {}),
+            **({"chat_template": self.chat_template} if self.chat_template else {}),
         }
 
     @property
@@ -291,6 +293,7 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
     if bad or not backends:
         raise top.fail("backends", f"{bad or backends!r}: valid backends are {', '.join(BACKENDS)}")
     null_baselines = top.get("null_baselines", bool, True)
+    chat_template = top.get("chat_template", str, None, check=_non_empty)
 
     data_t = top.sub("data") or _Table({}, "data", source)
     settings = _data_settings(data_t)
@@ -309,8 +312,8 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
     study = Study(
         name=name, output_dir=output_dir, models=tuple(models), variants=variants, seeds=tuple(seeds),
         protocols=protocols, compress_seed=compress_seed, mask_seeds=mask_seeds, backends=tuple(backends),
-        null_baselines=null_baselines, data=settings, calibration=calib, perplexity=ppl, execution=execution, thresholds=thresholds, base_dir=base_dir,
-        source=source,
+        null_baselines=null_baselines, data=settings, calibration=calib, perplexity=ppl, execution=execution,
+        thresholds=thresholds, base_dir=base_dir, source=source, chat_template=chat_template,
     )
     check_variants(study)
     return study

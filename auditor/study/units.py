@@ -27,10 +27,11 @@ import pandas as pd
 from auditor.analysis.baselines import DENSE_FLOAT32
 from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
 from auditor.artifacts.precision import FLOAT32
+from auditor.core.errors import AuditorError
 from auditor.core.names import variant_id
 from auditor.data.bbq import BBQItem
 from auditor.data.cloze import CLOZE_VERSION, cloze_requests
-from auditor.data.prompts import TEMPLATE_VERSION
+from auditor.data.prompt_format import CHAT, CHAT_VERSION, PromptFormat
 from auditor.data.rundir import SCORE, Unit
 from auditor.scoring.backends.factory import make_backend
 from auditor.scoring.engine import PromptSet, score, score_cloze
@@ -65,6 +66,7 @@ class RunContext:
     keep_artifacts: bool
     cloze: bool = False  # also score the cloze protocol (auditor.data.cloze) in every scoring unit
     dtype: str = "float32"  # resolved torch compute dtype (auditor.artifacts.precision); never "auto"
+    prompt_format: PromptFormat = PromptFormat(CHAT, CHAT_VERSION)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class UnitResult:
     descriptor: dict[str, Any]
     records: pd.DataFrame | None = None
     perplexity: dict[str, Any] | None = None
+    error: str | None = None  # why the unit failed (then nothing else is set)
 
 
 def shard_indices(n_items: int, shard: int, n_shards: int) -> np.ndarray:
@@ -127,7 +130,8 @@ class UnitWorker:
     @property
     def prompts(self):
         if self._prompts is None:
-            self._prompts = PromptSet.build(self.tokenizer, self.ctx.items, self.ctx.seeds)
+            self._prompts = PromptSet.build(self.tokenizer, self.ctx.items, self.ctx.seeds,
+                                            prompt_format=self.ctx.prompt_format)
         return self._prompts
 
     @property
@@ -145,15 +149,22 @@ class UnitWorker:
     # --- units ---------------------------------------------------------------------------------
 
     def execute(self, unit: Unit) -> UnitResult:
+        """Compute `unit`. A unit that cannot be built or scored for a stated reason (an AuditorError:
+        e.g. a variant llama.cpp cannot convert) comes back failed with that reason, so the other
+        units still run; any other exception is a bug and propagates."""
         log.info("unit %s: started", unit.id)
         start = time.perf_counter()
-        built = self._variant(unit.spec)
-        dtype = FLOAT32 if unit.variant == DENSE_FLOAT32 else self.ctx.dtype
-        backend = self._backend(built, unit.backend, dtype)
-        if unit.kind == SCORE:
-            result = self._score(unit, backend)
-        else:
-            result = self._perplexity(unit, backend)
+        try:
+            built = self._variant(unit.spec)
+            dtype = FLOAT32 if unit.variant == DENSE_FLOAT32 else self.ctx.dtype
+            backend = self._backend(built, unit.backend, dtype)
+            if unit.kind == SCORE:
+                result = self._score(unit, backend)
+            else:
+                result = self._perplexity(unit, backend)
+        except AuditorError as exc:
+            log.error("unit %s failed: %s", unit.id, exc)
+            return UnitResult(unit, {"unit_wall_s": time.perf_counter() - start}, error=str(exc))
         result.descriptor.update({
             **built.variant.describe(), "variant": unit.variant, "spec": unit.spec,
             "backend": unit.backend, "unit": unit.name, "kind": unit.kind, "shard": unit.shard,
@@ -170,9 +181,9 @@ class UnitWorker:
         full = self.prompts
         idx = shard_indices(len(full.items), unit.shard, unit.n_shards)
         prompts = PromptSet(tuple(full.items[i] for i in idx), full.seeds, tuple(full.groups[i] for i in idx),
-                            full.letter_ids)
+                            full.letter_ids, full.prompt_format)
         scored = score(backend, prompts, unit.variant)
-        descriptor = {"prompt_template": TEMPLATE_VERSION, "n_items": len(prompts.items),
+        descriptor = {"prompt_template": prompts.prompt_format, "n_items": len(prompts.items),
                       "n_prompts": prompts.n_prompts, "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt}
         records = scored.records
         if self.ctx.cloze:
@@ -188,7 +199,8 @@ class UnitWorker:
         assert settings is not None, "ppl units are planned only when the study sets [perplexity]"
         if self._corpus is None:  # the same token ids for every variant
             self._corpus = corpus_token_ids(self.tokenizer, settings.corpus, max_tokens=settings.max_tokens)
-        res = perplexity(backend, self._corpus.ids, max_length=settings.max_length, stride=settings.stride)
+        res = perplexity(backend, self._corpus.ids, max_length=settings.max_length, stride=settings.stride,
+                         bos_id=self._corpus.bos_id)
         figures = {"variant": unit.variant, "backend": unit.backend, **res.as_dict(),
                    "corpus": self._corpus.origin, "max_tokens": settings.max_tokens}
         return UnitResult(unit, {"ppl_wall_s": res.wall_s}, perplexity=figures)

@@ -37,7 +37,9 @@ from auditor.analysis.verdicts import RiskThresholds, Verdict, assess, threshold
 from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
 from auditor.data.records import STRICT, read_records
-from auditor.data.rundir import PPL, SCORE, RunStatus, load_manifest, manifest_thresholds, record_files, run_status
+from auditor.data.rundir import (
+    PPL, SCORE, UNIT_FAILED, RunStatus, load_manifest, manifest_thresholds, record_files, run_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ class RunView:
     protocol: str = STRICT  # the scoring protocol every table above was computed on
     protocols: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROTOCOL_COLUMNS))
     mask_spread: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MASK_SPREAD_COLUMNS))
+    scope: tuple[str, ...] = ()  # per compression step: what it left untouched, block-only vs whole-model figures
 
     @property
     def name(self) -> str:
@@ -151,6 +154,8 @@ class RunView:
             notes.append(status.incomplete_text() + "; not scored: " + ", ".join(u.id for u in status.missing))
         if not len(records):
             notes.append("no finished units: records/ holds no item records yet")
+        notes += [f"unit {u.id} ({u.variant} on {u.backend}) FAILED: {u.problem}"
+                  for u in status.units if u.state == UNIT_FAILED]
         storage = read_storage(run_dir)
         units = read_units(run_dir, records, storage, status.counted_files(PPL))
         metrics = metrics_table(records) if len(records) else pd.DataFrame()
@@ -187,7 +192,7 @@ class RunView:
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
                    storage, claims, overview, answers, verdicts, thresholds, tuple(notes), positions, validity,
                    transition_table(records, condition="disambig") if len(records) else pd.DataFrame(), status,
-                   protocol, protocols, mask_spread_table(overview))
+                   protocol, protocols, mask_spread_table(overview), scope_lines(run_dir))
 
 
 def _validity(positions: pd.DataFrame, thresholds: RiskThresholds) -> ReferenceValidity | None:
@@ -257,6 +262,31 @@ def _measurements(info: dict) -> dict:
             if key in source:
                 _ranged(key, source[key], out)
     return out
+
+
+def scope_lines(run_dir: Path) -> tuple[str, ...]:
+    """One line per compression step of the run's variants: what it left untouched and its block-only
+    vs whole-model figures, as the step measured them (variants/*.json)."""
+    lines: dict[str, str] = {}
+    for path in sorted((run_dir / "variants").glob("*.json")):
+        for step in _read_json(path).get("steps", []) or []:
+            m, spec = step.get("measured", {}) or {}, str(step.get("spec", "?"))
+            if "untouched_share_of_parameters" in m:
+                text = (f"{spec}: leaves {m['untouched_share_of_parameters']:.1%} of the parameters untouched "
+                        f"({', '.join(m.get('untouched_tensors', {})) or 'norms only'}"
+                        f"{'; lm_head tied to the embedding' if m.get('tied_embeddings') else ''})")
+                if "sparsity_model" in m:
+                    text += f"; sparsity {m['sparsity_overall']:.3f} of block weights, {m['sparsity_model']:.3f} of all"
+                if "bits_per_weight_model" in m:
+                    text += (f"; {m['bits_per_weight']:.2f} bits/weight in the blocks, "
+                             f"{m['bits_per_weight_model']:.2f} over the whole model")
+                lines.setdefault(spec, text)
+            elif "non_block_tensor_types" in m:
+                kept = ", ".join(f"{k} {v}" for k, v in m["non_block_tensor_types"].items())
+                lines.setdefault(spec, f"{spec}: {m.get('bits_per_weight', NAN):.2f} bits/weight in the blocks, "
+                                       f"{m.get('bits_per_weight_model', NAN):.2f} over the whole model; "
+                                       f"outside the blocks llama.cpp stores {kept or 'nothing else'}")
+    return tuple(lines.values())
 
 
 def variant_kind(spec: str) -> str:

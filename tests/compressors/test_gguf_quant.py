@@ -14,14 +14,6 @@ from tests.conftest import make_tiny_llama
 THREADS = 1
 
 
-@pytest.fixture(scope="module")
-def embedded_meta():
-    from auditor.artifacts.gguf_writer import TokenizerMetadata
-    from auditor.artifacts.models import resolve_model
-
-    return TokenizerMetadata.from_gguf(resolve_model(None).path)
-
-
 def _hand_made_gguf(path):
     """Three tensors with hand-known sizes: Q8_0 4x64, F32 norm of 64, F16 8x64."""
     import gguf
@@ -94,13 +86,13 @@ def test_unreadable_gguf_is_a_model_error(tmp_path):
     # base "magnitude@0.5" only checks the chained spec name (the tiny model is not pruned here).
     ("gguf-q3_k_m", "Q3_K_M", "magnitude@0.5", 3.4375, 6.5625),  # Q3_K 3.4375 bits
 ])
-def test_quantizer_writes_a_gguf_that_loads_in_llama_cpp(tmp_path, embedded_meta, spec, ftype, base, low, high):
+def test_quantizer_writes_a_gguf_that_loads_in_llama_cpp(tmp_path, smollm2_tokenizer, spec, ftype, base, low, high):
     from auditor.scoring.backends.llama_backend import LlamaCppBackend
     from compressors.base import Variant
     from compressors.registry import parse_chain
 
     [step] = parse_chain(spec)
-    step.params.update(tokenizer=embedded_meta, n_threads=THREADS)
+    step.params.update(tokenizer=smollm2_tokenizer, n_threads=THREADS)
     model = make_tiny_llama(hidden_size=256, intermediate_size=512)
     variant = step.apply(Variant(base, model=model), workdir=tmp_path)
     assert variant.model is None and variant.runtime == "llama.cpp"
@@ -112,6 +104,8 @@ def test_quantizer_writes_a_gguf_that_loads_in_llama_cpp(tmp_path, embedded_meta
     assert report.family == "quantize" and report.params["ftype"] == ftype and "tokenizer" not in report.params
     assert m["file_type"] == m["requested_type"] == ftype
     assert m["fallback"] is None
+    assert "llama.cpp convert_hf_to_gguf.py" in m["converter"]
+    assert set(m["non_block_tensor_types"]) == {"token_embd.weight"}  # tied head: no output.weight
     assert low <= m["bits_per_weight"] <= high
     assert m["bits_per_weight"] < m["bits_per_weight_model"] < 32  # embeddings/norms sit above the blocks
     assert m["bits_per_weight"] == read_gguf_info(variant.gguf_path).bits_per_weight
@@ -145,7 +139,7 @@ def test_smollm2_q3_k_m_fallback_is_detected(tmp_path, smollm2_model):
     # The tokenizer is found from the model's name_or_path (the embedded GGUF's directory).
     variant = step.apply(Variant("dense", model=copy.deepcopy(smollm2_model)), workdir=tmp_path)
     m = variant.steps[-1].measured
-    assert m["tokenizer_origin"].startswith("copied from GGUF")
+    assert m["tokenizer_origin"].startswith("HF tokenizer") and "llama.cpp convert_hf_to_gguf" in m["converter"]
     fb = m["fallback"]
     assert fb is not None and fb["row_widths"] == [576]
     # 30 blocks x 6 matrices with 576-wide rows (q, k, v, o, gate, up); ffn_down rows are 1536 wide.

@@ -10,6 +10,13 @@ structure), so the nodes whose logits we need (the last token of each prompt)
 are placed last and `logits_to_keep` computes the full-vocabulary head only
 there. Rows are left-padded; a pad token attends only to itself so no softmax
 row is empty, and no real token attends to a pad.
+
+Sliding-window attention (Gemma 2/3 local layers, Mistral): the tree mask is
+passed to every layer as it is, so it equals the model's own sliding mask only
+while no prompt is longer than the smallest window (every ancestor is then
+inside the window). A call with a longer prompt takes the exact path instead:
+each prompt alone, in a plain forward with the model's own per-layer masks
+(no shared prefix cache, no trees), so the answer is never silently wrong.
 """
 from __future__ import annotations
 
@@ -64,6 +71,12 @@ class TorchBackend(ScoringBackend):
     def letter_logprobs(self, groups: Sequence[PromptGroup], letter_ids: Sequence[int]) -> list[np.ndarray]:
         import torch
 
+        window = smallest_sliding_window(self.model.config)
+        longest = max((len(g.prefix_ids) + max(map(len, g.suffix_ids)) for g in groups), default=0)
+        if window is not None and longest > window:
+            log.warning("a prompt of %d tokens exceeds the %d-token sliding window: scoring every prompt "
+                        "with a plain forward (exact, slower)", longest, window)
+            return self._plain_letter_logprobs(groups, letter_ids)
         plan = plan_trees(groups, max_items_per_tree=self.max_items_per_tree)
         out = [np.empty((len(g.suffix_ids), len(letter_ids))) for g in groups]
         letters = torch.tensor(list(letter_ids), device=self.device)
@@ -81,6 +94,21 @@ class TorchBackend(ScoringBackend):
                     for (g, s), end in zip(plan.members[t], tree.ends):
                         out[g][s] = picked[r, width_keep - tree.n_answer_nodes + (end - first)]
                 bar.update(sum(len(plan.members[t]) for t in idx))
+        return out
+
+    def _plain_letter_logprobs(self, groups: Sequence[PromptGroup], letter_ids: Sequence[int]) -> list[np.ndarray]:
+        """The exact path: each full prompt in its own forward pass, the model's own masks and positions."""
+        import torch
+
+        out = [np.empty((len(g.suffix_ids), len(letter_ids))) for g in groups]
+        letters = torch.tensor(list(letter_ids), device=self.device)
+        with torch.inference_mode(), progress(sum(len(g.suffix_ids) for g in groups), "prompts") as bar:
+            for g, group in enumerate(groups):
+                for s in range(len(group.suffix_ids)):
+                    x = torch.tensor([list(group.full_ids(s))], dtype=torch.long, device=self.device)
+                    logits = self.model(input_ids=x, use_cache=False, logits_to_keep=1).logits[0, -1].float()
+                    out[g][s] = torch.log_softmax(logits, dim=-1)[letters].cpu().numpy()
+                    bar.update(1)
         return out
 
     def _prefix_kv(self, prefix_ids: Sequence[int]):
@@ -165,6 +193,24 @@ class TorchBackend(ScoringBackend):
             rest = logp[:, :-1].gather(2, x[:, 1:, None])[:, :, 0] if width > 1 else logp[:, :0, 0]
             per_token = torch.cat([first[:, None], rest], dim=1).double().cpu().numpy()
         return np.where(keep, per_token, 0.0).sum(axis=1)
+
+
+def smallest_sliding_window(config) -> int | None:
+    """The smallest attention window of any layer (tokens), or None when every layer attends to all.
+
+    `layer_types` (transformers 5) says which layers slide; without it a set
+    `sliding_window` is taken to apply (conservative: at worst the exact path runs).
+    """
+    config = getattr(config, "text_config", None) or config
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and not any("sliding" in str(t) for t in layer_types):
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    return int(window)
 
 
 def _batches(plan: TreePlan, batch_size: int) -> list[list[int]]:

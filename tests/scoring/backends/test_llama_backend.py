@@ -140,27 +140,6 @@ def test_token_logprobs_match_torch_across_batch_chunks(tiny_gguf, tiny_model):
     assert np.abs(got - ref).max() < 1e-4
 
 
-def test_the_qk_permutation_is_what_makes_llama_cpp_agree(tmp_path, tiny_model, monkeypatch):
-    """Negative control: without the rotary permutation the export loads but computes something else."""
-    from auditor.artifacts import gguf_writer
-    from auditor.artifacts.models import resolve_model
-    from auditor.scoring.backends.llama_backend import LlamaCppBackend
-
-    meta = gguf_writer.TokenizerMetadata.from_gguf(resolve_model(None).path)
-    monkeypatch.setattr(gguf_writer, "llama_permute", lambda w, n_head: w)
-    path = gguf_writer.write_gguf(tiny_model, tmp_path / "unpermuted.gguf", tokenizer=meta, outtype="f32").path
-    ids = np.random.default_rng(2).integers(17, 49152, size=24).tolist()
-    b = LlamaCppBackend(path, n_ctx=64, n_threads=THREADS)
-    try:
-        got = b.token_logprobs(ids)
-    finally:
-        b.close()
-    from auditor.scoring.backends.llama_backend import log_softmax
-
-    ref = log_softmax(_torch_logits(tiny_model, ids)[:-1])[np.arange(23), ids[1:]]
-    assert np.abs(got - ref).max() > 1e-3
-
-
 def test_unusable_files_are_model_errors(tmp_path, tiny_gguf):
     from auditor.scoring.backends.llama_backend import LlamaCppBackend
 
