@@ -202,3 +202,61 @@ def claims_table(rows: Sequence[Mapping], *, size_tol: float = 0.01, speed_tol: 
 def _check(value: float, test) -> bool | None:
     """test(value), or None (unknown) when the value is NaN."""
     return None if math.isnan(value) else bool(test(value))
+
+
+# ---------------------------------------------------------------- sparse kernels
+
+CLAIM_SPARSE_KERNEL = "unstructured pruning saves no latency even with a sparse kernel (torch CSR/BSR)"
+SPARSE_COLUMNS = ["scope", "name", "shape", "tokens", "device", "sparsity", "kernel", "stored_fraction",
+                  "dense_ms", "kernel_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "verdict", "faster"]
+
+
+def _is_reference(kernel: str) -> bool:
+    return kernel.startswith("dense")
+
+
+def sparse_kernel_table(timings: Sequence[Mapping], *, speed_tol: float = 0.10) -> pd.DataFrame:
+    """One row per (case, sparse kernel): its speed-up over dense in the same case, with a CI, and the claim.
+
+    A case is (scope, name, tokens, device, sparsity); its dense timing (kernel "dense", or
+    "dense fp16" on CUDA) is the reference. speedup = median over rounds of dense s / kernel s in
+    the same round (> 1: the sparse kernel is faster), 95% paired bootstrap CI (`ratio_ci` of the
+    rates 1/s). verdict: the claim "no latency saved" via `no_speedup_verdict` with speed_tol
+    (disagrees = the sparse kernel is faster by more than speed_tol whatever the noise).
+    faster: "sparse" when the CI lies above 1, "dense" when below, "neither (noise)" otherwise.
+    dense_ms, kernel_ms: medians in milliseconds per call.
+    """
+    def case(t: Mapping) -> tuple:
+        return (t["scope"], t["name"], t["tokens"], t["device"], t["sparsity"])
+
+    refs = {case(t): t for t in timings if _is_reference(t["kernel"])}
+    out = []
+    for t in timings:
+        ref = refs.get(case(t))
+        if _is_reference(t["kernel"]) or ref is None:
+            continue
+        secs, dense = [float(s) for s in t["seconds"]], [float(s) for s in ref["seconds"]]
+        speedup, low, high = ratio_ci([1 / s for s in secs], [1 / s for s in dense])
+        faster = ("n/a" if math.isnan(low) else "sparse" if low > 1 else "dense" if high < 1 else "neither (noise)")
+        out.append({
+            "scope": t["scope"], "name": t["name"], "shape": "x".join(map(str, t["shape"])) if t.get("shape") else "",
+            "tokens": t["tokens"], "device": t["device"], "sparsity": t["sparsity"], "kernel": t["kernel"],
+            "stored_fraction": t.get("stored_fraction"), "dense_ms": 1e3 * float(np.median(dense)),
+            "kernel_ms": 1e3 * float(np.median(secs)), "speedup": speedup, "speedup_ci_low": low,
+            "speedup_ci_high": high, "verdict": no_speedup_verdict(low, high, speed_tol), "faster": faster,
+        })
+    return pd.DataFrame(out, columns=SPARSE_COLUMNS)
+
+
+def sparse_breakeven(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (scope, name, tokens, device, kernel): the lowest sparsity at which the kernel beats dense
+    (speed-up CI wholly above 1), or None when it never does at the sparsities measured."""
+    rows = []
+    for key, group in table.groupby(["scope", "name", "tokens", "device", "kernel"], sort=False):
+        wins = group.loc[group["faster"] == "sparse", "sparsity"]
+        rows.append({**dict(zip(["scope", "name", "tokens", "device", "kernel"], key)),
+                     "sparsities": ", ".join(f"{s:.0%}" for s in sorted(group["sparsity"])),
+                     "beats_dense_from": float(wins.min()) if len(wins) else None,
+                     "best_speedup": float(group["speedup"].max())})
+    return pd.DataFrame(rows, columns=["scope", "name", "tokens", "device", "kernel", "sparsities",
+                                       "beats_dense_from", "best_speedup"])

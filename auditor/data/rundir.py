@@ -40,6 +40,7 @@ SCORE = "score"
 PPL = "ppl"
 LAYOUT_DIRS = ("records", "units", "ppl", "variants")
 REPORT_FILES = ("summary.json", "report.md", "report.html")
+SPARSE_KERNELS_FILE = "sparse_kernels.json"  # `auditor bench sparse-kernels --out RUN`: dense vs sparse matmul timings
 RECORD_ORDER = ["variant", "backend", "seed", "category", "example_id"]
 
 # States a run can be in, as `auditor status`, the TUI and the report show them.
