@@ -27,11 +27,14 @@ $(TEST_STAMP): $(STAMP)
 
 install: $(STAMP)
 
-# The study scores the variants; `measure` adds real size/latency per storage format to the same
-# run directory (same Wanda calibration as the study), and `report` redraws the report with them.
+# The study scores the variants (real BBQ when found: $AUDITOR_BBQ_DIR, `auditor data fetch bbq`,
+# ../shared/bbq; else the fixture sample); `measure` adds real size/latency per storage format to the
+# same run directory (same Wanda calibration as the study), `bench sparse-kernels` times dense vs
+# sparse matmul, and `report` redraws the report with them.
 demo: $(STAMP)
 	$(BIN)/auditor run studies/demo.toml
 	$(BIN)/auditor measure magnitude@0.5 wanda@0.5 --calib-samples 16 --out reports/demo
+	$(BIN)/auditor bench sparse-kernels --out reports/demo
 	$(BIN)/auditor report reports/demo
 
 test: $(TEST_STAMP)

@@ -18,6 +18,14 @@ import sys
 
 import auditor.commands as commands
 from auditor.core.errors import AuditorError
+from auditor.core.provenance import auditor_version
+
+#: Environment that silences third-party progress bars (tqdm, huggingface_hub, transformers' "Loading
+#: weights", "Writing model shards", the GGUF "Converting and de-quantizing" bar). The project's own
+#: progress (auditor.core.progress, rich) is not tqdm and stays. Set before those libraries are imported;
+#: subprocesses (measurement workers, Ray) inherit it. A variable the user set wins.
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "HF_HUB_OFFLINE": "1"}
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -25,11 +33,23 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auditor", description="Compression-risk auditor for LLMs (BBQ bias under pruning and quantization).")
+    parser.add_argument("--version", action="version", version=f"auditor {auditor_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"auditor.commands.{info.name}").register(sub)
     return parser
+
+
+def quiet_third_party() -> None:
+    """Keep third-party progress bars and advisory warnings off the user's terminal (and out of JSON output)."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    # Libraries imported before this call read their switches already; turn their bars off directly.
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +71,7 @@ def _run_command(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    # Keep third-party progress bars and advisory warnings out of JSON output.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_third_party()
     try:
         return int(args.func(args) or 0)
     except AuditorError as exc:

@@ -5,12 +5,13 @@ import pandas as pd
 import pytest
 
 from auditor.cli import main
+from tests.conftest import SAMPLE_BBQ
 
 
 @pytest.mark.slow
 def test_audit_writes_records_and_report(tmp_path, capsys):
     code = main(["audit", "--variant", "magnitude@0.5", "--n-items", "10", "--seeds", "0,1",
-                 "--run", "e2e", "--reports", str(tmp_path), "--no-null-baselines"])
+                 "--run", "e2e", "--reports", str(tmp_path), "--no-null-baselines", "--bbq", str(SAMPLE_BBQ)])
     assert code == 0, capsys.readouterr().err
     run = tmp_path / "e2e"
     files = sorted(p.name for p in (run / "records").glob("*.parquet"))

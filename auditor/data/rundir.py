@@ -47,6 +47,7 @@ SCORE = "score"
 PPL = "ppl"
 LAYOUT_DIRS = ("records", "units", "ppl", "variants", "commits", "failed")
 REPORT_FILES = ("summary.json", "report.md", "report.html")
+SPARSE_KERNELS_FILE = "sparse_kernels.json"  # `auditor bench sparse-kernels --out RUN`: dense vs sparse matmul timings
 RECORD_ORDER = ["variant", "backend", "seed", "category", "example_id"]
 
 # States a unit can be in: committed and verified, not (yet) committed, committed but a file differs.

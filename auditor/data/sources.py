@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.core.errors import DataError
+from auditor.data.fetch import BBQ_COMMIT, BBQ_REPO, fetched_bbq
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = PROJECT_ROOT / "fixtures"
 SAMPLE_BBQ = FIXTURES / "bbq_sample"
+SHARED_BBQ = PROJECT_ROOT.parent / "shared" / "bbq"
 BBQ_ENV = "AUDITOR_BBQ_DIR"
 CORPUS_ENV = "AUDITOR_CORPUS_DIR"
 SAMPLE_ORIGIN = ("project SAMPLE in BBQ's schema (fixtures/bbq_sample) - NOT BBQ; "
@@ -67,7 +69,9 @@ def is_sample(path: Path) -> bool:
 
 
 def resolve_bbq(explicit: str | Path | None) -> DataSource:
-    """--bbq PATH, then $AUDITOR_BBQ_DIR, then the project's sample (which is not BBQ, and says so)."""
+    """--bbq PATH, then $AUDITOR_BBQ_DIR, then the copy `auditor data fetch bbq` made, then
+    ../shared/bbq beside the checkout, then the project's sample (which is not BBQ, and says so
+    however it is given)."""
     if explicit:
         path = Path(explicit)
         if not path.exists():
@@ -79,6 +83,11 @@ def resolve_bbq(explicit: str | Path | None) -> DataSource:
             raise DataError(path, f"${BBQ_ENV}: no such file or directory")
         how = f"${BBQ_ENV}={path}"
     else:
+        fetched = fetched_bbq()
+        if fetched is not None:
+            return DataSource(fetched, f"BBQ release {BBQ_REPO}@{BBQ_COMMIT[:7]}, fetched to {fetched}", False)
+        if SHARED_BBQ.is_dir() and any(SHARED_BBQ.glob("*.jsonl")):
+            return DataSource(SHARED_BBQ, _origin(SHARED_BBQ, f"{SHARED_BBQ} (beside the checkout)"), False)
         return DataSource(SAMPLE_BBQ, SAMPLE_ORIGIN, True)
     if is_sample(path):
         return DataSource(path, f"{SAMPLE_ORIGIN} (given as {how})", True)

@@ -4,15 +4,20 @@ For each variant the artifact is written in each applicable format, then:
 - size_bytes: sum of the artifact's file sizes (weights, config, tokenizer);
 - bits_per_weight: 8 * weight-file bytes / parameters of the dense model (tied
   weights counted once); for GGUF, auditor.artifacts.gguf_info's whole-file figure;
-- in a fresh subprocess per (variant, format) (auditor.measure.worker): load_s,
-  peak_rss_bytes (that process's high-water mark, VmHWM) and rss_before_load_bytes
-  (the runtime's own baseline after its imports), prefill_tokens_per_s (one forward over a fixed
-  prompt, batch 1), decode_tokens_per_s (greedy, `new_tokens` tokens after that
-  prompt) and bbq_ms_per_prompt (ms per scored BBQ prompt through the project's
-  backend for the runtime); torch for safetensors directories, llama.cpp for GGUF.
-Throughput and load time are repeated (`repeats`) and reported as median, min
-and max. Sparse layouts (bitmask, CSR) and zstd are storage measurements only:
-no runtime executes them sparse, so they have sizes but no speeds.
+- in a fresh subprocess per (variant, format) and round (auditor.measure.worker): load_s,
+  time_to_first_token_s (the first prompt after loading, cold: prefill plus the first greedy
+  token), peak_rss_bytes (that process's high-water mark, VmHWM; the largest over rounds) and
+  rss_before_load_bytes (the runtime's own baseline after its imports), prefill_tokens_per_s
+  (one warm forward over a fixed prompt, batch 1), decode_tokens_per_s (greedy, `new_tokens`
+  tokens after that prompt) and bbq_ms_per_prompt (ms per scored BBQ prompt through the
+  project's backend for the runtime); torch for safetensors directories, llama.cpp for GGUF.
+Timings are interleaved: every artifact is exported first, then `repeats` rounds each measure
+every (variant, format) once in the same order (A B C A B C ...), so a drift of the machine's
+load hits all variants alike and run i of a variant pairs with run i of dense
+(auditor.analysis.claims.ratio_ci). Each figure is reported as median, min, max and the per-run
+values; the 1-minute load average is recorded before every run and a note warns when it moved
+by more than `load_tolerance` during the measurement. Sparse layouts (bitmask, CSR) and zstd
+are storage measurements only: no runtime executes them sparse, so they have sizes but no speeds.
 
 Formats per variant: float torch variants (dense, pruned, RTN) -> safetensors,
 GGUF (F16, or F32 on request) and the sparse layouts; bitsandbytes variants ->
@@ -64,23 +69,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Spread:
-    """Median, min and max of repeated measurements; NaN for an empty set."""
+    """Median, min and max of repeated measurements, and the values in run order; NaN for an empty set."""
 
     median: float
     min: float
     max: float
+    values: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, values: Sequence[float]) -> "Spread":
         vals = [float(v) for v in values]
         if not vals:
             return cls(math.nan, math.nan, math.nan)
-        return cls(statistics.median(vals), min(vals), max(vals))
+        return cls(statistics.median(vals), min(vals), max(vals), tuple(vals))
 
 
 def rates(n: int, seconds: Sequence[float]) -> Spread:
-    """Spread of n / s over the runs (tokens per second per run, then median/min/max)."""
-    return Spread.of([n / s for s in seconds if s > 0])
+    """Spread of n / s over the runs (tokens per second per run, then median/min/max); a run of 0 s is NaN."""
+    return Spread.of([n / s if s > 0 else math.nan for s in seconds])
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class MeasureSettings:
     calib_seq_len: int = 256
     compress_seed: int = 0
     worker_timeout_s: float = 600.0
+    load_tolerance: float = 1.0  # warn when the 1-minute load average moves by more than this during timing
 
     def threads(self) -> int:
         return self.n_threads or os.cpu_count() or 1
@@ -155,11 +162,13 @@ class Measurement:
     size_bytes: int
     bits_per_weight: float
     load_s: Spread | None = None
+    time_to_first_token_s: Spread | None = None
     peak_rss_bytes: int | None = None
     rss_before_load_bytes: int | None = None
     prefill_tokens_per_s: Spread | None = None
     decode_tokens_per_s: Spread | None = None
     bbq_ms_per_prompt: float | None = None
+    load_average: Spread | None = None  # 1-minute load average before each of this row's runs
     note: str = ""
 
 
@@ -173,7 +182,7 @@ class MeasureReport:
     notes: list[str] = field(default_factory=list)
     wall_s: float = math.nan
     artifacts_dir: str | None = None  # where the rows' relative paths point; None: deleted after measuring
-    load_average: dict = field(default_factory=dict)  # 1-minute load average at start and end
+    load_average: dict = field(default_factory=dict)  # 1-minute load average: start, end, min/max over runs
 
     def to_json(self) -> dict:
         rows = [asdict(r) for r in self.rows]
@@ -214,7 +223,7 @@ def bits_per_weight(n_bytes: int, n_params: int) -> float:
 def worker_request(runtime: str, path: Path, workload: Workload, settings: MeasureSettings) -> dict:
     return {
         "runtime": runtime, "path": str(path), "prompt_ids": list(workload.prompt_ids),
-        "new_tokens": settings.new_tokens, "repeats": settings.repeats, "n_threads": settings.threads(),
+        "new_tokens": settings.new_tokens, "repeats": 1, "n_threads": settings.threads(),
         "n_ctx": settings.n_ctx, "pad_id": workload.pad_id, "letter_ids": list(workload.letter_ids),
         "bbq_groups": [{"item_id": g.item_id, "perms": [list(p) for p in g.perms],
                         "prefix_ids": list(g.prefix_ids), "suffix_ids": [list(s) for s in g.suffix_ids]}
@@ -240,15 +249,47 @@ def run_worker(runtime: str, path: Path, workload: Workload, settings: MeasureSe
         return json.loads(res.read_text())
 
 
-def runtime_row(base: Measurement, result: dict) -> Measurement:
-    """`base` (sizes) with the worker's timings turned into spreads."""
+def runtime_row(base: Measurement, results: Sequence[dict], loads: Sequence[float | None] = ()) -> Measurement:
+    """`base` (sizes) with the workers' timings of every round turned into spreads (values in round order)."""
+    def joined(key: str) -> list[float]:
+        return [v for r in results for v in r[key]]
+
+    bbq = [r["bbq_ms_per_prompt"] for r in results if r.get("bbq_ms_per_prompt") is not None]
     return replace(
-        base, load_s=Spread.of(result["load_s"]), peak_rss_bytes=int(result["peak_rss_bytes"]),
-        rss_before_load_bytes=int(result["rss_before_load_bytes"]),
-        prefill_tokens_per_s=rates(result["n_prompt_tokens"], result["prefill_s"]),
-        decode_tokens_per_s=rates(result["new_tokens"], result["decode_s"]),
-        bbq_ms_per_prompt=result["bbq_ms_per_prompt"],
+        base, load_s=Spread.of(joined("load_s")), time_to_first_token_s=Spread.of(joined("ttft_s")),
+        peak_rss_bytes=max(int(r["peak_rss_bytes"]) for r in results),
+        rss_before_load_bytes=min(int(r["rss_before_load_bytes"]) for r in results),
+        prefill_tokens_per_s=rates(results[0]["n_prompt_tokens"], joined("prefill_s")),
+        decode_tokens_per_s=rates(results[0]["new_tokens"], joined("decode_s")),
+        bbq_ms_per_prompt=statistics.median(bbq) if bbq else None,
+        load_average=Spread.of([v for v in loads if v is not None]) if loads else None,
     )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A (variant, format) exported and waiting for its interleaved timings."""
+
+    base: Measurement
+    runtime: str
+    path: Path
+
+
+def time_interleaved(pending: Sequence[Pending], workload: Workload, settings: MeasureSettings,
+                     ) -> tuple[list[Measurement], list[float | None]]:
+    """`settings.repeats` rounds, each timing every pending artifact once in order (A B A B ...).
+
+    Returns the timed rows (in `pending` order) and the load averages read before each run.
+    """
+    results: list[list[dict]] = [[] for _ in pending]
+    loads: list[list[float | None]] = [[] for _ in pending]
+    for round_ in range(settings.repeats):
+        for i, p in enumerate(pending):
+            loads[i].append(_load_average())
+            results[i].append(_timed(f"{p.base.variant} {p.base.format}: {p.runtime} round {round_ + 1}",
+                                     run_worker, p.runtime, p.path, workload, settings))
+    rows = [runtime_row(p.base, res, ld) for p, res, ld in zip(pending, results, loads)]
+    return rows, [v for ld in loads for v in ld]
 
 
 # ---------------------------------------------------------------- variants and exports
@@ -269,15 +310,16 @@ def _gguf_note(variant) -> str:
     return ""
 
 
-def measure_variant(spec: str, steps: Sequence, variant, *, tokenizer, gguf_tokenizer, n_params: int,
-                    workload: Workload, settings: MeasureSettings,
-                    workdir: Path) -> tuple[list[Measurement], list[str]]:
-    """Export `variant` in each applicable requested format and measure each; return rows and notes."""
+def export_variant(spec: str, steps: Sequence, variant, *, tokenizer, gguf_tokenizer, n_params: int,
+                   settings: MeasureSettings, workdir: Path) -> tuple[list[Measurement], list[Pending], list[str]]:
+    """Export `variant` in each applicable requested format: storage-only rows, the artifacts a
+    runtime will time (`time_interleaved`), and notes."""
     family = variant_family(steps)
     possible, why = export_formats(variant)
     wanted = [f for f in settings.formats if f in possible]
     notes = [f"{spec}: {why}"] if why else []
     rows: list[Measurement] = []
+    pending: list[Pending] = []
     hf_dir = None
     if "safetensors" in wanted or "sparse" in wanted:
         hf_dir = _timed(f"{spec}: safetensors export", export_safetensors, variant, tokenizer, workdir / "hf")
@@ -285,8 +327,8 @@ def measure_variant(spec: str, steps: Sequence, variant, *, tokenizer, gguf_toke
         base = Measurement(spec, family, "safetensors", torch_layout(variant.model), "torch", str(hf_dir),
                            artifact_size(hf_dir), bits_per_weight(weights, n_params))
         if "safetensors" in wanted:
-            rows.append(runtime_row(base, _timed(f"{spec}: torch measurement", run_worker, "torch", hf_dir,
-                                                 workload, settings)))
+            rows.append(base)
+            pending.append(Pending(base, "torch", hf_dir))
     if "sparse" in wanted:
         export = _timed(f"{spec}: sparse layouts and zstd", export_sparse, variant, tokenizer, workdir / "sparse",
                         zstd_level=settings.zstd_level, hf_dir=hf_dir)
@@ -298,12 +340,12 @@ def measure_variant(spec: str, steps: Sequence, variant, *, tokenizer, gguf_toke
         label, bpw = gguf_figures(path)
         base = Measurement(spec, family, "gguf", label, "llama.cpp", str(path), artifact_size(path), bpw,
                            note=_gguf_note(variant))
-        rows.append(runtime_row(base, _timed(f"{spec}: llama.cpp measurement", run_worker, "llama.cpp", path,
-                                             workload, settings)))
+        rows.append(base)
+        pending.append(Pending(base, "llama.cpp", path))
     skipped = [f for f in settings.formats if f not in possible]
     if skipped and not why:
         notes.append(f"{spec}: {', '.join(skipped)} not applicable")
-    return rows, notes
+    return rows, pending, notes
 
 
 def _timed(what: str, fn, *args, **kwargs):
@@ -351,6 +393,17 @@ def _warn_if_busy(threads: int) -> float | None:
     return load
 
 
+def load_summary(before: float | None, during: Sequence[float | None], after: float | None,
+                 tolerance: float) -> dict:
+    """start, end, min, max of the 1-minute load averages read around and between the runs;
+    moved = max - min > tolerance (None where the OS reports no load average)."""
+    seen = [v for v in (before, *during, after) if v is not None]
+    if not seen:
+        return {"start": None, "end": None, "min": None, "max": None, "moved": None, "tolerance": tolerance}
+    return {"start": before, "end": after, "min": min(seen), "max": max(seen),
+            "moved": max(seen) - min(seen) > tolerance, "tolerance": tolerance}
+
+
 def measure(specs: Sequence[str], *, model: str | None = None, settings: MeasureSettings = MeasureSettings(),
             out_dir: Path | None = None, keep_artifacts: bool = False) -> MeasureReport:
     """Build, export and measure every variant (dense first, added when absent).
@@ -358,7 +411,8 @@ def measure(specs: Sequence[str], *, model: str | None = None, settings: Measure
     With `out_dir`: writes measurements.json (everything, claims included) and
     measurements/<variant_id>__<backend>.json per runtime row (the files a run
     directory's report reads); artifacts stay in out_dir/artifacts/measure when
-    `keep_artifacts`, else they live in a temporary directory removed variant by variant.
+    `keep_artifacts`, else they live in a temporary directory removed after the timings (every
+    artifact exists at once so that the rounds can interleave them).
     """
     settings.check()
     start = time.perf_counter()
@@ -376,6 +430,7 @@ def measure(specs: Sequence[str], *, model: str | None = None, settings: Measure
     keep = keep_artifacts and out_dir is not None
     root = Path(out_dir) / "artifacts" / "measure" if keep else Path(tempfile.mkdtemp(prefix="auditor-measure-"))
     calibration = None
+    pending: list[tuple[int, Pending]] = []  # (index in report.rows, artifact to time)
     try:
         for spec in ordered:
             workdir = root / variant_id(spec)
@@ -387,22 +442,33 @@ def measure(specs: Sequence[str], *, model: str | None = None, settings: Measure
             variant = build_variant(chains[spec], dense, calibration=calibration, seed=settings.compress_seed,
                                     workdir=workdir / "compress")
             log.info("%s: built in %.1fs", spec, time.perf_counter() - t0)
-            rows, notes = measure_variant(spec, chains[spec], variant, tokenizer=tokenizer,
-                                          gguf_tokenizer=gguf_tokenizer, n_params=report.n_params,
-                                          workload=workload, settings=settings, workdir=workdir)
-            # Paths relative to the artifacts folder, which is temporary unless kept.
-            report.rows.extend(replace(r, path=str(Path(r.path).relative_to(root))) for r in rows)
+            rows, waiting, notes = export_variant(spec, chains[spec], variant, tokenizer=tokenizer,
+                                                  gguf_tokenizer=gguf_tokenizer, n_params=report.n_params,
+                                                  settings=settings, workdir=workdir)
+            pending.extend((len(report.rows) + rows.index(p.base), p) for p in waiting)
+            report.rows.extend(rows)
             report.notes.extend(notes)
-            log.info("%s: measured (%.0fs so far)", spec, time.perf_counter() - start)
+            log.info("%s: exported (%.0fs so far)", spec, time.perf_counter() - start)
             del variant
-            if not keep:
-                shutil.rmtree(workdir, ignore_errors=True)
+        del dense
+        # Every artifact exists now: time them in interleaved rounds.
+        timed, loads = time_interleaved([p for _, p in pending], workload, settings)
+        for (index, _), row in zip(pending, timed):
+            report.rows[index] = row
+        # Paths relative to the artifacts folder, which is temporary unless kept.
+        report.rows = [replace(r, path=str(Path(r.path).relative_to(root))) for r in report.rows]
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     report.wall_s = time.perf_counter() - start
     report.artifacts_dir = str(root) if keep else None
-    report.load_average = {"start": load_before, "end": _load_average()}
+    report.load_average = load_summary(load_before, loads, _load_average(), settings.load_tolerance)
+    if report.load_average["moved"]:
+        note = (f"the 1-minute load average moved from {report.load_average['min']:.1f} to "
+                f"{report.load_average['max']:.1f} during the timings (tolerance {settings.load_tolerance:.1f}): "
+                "other work competed for the cores; speed ratios carry that noise in their intervals")
+        log.warning(note)
+        report.notes.append(note)
     if out_dir is not None:
         write_measurements(report, Path(out_dir))
     return report

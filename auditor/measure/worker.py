@@ -8,7 +8,9 @@ Order inside the process:
   1. import the runtime and the model's code, read RSS (the process's baseline before any
      weights); library imports are process start-up, not load time;
   2. load the artifact once, timed;
-  3. one untimed warm-up prefill, then `repeats` timed prefills (one forward over the
+  3. time to first token, cold: the first prompt after loading through to its first greedy
+     token (what a user's first request waits for once the model is loaded);
+     then one untimed warm-up prefill, then `repeats` timed prefills (one forward over the
      prompt, batch 1, logits of the last position only) and `repeats` timed greedy
      decodes of `new_tokens` tokens each (the prefill before each decode is untimed);
   4. score the BBQ prompt groups once through the project's backend for the runtime
@@ -95,6 +97,14 @@ class _Torch:
     def _forward(self, ids, cache=None):
         return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
 
+    def first_token(self, prompt: Sequence[int]) -> float:
+        torch = self.torch
+        with torch.inference_mode():
+            start = time.perf_counter()
+            out = self._forward(torch.tensor([list(prompt)]))
+            int(out.logits[0, -1].argmax())
+            return time.perf_counter() - start
+
     def prefill(self, prompt: Sequence[int]) -> float:
         torch = self.torch
         ids = torch.tensor([list(prompt)])
@@ -148,6 +158,13 @@ class _LlamaCpp:
         self.llm.eval(list(prompt))
         return time.perf_counter() - start
 
+    def first_token(self, prompt: Sequence[int]) -> float:
+        self.llm.reset()
+        start = time.perf_counter()
+        self.llm.eval(list(prompt))
+        self._argmax_last()
+        return time.perf_counter() - start
+
     def _argmax_last(self) -> int:
         import numpy as np
 
@@ -182,6 +199,7 @@ def measure(request: dict) -> dict:
     start = time.perf_counter()
     runtime.load()
     load_s = [time.perf_counter() - start]
+    ttft_s = [runtime.first_token(prompt)]
     runtime.prefill(prompt)  # warm-up: first-call allocations and kernel selection
     prefill_s = [runtime.prefill(prompt) for _ in range(repeats)]
     decodes = [runtime.decode(prompt, request["new_tokens"]) for _ in range(repeats)]
@@ -196,7 +214,7 @@ def measure(request: dict) -> dict:
     runtime.unload()
     return {
         "runtime": request["runtime"], "path": request["path"], "n_threads": request["n_threads"],
-        "rss_before_load_bytes": rss_before, "peak_rss_bytes": peak, "load_s": load_s,
+        "rss_before_load_bytes": rss_before, "peak_rss_bytes": peak, "load_s": load_s, "ttft_s": ttft_s,
         "n_prompt_tokens": len(prompt), "prefill_s": prefill_s, "new_tokens": request["new_tokens"],
         "decode_s": [d for d, _ in decodes], "generated_ids": decodes[0][1], **bbq,
     }

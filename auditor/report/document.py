@@ -292,14 +292,77 @@ def _measurements(view: RunView, plots: dict[str, Plot]) -> list[Block]:
         out += [Heading("Every stored format", level=3), _table(view.storage, [
             ("variant", "variant", None), ("format", "format", None), ("layout", "layout", None),
             ("size_bytes", "size", size_mb), ("bits_per_weight", "bits/weight", lambda x: fixed(x, 2)),
-            ("note", "note", None)])]
+            ("time_to_first_token_s", "time to first token ms", _median_ms),
+            ("peak_rss_bytes", "peak memory", size_mb), ("note", "note", None)])]
     if len(view.claims):
-        out += [Heading("Claims vs measurement", level=3), _table(view.claims, [
-            ("variant", "variant", None), ("format", "format", None), ("layout", "layout", None),
-            ("size_vs_dense", "size vs dense", ratio), ("prefill_vs_dense", "prefill vs dense", ratio),
-            ("decode_vs_dense", "decode vs dense", ratio), ("claim", "claim", None),
-            ("agrees", "measurement agrees", lambda x: NA if x is None or is_missing(x) else ("yes" if x else "no"))])]
+        out += [Heading("Claims vs measurement", level=3), Para(
+            "Variants were timed in interleaved rounds (A B A B ...); a speed ratio is the median over rounds of the "
+            "variant's tokens/s over dense's in the same round (95% bootstrap CI). A claim agrees or disagrees only "
+            "when the whole interval says so; otherwise it is inconclusive (noise)." + _load_text(view.measure_context)),
+            _table(view.claims.assign(
+                prefill_vs_dense=[_ratio_ci(r, "prefill") for _, r in view.claims.iterrows()],
+                decode_vs_dense=[_ratio_ci(r, "decode") for _, r in view.claims.iterrows()]), [
+                ("variant", "variant", None), ("format", "format", None), ("layout", "layout", None),
+                ("size_vs_dense", "size vs dense", ratio),
+                ("prefill_vs_dense", "prefill vs dense (95% CI)", None), ("decode_vs_dense", "decode vs dense (95% CI)", None),
+                ("claim", "claim", None), ("verdict", "measurement", None)])]
+    out += _sparse_kernels(view)
     out.append(Figure(plots["size_vs_risk"]))
+    return out
+
+
+def _median_ms(value: Any) -> str:
+    """A {median, ...} spread of seconds as milliseconds."""
+    if not isinstance(value, dict) or is_missing(value.get("median")):
+        return NOT_MEASURED
+    return f"{1000 * float(value['median']):.0f}"
+
+
+def _ratio_ci(row: Any, key: str) -> str:
+    text = ratio(row[f"{key}_vs_dense"])
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    return text if is_missing(low) or is_missing(high) else f"{text} ({float(low):.2f}-{float(high):.2f})"
+
+
+def _load_text(context: dict) -> str:
+    load = context.get("load_average") or {}
+    if is_missing(load.get("min")):
+        return ""
+    text = (f" The 1-minute load average was {float(load['min']):.1f}-{float(load['max']):.1f} during the timings "
+            f"on {context.get('cpus', '?')} cores ({context.get('n_threads', '?')} threads per runtime)")
+    return text + (": it moved, so other work competed for the cores." if load.get("moved") else ".")
+
+
+def _sparse_kernels(view: RunView) -> list[Block]:
+    """Dense vs sparse kernels (auditor bench sparse-kernels --out RUN): speed-ups and where sparse wins."""
+    if not len(view.sparse_kernels):
+        return []
+    ctx = view.sparse_context
+    load = ctx.get("load_average") or {}
+    table = view.sparse_kernels.assign(
+        case=[f"{r['name']} {r['shape']}".strip() for _, r in view.sparse_kernels.iterrows()],
+        speedup_text=[f"{ratio(r['speedup'])} ({fixed(r['speedup_ci_low'])}-{fixed(r['speedup_ci_high'])})"
+                      for _, r in view.sparse_kernels.iterrows()])
+    wins = view.sparse_breakeven
+    lines = [f"{r['name']}, {r['tokens']} tokens, {r['kernel']} ({r['device']}): "
+             + ("never beats dense" if is_missing(r["beats_dense_from"])
+                else f"beats dense from {pct(r['beats_dense_from'])} sparsity")
+             + f" (of {r['sparsities']}; best {ratio(r['best_speedup'])})" for _, r in wins.iterrows()]
+    out: list[Block] = [Heading("Sparse kernels vs dense", level=3), Para(
+        "Does a sparse-aware kernel turn unstructured sparsity into speed? y = x W^T on SmolLM2-135M's linear shapes "
+        "and a whole forward, W dense (zeros multiplied, as in every dense format) or CSR / BSR (32x32 blocks), "
+        "timed in interleaved rounds; speed-up = dense time / kernel time, median (95% bootstrap CI). "
+        f"{ctx.get('torch_threads', '?')} torch thread(s), {ctx.get('cpus', '?')} CPUs, torch {ctx.get('torch', '?')}, "
+        f"1-minute load average {fixed(load.get('start'), 1)} at the start and {fixed(load.get('end'), 1)} at the end"
+        " (a shared machine slows every kernel alike within a round, but widens the intervals)."),
+        _table(table, [("case", "case", None), ("tokens", "tokens", count), ("sparsity", "sparsity", pct),
+                       ("kernel", "kernel", None), ("stored_fraction", "stored", pct),
+                       ("dense_ms", "dense ms", lambda x: fixed(x, 3)), ("kernel_ms", "kernel ms", lambda x: fixed(x, 3)),
+                       ("speedup_text", "speed-up (95% CI)", None), ("faster", "faster", None),
+                       ("verdict", "no latency saved", None)]),
+        Para("Where a sparse kernel wins: " + "; ".join(lines) + "."),
+    ]
+    out += [Para(str(n)) for n in ctx.get("notes", [])]
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from auditor.analysis.baselines import BASELINE_VARIANTS, DENSE_GGUF_F16, null_baselines
-from auditor.analysis.claims import claims_table
+from auditor.analysis.claims import claims_table, sparse_breakeven, sparse_kernel_table
 from auditor.analysis.comparison import COMPARISON_COLUMNS, comparison_table
 from auditor.analysis.dose_response import spec_level
 from auditor.analysis.mask_seeds import MASK_SPREAD_COLUMNS, mask_spread_table
@@ -38,7 +38,8 @@ from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
 from auditor.data.records import STRICT, read_records
 from auditor.data.rundir import (
-    PPL, SCORE, UNIT_FAILED, RunStatus, load_manifest, manifest_thresholds, record_files, run_status,
+    PPL, SCORE, SPARSE_KERNELS_FILE, UNIT_FAILED, RunStatus, load_manifest, manifest_thresholds, record_files,
+    run_status,
 )
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,10 @@ class RunView:
     protocols: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROTOCOL_COLUMNS))
     mask_spread: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=MASK_SPREAD_COLUMNS))
     scope: tuple[str, ...] = ()  # per compression step: what it left untouched, block-only vs whole-model figures
+    measure_context: dict = field(default_factory=dict)  # measurements.json: load average, threads, notes
+    sparse_kernels: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.sparse_kernel_table
+    sparse_breakeven: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.sparse_breakeven
+    sparse_context: dict = field(default_factory=dict)  # sparse_kernels.json: threads, load average, notes
 
     @property
     def name(self) -> str:
@@ -188,11 +193,13 @@ class RunView:
         overview["abstention"] = [("loss" if by_key[k].abstention_loss else "none") if k in by_key else ""
                                   for k in zip(overview["variant"], overview["backend"])]
         answers = answers_with_reference(records)
+        sparse_context, sparse = read_sparse_kernels(run_dir)
         protocols = protocol_table(all_records) if len(all_records) else pd.DataFrame(columns=PROTOCOL_COLUMNS)
         return cls(run_dir, manifest, records, items, units, metrics, trans, comparison, baselines, paradox, paper,
                    storage, claims, overview, answers, verdicts, thresholds, tuple(notes), positions, validity,
                    transition_table(records, condition="disambig") if len(records) else pd.DataFrame(), status,
-                   protocol, protocols, mask_spread_table(overview), scope_lines(run_dir))
+                   protocol, protocols, mask_spread_table(overview), scope_lines(run_dir), read_measure_context(run_dir),
+                   sparse, sparse_breakeven(sparse) if len(sparse) else pd.DataFrame(), sparse_context)
 
 
 def _validity(positions: pd.DataFrame, thresholds: RiskThresholds) -> ReferenceValidity | None:
@@ -296,7 +303,8 @@ def variant_kind(spec: str) -> str:
 
 
 STORAGE_COLUMNS = ["variant", "family", "format", "layout", "runtime", "size_bytes", "bits_per_weight", "load_s",
-                   "peak_rss_bytes", "prefill_tokens_per_s", "decode_tokens_per_s", "bbq_ms_per_prompt", "note"]
+                   "time_to_first_token_s", "peak_rss_bytes", "prefill_tokens_per_s", "decode_tokens_per_s",
+                   "bbq_ms_per_prompt", "note"]
 
 
 def read_storage(run_dir: Path) -> pd.DataFrame:
@@ -315,6 +323,32 @@ def read_storage(run_dir: Path) -> pd.DataFrame:
         if col not in frame.columns:
             frame[col] = None
     return frame
+
+
+def read_measure_context(run_dir: Path) -> dict:
+    """How measurements.json was taken: threads, the load average around the timings, its notes; {} without it."""
+    path = run_dir / "measurements.json"
+    if not path.is_file():
+        return {}
+    doc = _read_json(path)
+    return {"n_threads": (doc.get("workload") or {}).get("n_threads"), "load_average": doc.get("load_average") or {},
+            "repeats": (doc.get("settings") or {}).get("repeats"), "notes": doc.get("notes") or [],
+            "cpus": (doc.get("machine") or {}).get("cpus")}
+
+
+def read_sparse_kernels(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """sparse_kernels.json (`auditor bench sparse-kernels --out RUN`): its context and the speed-up table."""
+    path = run_dir / SPARSE_KERNELS_FILE
+    if not path.is_file():
+        return {}, pd.DataFrame()
+    doc = _read_json(path)
+    timings = doc.get("timings")
+    if not isinstance(timings, list) or not all(isinstance(t, dict) and "kernel" in t for t in timings):
+        raise DataError(path, "\"timings\" must be a list of objects with a \"kernel\" key")
+    context = {"torch_threads": doc.get("torch_threads"), "load_average": doc.get("load_average") or {},
+               "notes": doc.get("notes") or [], "cpus": (doc.get("machine") or {}).get("cpus"),
+               "created_utc": doc.get("created_utc"), "torch": (doc.get("versions") or {}).get("torch")}
+    return context, sparse_kernel_table(timings)
 
 
 def _storage_row(storage: pd.DataFrame, spec: str, backend: str) -> dict:

@@ -8,7 +8,7 @@ import pytest
 from auditor.core.errors import AuditorError
 from auditor.data.bbq import select_items
 from auditor.data.prompt_format import CHAT_VERSION, PLAIN_VERSION, choose_format, template_from_file
-from auditor.data.prompts import build_groups, letter_token_ids, permutation
+from auditor.data.prompts import answer_order, build_groups, letter_token_ids
 from tests.conftest import SAMPLE_BBQ
 
 
@@ -74,7 +74,7 @@ def test_template_file_renders_the_conversation(tmp_path, base_tokenizer, items)
     [group] = build_groups(wrapped, items[:1], (0,))
     text = base_tokenizer.decode(list(group.full_ids(0)))
     assert text.startswith(base_tokenizer.bos_token + "<system>") and text.endswith("<assistant>")
-    assert permutation(items[0].item_id, 0) == group.perms[0]
+    assert answer_order(0) == group.perms[0]
 
 
 def test_prompt_set_records_the_format_in_every_record(base_tokenizer, items):

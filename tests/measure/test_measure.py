@@ -6,23 +6,51 @@ import math
 
 import pytest
 
-from auditor.analysis.claims import CLAIM_PRUNE_DENSE, CLAIM_PRUNE_SPARSE, CLAIM_QUANTIZE, claims_table
+import numpy as np
+
+from auditor.analysis.claims import (
+    AGREES,
+    CLAIM_PRUNE_DENSE,
+    CLAIM_PRUNE_SPARSE,
+    CLAIM_QUANTIZE,
+    DISAGREES,
+    INCONCLUSIVE,
+    claims_table,
+    no_speedup_verdict,
+    ratio_ci,
+)
 from auditor.core.errors import AuditorError
 from auditor.core.files import json_safe
 from auditor.core.names import variant_id
-from auditor.measure.measurement import MeasureSettings, Spread, Workload, bits_per_weight, measure, rates, run_worker
+from auditor.measure.measurement import (
+    MeasureSettings,
+    Spread,
+    Workload,
+    bits_per_weight,
+    load_summary,
+    measure,
+    rates,
+    run_worker,
+)
 from tests.conftest import make_tiny_llama
 
-SPREAD_KEYS = {"median", "min", "max"}
+SPREAD_KEYS = {"median", "min", "max", "values"}
 
 
 def test_spread_and_rates_hand_computed():
-    assert Spread.of([3.0, 1.0, 2.0]) == Spread(2.0, 1.0, 3.0)
-    assert Spread.of([1.0, 4.0]) == Spread(2.5, 1.0, 4.0)
+    assert Spread.of([3.0, 1.0, 2.0]) == Spread(2.0, 1.0, 3.0, (3.0, 1.0, 2.0))
+    assert Spread.of([1.0, 4.0]) == Spread(2.5, 1.0, 4.0, (1.0, 4.0))
     empty = Spread.of([])
     assert math.isnan(empty.median) and math.isnan(empty.min) and math.isnan(empty.max)
     # 100 tokens in 0.5 s, 1 s, 2 s -> 200, 100, 50 tokens/s
-    assert rates(100, [0.5, 1.0, 2.0]) == Spread(100.0, 50.0, 200.0)
+    assert rates(100, [0.5, 1.0, 2.0]) == Spread(100.0, 50.0, 200.0, (200.0, 100.0, 50.0))
+
+
+def test_load_summary_warns_when_the_load_moved():
+    assert load_summary(1.0, [1.2, 1.5], 1.1, 1.0) == {"start": 1.0, "end": 1.1, "min": 1.0, "max": 1.5,
+                                                        "moved": False, "tolerance": 1.0}
+    assert load_summary(1.0, [3.5, None], 2.0, 1.0)["moved"] is True
+    assert load_summary(None, [None], None, 1.0)["moved"] is None
 
 
 def test_bits_per_weight_and_json_safe():
@@ -69,7 +97,8 @@ def test_claims_table_hand_computed():
     assert r["size_vs_dense"] == pytest.approx(1.0) and r["agrees"] is False
 
 
-def test_speed_claim_needs_a_speedup_beyond_the_run_to_run_spread():
+def test_speed_claim_from_spreads_without_per_run_values():
+    """Files with only median, min and max: the widest interval the spreads allow decides."""
     dense = {"variant": "dense", "family": "dense", "format": "gguf", "layout": "F16", "size_bytes": 500,
              "prefill_tokens_per_s": {"median": 100.0, "min": 80.0, "max": 120.0},
              "decode_tokens_per_s": {"median": 10.0, "min": 9.0, "max": 11.0}}
@@ -77,11 +106,72 @@ def test_speed_claim_needs_a_speedup_beyond_the_run_to_run_spread():
              "prefill_tokens_per_s": {"median": 125.0, "min": 110.0, "max": 140.0}}
     faster = {**noisy, "variant": "wanda@0.5", "prefill_tokens_per_s": {"median": 140.0, "min": 133.0, "max": 150.0}}
     table = claims_table([dense, noisy, faster]).set_index("variant")
-    # median 1.25x, but its slowest run (110) is below dense's fastest (120): noise, the claim holds
+    # median 1.25x, but the interval [110/120, 140/80] straddles 1.1: noise decides nothing
     assert table.loc["magnitude@0.5", "prefill_vs_dense"] == pytest.approx(1.25)
-    assert table.loc["magnitude@0.5", "agrees"] is True
-    # slowest run 133 > 1.1 * 120 = 132: a real speed-up, the claim fails
-    assert table.loc["wanda@0.5", "agrees"] is False
+    assert (table.loc["magnitude@0.5", "prefill_ci_low"], table.loc["magnitude@0.5", "prefill_ci_high"]) == \
+        pytest.approx((110 / 120, 140 / 80))
+    assert table.loc["magnitude@0.5", "verdict"] == INCONCLUSIVE and table.loc["magnitude@0.5", "agrees"] is None
+    # slowest run 133 > 1.1 * 120 = 132: a speed-up whatever the noise, the claim fails
+    assert table.loc["wanda@0.5", "verdict"] == DISAGREES and table.loc["wanda@0.5", "agrees"] is False
+
+
+def test_ratio_ci_paired_hand_computed():
+    # paired ratios 1.0, 1.2, 0.9: median 1.0; a median of 3 resampled values spans [0.9, 1.2]
+    ratio, low, high = ratio_ci([100.0, 120.0, 90.0], [100.0, 100.0, 100.0])
+    assert ratio == pytest.approx(1.0) and (low, high) == pytest.approx((0.9, 1.2))
+    # unpaired (lengths differ): ratio of medians
+    assert ratio_ci([100.0, 120.0, 90.0], [50.0, 50.0])[0] == pytest.approx(2.0)
+    assert all(math.isnan(x) for x in ratio_ci([], [1.0]))
+    assert all(math.isnan(x) for x in ratio_ci([1.0], [0.0]))
+    assert no_speedup_verdict(1.11, 1.3, 0.1) == DISAGREES and no_speedup_verdict(0.8, 1.1, 0.1) == AGREES
+    assert no_speedup_verdict(1.0, 1.2, 0.1) == INCONCLUSIVE and no_speedup_verdict(math.nan, 1.0, 0.1) == "unknown"
+
+
+def _noisy_run(rng, true_ratio: float, drift: float, sd: float, rounds: int) -> list[dict]:
+    """Dense and a pruned variant timed in interleaved rounds: each round the machine's load
+    scales both by the same factor (drifting by up to `drift`), plus independent noise `sd`."""
+    load = 1 + drift * rng.random(rounds)  # slowdown shared by the two runs of a round
+    dense = 100.0 / load * (1 + sd * rng.standard_normal(rounds))
+    pruned = true_ratio * 100.0 / load * (1 + sd * rng.standard_normal(rounds))
+
+    def row(variant, family, values):
+        return {"variant": variant, "family": family, "format": "gguf", "layout": "F16", "size_bytes": 500,
+                **{k: {"median": float(np.median(values)), "min": float(values.min()), "max": float(values.max()),
+                       "values": [float(v) for v in values]} for k in ("prefill_tokens_per_s", "decode_tokens_per_s")}}
+
+    return [row("dense", "dense", dense), row("magnitude@0.5", "prune", pruned)]
+
+
+@pytest.mark.parametrize("true_ratio", [1.0, 0.97])
+def test_planted_no_speedup_never_disagrees_under_noise(true_ratio):
+    """A pruned model exactly as fast as dense (or 3% slower), timed under heavy load drift (up to 3x)
+    and 10% run-to-run noise: over many simulated measurements the claim is "agrees" or
+    "inconclusive (noise)", never "disagrees", so no two runs flip between agrees and disagrees."""
+    rng = np.random.default_rng(0)
+    verdicts = [claims_table(_noisy_run(rng, true_ratio, drift=2.0, sd=0.10, rounds=5)).iloc[0]["verdict"]
+                for _ in range(200)]
+    assert DISAGREES not in verdicts
+    assert verdicts.count(AGREES) > 0  # the interval is tight enough to agree sometimes
+
+
+def test_planted_speedup_is_found_through_noise():
+    """A real 1.6x speed-up under the same drift and 5% noise: disagrees in every simulated run, never agrees."""
+    rng = np.random.default_rng(1)
+    verdicts = {claims_table(_noisy_run(rng, 1.6, drift=2.0, sd=0.05, rounds=5)).iloc[0]["verdict"]
+                for _ in range(100)}
+    assert verdicts == {DISAGREES}
+
+
+def test_two_point_estimates_alone_do_not_decide():
+    """Drift between unpaired runs made the variant look 1.4x faster; paired rounds see no speed-up."""
+    rows = _noisy_run(np.random.default_rng(2), 1.0, drift=0.0, sd=0.0, rounds=3)
+    for key in ("prefill_tokens_per_s", "decode_tokens_per_s"):  # dense slowed by load in every round alike
+        rows[0][key]["values"] = [70.0, 72.0, 71.0]
+        rows[1][key]["values"] = [70.5, 71.0, 72.0]
+        rows[1][key]["median"] = 71.0
+        rows[0][key]["median"] = 50.0  # a point estimate taken at another time would say 1.42x
+    got = claims_table(rows).iloc[0]
+    assert got["verdict"] == AGREES and got["prefill_vs_dense"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_claims_unknown_without_reference():
@@ -129,9 +219,10 @@ def test_measure_tiny_model_every_format(tiny_dir, tmp_path):
         if r["runtime"] is None:
             assert r["prefill_tokens_per_s"] is None and r["load_s"] is None
             continue
-        for key in ("load_s", "prefill_tokens_per_s", "decode_tokens_per_s"):
-            assert set(r[key]) == SPREAD_KEYS
+        for key in ("load_s", "time_to_first_token_s", "prefill_tokens_per_s", "decode_tokens_per_s"):
+            assert set(r[key]) == SPREAD_KEYS and len(r[key]["values"]) == settings.repeats  # one per round
             assert 0 < r[key]["min"] <= r[key]["median"] <= r[key]["max"] < math.inf
+        assert len(r["load_average"]["values"]) in (0, settings.repeats)
         assert r["peak_rss_bytes"] >= r["rss_before_load_bytes"] > 0
         assert 0 < r["bbq_ms_per_prompt"] < math.inf
         unit = tmp_path / "measurements" / f"{variant_id(r['variant'])}__{r['runtime']}.json"
@@ -141,4 +232,6 @@ def test_measure_tiny_model_every_format(tiny_dir, tmp_path):
     assert sizes[("magnitude@0.5", "float32")] == sizes[("dense", "float32")]
     assert sizes[("magnitude@0.5", "bitmask")] < sizes[("dense", "float32")]
     assert {c["variant"] for c in doc["claims"]} == {"magnitude@0.5"}
+    assert {c["verdict"] for c in doc["claims"]} <= {"agrees", "disagrees", "inconclusive (noise)", "unknown"}
+    assert set(doc["load_average"]) >= {"start", "end", "min", "max", "moved"}
     assert report.wall_s > 0 and doc["wall_s"] == pytest.approx(report.wall_s)
