@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from auditor import __version__
-from auditor import cli
+from auditor import __version__, cli
 from tests.conftest import ROOT
 
 BARS = ("Converting and de-quantizing GGUF tensors", "Loading weights", "Writing model shards")

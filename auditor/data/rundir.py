@@ -179,7 +179,7 @@ def write_failed_unit(run_dir: Path, unit: Unit, key: str, reason: str, when_utc
 def failed_units(run_dir: Path, manifest: dict | None = None) -> list[dict]:
     """The failure records of planned units that are not finished (the manifest's units; every file without one)."""
     out = []
-    planned = None if manifest is None else {raw["id"]: raw["key"] for raw in manifest.get("units", [])}
+    planned = None if manifest is None else {Unit.from_manifest(raw).id: raw["key"] for raw in manifest.get("units", [])}
     for path in sorted((run_dir / "failed").glob("*.json")):
         try:
             doc = json.loads(path.read_text())

@@ -38,7 +38,14 @@ from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
 from auditor.data.records import STRICT, read_records
 from auditor.data.rundir import (
-    PPL, SCORE, SPARSE_KERNELS_FILE, UNIT_FAILED, RunStatus, load_manifest, manifest_thresholds, record_files,
+    PPL,
+    SCORE,
+    SPARSE_KERNELS_FILE,
+    UNIT_FAILED,
+    RunStatus,
+    load_manifest,
+    manifest_thresholds,
+    record_files,
     run_status,
 )
 

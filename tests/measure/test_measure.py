@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
-
 import numpy as np
+import pytest
 
 from auditor.analysis.claims import (
     AGREES,

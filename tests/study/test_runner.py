@@ -139,7 +139,7 @@ def test_audit_front_runs_an_in_memory_study(tiny_model_dir, capsys, tmp_path, m
     assert main(["audit", "--model", str(tiny_model_dir), "--seeds", "0,0", "--run", "front2"]) == 2
     assert "seeds must be distinct" in capsys.readouterr().err
     assert main(["audit", "--model", str(tiny_model_dir), "--seeds", "0,1,2,3,4,5,6", "--run", "front3"]) == 2
-    assert "auditor audit: seeds: 7 seeds asked, but three options have only 6 answer orders" in capsys.readouterr().err
+    assert "auditor audit: --seeds: 7 seeds asked, but three options have only 6 answer orders" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -15,11 +15,11 @@ import pytest
 
 from auditor.core.errors import AuditorError, DataError
 from auditor.core.files import write_json
+from auditor.data.prompts import answer_order
 from auditor.report.summary import summary_dict
 from auditor.view.items import compare_variants, filter_items, flip_examples, item_detail, item_table
 from auditor.view.run import RunView, sort_overview
 from auditor.view.runs import list_runs, resolve_run
-from auditor.data.prompts import answer_order
 from tests.helpers_runs import PLANTED_HIGH, SCRIPT_ITEM, build_run, sample_items
 
 
