@@ -86,3 +86,15 @@ def tiny_hf_dir(tmp_path: Path, smollm2_tokenizer) -> Path:
     from auditor.artifacts.safetensors_dir import save_hf_dir
 
     return save_hf_dir(make_tiny_llama(), smollm2_tokenizer, tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def converter():
+    """llama.cpp's converter as `auditor setup` installed it (`make install` runs it); skip where it is absent."""
+    from auditor.artifacts.llama_converter import find_converter
+    from auditor.core.errors import ModelError
+
+    try:
+        return find_converter()
+    except ModelError as exc:
+        pytest.skip(str(exc))

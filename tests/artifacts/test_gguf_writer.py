@@ -11,16 +11,6 @@ from tests.conftest import make_tiny_llama
 THREADS = 1
 
 
-@pytest.fixture(scope="module")
-def converter():
-    from auditor.artifacts.llama_converter import find_converter
-
-    try:
-        return find_converter()
-    except ModelError as exc:
-        pytest.skip(str(exc))
-
-
 def _fields(path):
     from gguf import GGUFReader
 

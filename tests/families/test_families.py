@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import pytest
 
-from auditor.core.errors import ModelError
 from tests.conftest import FIXTURE_CORPUS
 from tests.families.models import FAMILIES, GEMMA3_WINDOW, family_tokenizer, make_family_model
 
@@ -16,16 +15,6 @@ THREADS = 1
 # Gemma 3 is looser: ggml evaluates GELU (Gemma's activation) from an F16 lookup table; the
 # SiLU families agree to float32 rounding. docs/gguf.md states these tolerances.
 AGREEMENT_TOL = {"llama": 1e-3, "qwen2": 1e-3, "phi3": 1e-3, "gemma3": 5e-2}
-
-
-@pytest.fixture(scope="module")
-def converter():
-    from auditor.artifacts.llama_converter import find_converter
-
-    try:
-        return find_converter()
-    except ModelError as exc:
-        pytest.skip(str(exc))
 
 
 def _torch_last_logprobs(model, ids):
