@@ -1,11 +1,12 @@
 """`auditor report RUN`: regenerate report.md, report.html, plots and summary.json from a run's files."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from auditor.analysis.verdicts import RiskThresholds, thresholds_from_mapping
-from auditor.data.rundir import load_manifest, manifest_thresholds
+from auditor.data.rundir import load_manifest
 from auditor.report.markdown import write_report
+from auditor.view.run import run_thresholds
 from auditor.view.runs import resolve_run
 
 RISK_OPTIONS = (
@@ -30,9 +31,8 @@ def register(sub) -> None:
 
 def risk_thresholds(args, manifest: dict):
     """Defaults, then the run's study thresholds, then the command line."""
-    risk, _ = thresholds_from_mapping(manifest_thresholds(manifest), "manifest.json thresholds")
-    risk.update({dest: getattr(args, dest) for _, dest, _ in RISK_OPTIONS if getattr(args, dest, None) is not None})
-    return RiskThresholds(**risk)
+    given = {dest: getattr(args, dest) for _, dest, _ in RISK_OPTIONS if getattr(args, dest, None) is not None}
+    return replace(run_thresholds(manifest), **given)
 
 
 def run(args) -> int:

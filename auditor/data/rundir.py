@@ -162,11 +162,6 @@ def check_unit(run_dir: Path, unit: Unit, key: str) -> tuple[str, str]:
     return FINISHED, ""
 
 
-def is_finished(run_dir: Path, unit: Unit, key: str) -> bool:
-    """The unit is committed under `key` and every file it wrote verifies (`check_unit`)."""
-    return check_unit(run_dir, unit, key)[0] == FINISHED
-
-
 def write_failed_unit(run_dir: Path, unit: Unit, key: str, reason: str, when_utc: str) -> Path:
     """Record that `unit` failed (it stays unfinished: the next run tries it again)."""
     path = unit.failed_path(run_dir)
