@@ -193,6 +193,8 @@ def load_model(source: ModelSource, *, device: str = "cpu", trust_remote_code: b
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             model.load_state_dict(loaded.state_dict())
             model.generation_config = loaded.generation_config
+            # The file, not its folder: a folder may hold several GGUFs (tokenizer_for_model reads this).
+            model.config._name_or_path = str(source.path)
             del loaded
         else:
             model = AutoModelForCausalLM.from_pretrained(

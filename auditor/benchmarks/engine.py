@@ -37,7 +37,7 @@ from auditor.core.progress import progress
 from auditor.data.bbq import select_items
 from auditor.data.sources import resolve_bbq
 from auditor.scoring.backends.torch_backend import TorchBackend
-from auditor.scoring.backends.trees import plan_trees
+from auditor.scoring.backends.trees import MAX_ITEMS_PER_TREE, MAX_TREE_NODES, plan_trees
 from auditor.scoring.engine import PromptSet, score
 from auditor.scoring.gemm import ModelDims, forward_flops, gemm_bound_prompts_per_s, measure_gemm
 
@@ -61,8 +61,11 @@ def register(sub) -> None:
                    help="compute precision of the engine, the naive loop and the GEMM rate (default float32)")
     p.add_argument("--seeds", type=int, default=5, help="answer-order seeds of the multi-seed run (default 5)")
     p.add_argument("--batch-size", type=int, default=16, help="items per forward pass (default 16)")
-    p.add_argument("--max-items-per-tree", type=int, default=4,
-                   help="items sharing a context merged into one tree (default 4; 1: only the common prefix is shared)")
+    p.add_argument("--max-items-per-tree", type=int, default=MAX_ITEMS_PER_TREE,
+                   help=f"items sharing a context merged into one tree (default {MAX_ITEMS_PER_TREE}; 1: only the "
+                        "common prefix is shared)")
+    p.add_argument("--max-tree-nodes", type=int, default=MAX_TREE_NODES,
+                   help=f"widest merged tree, in tokens (default {MAX_TREE_NODES}; wider rows cost width^2 attention)")
     p.add_argument("--naive-items", type=int, default=None, help="items for the naive loop (default: all)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs of each measurement; the best counts (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
@@ -93,8 +96,10 @@ def run(args) -> int:
     import torch
 
 
-    if min(args.items, args.repeats, args.batch_size, args.max_items_per_tree) < 1 or not 2 <= args.seeds <= 6:
-        raise AuditorError("bench engine: --items, --repeats, --batch-size and --max-items-per-tree must be >= 1 "
+    if (min(args.items, args.repeats, args.batch_size, args.max_items_per_tree, args.max_tree_nodes) < 1
+            or not 2 <= args.seeds <= 6):
+        raise AuditorError("bench engine: --items, --repeats, --batch-size, --max-items-per-tree and --max-tree-nodes "
+                           "must be >= 1 "
                            "and --seeds between 2 and 6 (three options have six answer orders)")
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     source = resolve_model(args.model)
@@ -112,9 +117,10 @@ def run(args) -> int:
                           one.prompt_format)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     backend = TorchBackend(model, batch_size=args.batch_size, pad_id=pad_id,
-                           max_items_per_tree=args.max_items_per_tree)
-    plan_one = plan_trees(one.groups, max_items_per_tree=args.max_items_per_tree)
-    plan_many = plan_trees(many.groups, max_items_per_tree=args.max_items_per_tree)
+                           max_items_per_tree=args.max_items_per_tree, max_tree_nodes=args.max_tree_nodes)
+    limits = dict(max_items_per_tree=args.max_items_per_tree, max_tree_nodes=args.max_tree_nodes)
+    plan_one = plan_trees(one.groups, **limits)
+    plan_many = plan_trees(many.groups, **limits)
     load_start = os.getloadavg()[0]
 
     # Warm-up: thread pools, allocator and kernel selection, outside every timing.
@@ -162,6 +168,7 @@ def run(args) -> int:
         # Exact scoring computes every planned token: about the floor of the seeds cost ratio.
         f"planned_tokens_seeds{args.seeds}_over_seeds1": plan_many.n_nodes / plan_one.n_nodes,
         "max_items_per_tree": args.max_items_per_tree,
+        "max_tree_nodes": args.max_tree_nodes,
         # The naive loop pays a full forward per (item, seed), so its prompts/s is the same for any
         # number of seeds; the engine shares each item's prefix across its answer orders.
         f"engine_seeds{args.seeds}_prompts_per_s": args.seeds * len(items) / seeds_s,
@@ -202,7 +209,7 @@ def run(args) -> int:
     print(f"data: {data.origin}; {len(items)} items, mean {mean_tokens:.1f} tokens per prompt")
     print(f"planned tokens: {plan_one.n_nodes} for 1 seed ({plan_one.n_nodes / sum(prompt_tokens):.2f} of the "
           f"{sum(prompt_tokens)} prompt tokens), {plan_many.n_nodes} for {args.seeds} seeds "
-          f"(max {args.max_items_per_tree} items per tree)")
+          f"(max {args.max_items_per_tree} items and {args.max_tree_nodes} tokens per tree)")
     if max(load_start, figures["load_avg_1m_end"]) > (os.cpu_count() or 1):
         print("WARNING: the machine was busy (load average above the core count): figures are unreliable")
     print(f"compute dtype {dtype}; GEMM rate measured in {dtype}")

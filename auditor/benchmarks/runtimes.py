@@ -30,7 +30,7 @@ from auditor.data.sources import resolve_bbq
 from auditor.scoring.backends.trees import plan_trees
 from auditor.scoring.engine import PromptSet
 from auditor.scoring.gemm import ModelDims, forward_flops, measure_gemm
-from auditor.study.estimate import MAX_ITEMS_PER_TREE, time_kind
+from auditor.study.estimate import time_kind
 
 #: kind -> (the compressor spec that makes it, or None for the dense model; torch dtype)
 KINDS: dict[str, tuple[str | None, str]] = {
@@ -83,7 +83,7 @@ def run(args) -> int:
     items = select_items([data.path], categories=categories, condition=args.condition, n=args.items, seed=0,
                          origin=data.origin).items
     prompts = PromptSet.build(tokenizer, items, tuple(range(args.seeds)))
-    plan = plan_trees(prompts.groups, max_items_per_tree=MAX_ITEMS_PER_TREE)
+    plan = plan_trees(prompts.groups)
     dims = ModelDims.from_config(dense.config)
     planned_flops = forward_flops(dims, plan.n_nodes, plan.n_attended_pairs, plan.n_answer_nodes)
     mean_tokens = sum(len(g.full_ids(0)) for g in prompts.groups) / len(prompts.groups)

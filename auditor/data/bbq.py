@@ -289,12 +289,19 @@ def select_items(
     n: int | None = None,
     seed: int = 0,
     origin: str = "",
+    partners: bool = False,
 ) -> BBQSelection:
     """Load items, keep the wanted categories and condition, then sample n stratified items.
 
     Stratification is over (category, condition, polarity): each stratum gets
     n * share items (largest remainders), sampled without replacement with `seed`.
     Unresolvable items are dropped and listed in `unresolved`, never guessed.
+
+    `partners` (with condition "ambig"): after sampling, each ambiguous item's
+    disambiguated partner is added (`disambiguated_partner`), so accuracy on
+    disambiguated contexts is measured on the same template fills; n counts the
+    ambiguous items only. The engine scores a partner almost for free: its
+    context starts with the ambiguous one, so they share a prompt tree.
     """
     cats = list(categories) if categories else None
     if cats:
@@ -303,6 +310,8 @@ def select_items(
             raise SpecError(f"categories: unknown category {', '.join(unknown)}; valid: {', '.join(CATEGORIES)}")
     if condition not in ("ambig", "disambig", "both"):
         raise SpecError(f"condition: {condition!r} is not ambig, disambig or both")
+    if partners and condition != "ambig":
+        raise SpecError(f"partners: needs condition 'ambig' (partners are the disambiguated items), not {condition!r}")
     files: list[Path] = []
     for source in sources:
         files.extend(_files(Path(source), cats))
@@ -312,9 +321,12 @@ def select_items(
     seen: dict[str, tuple[Path, int]] = {}
     kept: list[BBQItem] = []
     unresolved: list[tuple[str, str]] = []
+    disambiguated: list[BBQItem] = []  # partner candidates
     for item, reason, path, lineno in parsed:
         if cats and item.category not in cats:
             continue
+        if partners and item.condition == "disambig" and item.resolved:
+            disambiguated.append(item)
         if condition != "both" and item.condition != condition:
             continue
         if item.item_id in seen:
@@ -333,6 +345,8 @@ def select_items(
         log.warning("asked for %d items, only %d available after the category and condition filters: "
                     "using %d", n, len(kept), len(kept))
     chosen = kept if n is None or n >= len(kept) else _stratified(kept, n, seed)
+    if partners:
+        chosen = chosen + _partners_of(chosen, disambiguated)
     chosen.sort(key=lambda it: (it.category, it.example_id))
     counts = Counter(f"{it.category}/{it.condition}" for it in chosen)
     return BBQSelection(
@@ -343,6 +357,43 @@ def select_items(
         n_available=n_available,
         counts=dict(sorted(counts.items())),
     )
+
+
+def disambiguated_partner(item: BBQItem, candidates: Iterable[BBQItem]) -> BBQItem | None:
+    """The disambiguated item of the same template fill as ambiguous `item`, or None.
+
+    In BBQ both share category, question index, polarity, question and answers, and
+    the disambiguated context is the ambiguous one with a sentence added.
+    """
+    for other in candidates:
+        if (other.condition == "disambig" and other.category == item.category
+                and other.question_index == item.question_index and other.polarity == item.polarity
+                and other.question == item.question and other.answers == item.answers
+                and other.context.startswith(item.context)):
+            return other
+    return None
+
+
+def _partners_of(items: list[BBQItem], disambiguated: list[BBQItem]) -> list[BBQItem]:
+    by_question: dict[tuple, list[BBQItem]] = {}
+    for d in sorted(disambiguated, key=lambda it: (it.category, it.example_id)):
+        by_question.setdefault((d.category, d.question, d.answers), []).append(d)
+    found: list[BBQItem] = []
+    used: set[str] = set()  # two identical ambiguous items take two partners, never one twice
+    missing = 0
+    for item in items:
+        candidates = [d for d in by_question.get((item.category, item.question, item.answers), ())
+                      if d.item_id not in used]
+        partner = disambiguated_partner(item, candidates)
+        if partner is None:
+            missing += 1
+        else:
+            found.append(partner)
+            used.add(partner.item_id)
+    if missing:
+        log.warning("partners: %d of %d sampled ambiguous items have no disambiguated partner in the data",
+                    missing, len(items))
+    return found
 
 
 def _stratified(items: list[BBQItem], n: int, seed: int) -> list[BBQItem]:

@@ -97,7 +97,7 @@ class Unit:
 
     def failed_path(self, run_dir: Path) -> Path:
         """Where a unit that failed records why (removed when the unit is redone)."""
-        return run_dir / "failed" / f"{self.name}.json"
+        return run_dir / "failed" / f"{self.kind}__{self.name}.json"  # a variant's score and ppl units both can fail
 
     def files(self, run_dir: Path) -> list[Path]:
         """The unit's files, its commit record and failure record included."""

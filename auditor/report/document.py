@@ -87,6 +87,10 @@ class Document:
     blocks: tuple[Block, ...] = field(default_factory=tuple)
 
 
+# `[data] partners`: the sample is ambiguous items, each with its disambiguated partner added.
+PARTNERS_NOTE = " sampled, each with its disambiguated partner"
+
+
 def _table(frame: pd.DataFrame, columns: Sequence[tuple[str, str, Any]], row_classes: Sequence[str] = ()) -> Table:
     """A Table from (column, header, formatter) triples; formatter None = str()."""
     rows = []
@@ -148,7 +152,8 @@ def provenance_items(manifest: dict) -> list[tuple[str, str]]:
          + (" Compression effects are measured relative to this already-quantized model, not to the original "
             "bf16 weights." if "dequantized" in precision else "")),
         ("Data", f"{data.get('origin', 'unknown')}; {data.get('n_items', 'unknown')} items selected of "
-                 f"{data.get('n_available', 'unknown')} resolvable (condition {cfg.get('condition', 'unknown')}, "
+                 f"{data.get('n_available', 'unknown')} resolvable (condition {cfg.get('condition', 'unknown')}"
+                 f"{PARTNERS_NOTE if cfg.get('partners') else ''}, "
                  f"sample seed {cfg.get('sample_seed', 'unknown')}); {data.get('n_unresolved', 'unknown')} items could "
                  "not be resolved (no unique stereotype-consistent answer) and were left out."),
         ("Prompt format", str((manifest.get("prompt_format") or {}).get("description")

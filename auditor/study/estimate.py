@@ -49,8 +49,6 @@ from compressors.registry import build_variant, parse_chain
 
 log = logging.getLogger(__name__)
 
-#: TorchBackend's default: how many items sharing a context go into one tree.
-MAX_ITEMS_PER_TREE = 4
 #: `--plan` times each kind on chunks of items until this many seconds have been spent (a slow kind,
 #: e.g. bitsandbytes on CPU, then times fewer items); at least one chunk is always timed.
 PLAN_BUDGET_S = 30.0
@@ -147,7 +145,7 @@ def unit_tokens(plan: RunPlan, prompts: PromptSet, corpus_tokens: int | None) ->
         if u.kind == SCORE:
             groups = [prompts.groups[i] for i in shard_indices(n, u.shard, u.n_shards)]
             out[u.id] = (planned_decode_tokens(groups) if u.backend == LLAMA_CPP
-                         else plan_trees(groups, max_items_per_tree=MAX_ITEMS_PER_TREE).n_nodes)
+                         else plan_trees(groups).n_nodes)
         else:
             settings = plan.context.perplexity
             assert settings is not None and corpus_tokens is not None
@@ -170,7 +168,7 @@ def _planned_tokens(backend_name: str, groups: Sequence[PromptGroup]) -> int:
     """Tokens one scoring call over `groups` computes (each call plans, and clears its cache, anew)."""
     if backend_name == LLAMA_CPP:
         return planned_decode_tokens(groups)
-    return plan_trees(groups, max_items_per_tree=MAX_ITEMS_PER_TREE).n_nodes
+    return plan_trees(groups).n_nodes
 
 
 def _time_scoring(backend, backend_name: str, groups: Sequence[PromptGroup], letter_ids,

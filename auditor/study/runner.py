@@ -93,7 +93,8 @@ def plan_study(study: Study) -> list[RunPlan]:
     chains = {spec: chain_of(spec) for spec in study.variants}
     data = resolve_bbq(str(study.path(study.data.bbq)) if study.data.bbq else None)
     selection = select_items([data.path], categories=study.data.categories, condition=study.data.condition,  # type: ignore[arg-type]
-                             n=study.data.n_items, seed=study.data.sample_seed, origin=data.origin)
+                             n=study.data.n_items, seed=study.data.sample_seed, origin=data.origin,
+                             partners=study.data.partners)
     calib_path = str(study.path(study.calibration.corpus)) if study.calibration.corpus else None
     ppl_settings = study.perplexity
     if ppl_settings is not None and ppl_settings.corpus:
@@ -454,6 +455,7 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
         "config": {"variants": list(study.variants), "model": str(source.path), "bbq": str(plan.data.path),
                    "categories": list(study.data.categories) if study.data.categories else None,
                    "condition": study.data.condition, "n_items": study.data.n_items,
+                   "partners": study.data.partners,
                    "sample_seed": study.data.sample_seed, "seeds": list(study.seeds),
                    "compress_seed": study.compress_seed, "mask_seeds": list(study.mask_seeds), "batch_size": study.execution.batch_size,
                    "device": study.execution.device, "run_name": plan.run_dir.name,

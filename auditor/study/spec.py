@@ -49,6 +49,7 @@ class DataSettings:
     condition: str = "both"
     n_items: int | None = None
     sample_seed: int = 0
+    partners: bool = False  # with condition "ambig": add each sampled item's disambiguated partner
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class Study:
         return {**cloze,
             "models": list(self.models), "variants": list(self.variants), "seeds": list(self.seeds),
             "compress_seed": self.compress_seed, "backends": list(self.backends),
-            "null_baselines": self.null_baselines, "data": _plain(asdict(self.data)),
+            "null_baselines": self.null_baselines, "data": _data_definition(self.data),
             "calibration": asdict(self.calibration),
             "perplexity": asdict(self.perplexity) if self.perplexity else None,
             "execution": {k: getattr(self.execution, k) for k in ("shards", "batch_size", "device", "threads")}
@@ -333,6 +334,14 @@ def _protocols(top: _Table, seeds: list[int]) -> tuple[str, ...]:
     return tuple(protocols)
 
 
+def _data_definition(data: DataSettings) -> dict[str, Any]:
+    # partners = false (the default) is left out, so studies written before the setting keep their hash.
+    plain = _plain(asdict(data))
+    if not data.partners:
+        plain.pop("partners")
+    return plain
+
+
 def _data_settings(t: _Table) -> DataSettings:
     def known(c: str) -> str | None:
         return None if c in CATEGORIES else f"unknown category {c!r}; valid: {', '.join(CATEGORIES)}"
@@ -344,7 +353,11 @@ def _data_settings(t: _Table) -> DataSettings:
                         check=lambda c: None if c in CONDITIONS else f"{c!r} is not one of {', '.join(CONDITIONS)}"),
         n_items=t.get("n_items", int, None, check=_positive),
         sample_seed=t.get("sample_seed", int, 0, check=_non_negative),
+        partners=t.get("partners", bool, False),
     )
+    if out.partners and out.condition != "ambig":
+        raise t.fail("partners", f"needs condition = \"ambig\" (the sample is drawn from ambiguous items and each "
+                           f"one's disambiguated partner is added), not {out.condition!r}")
     t.done()
     return out
 

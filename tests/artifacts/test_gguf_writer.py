@@ -88,6 +88,19 @@ def test_tokenizer_for_model_from_a_directory_and_from_a_gguf(tmp_path, smollm2_
         tokenizer_for_model(model)
 
 
+def test_a_gguf_model_finds_its_tokenizer_beside_other_ggufs(tmp_path, smollm2_source, smollm2_tokenizer):
+    import shutil
+
+    from auditor.artifacts.models import load_model, resolve_model
+
+    shutil.copy(smollm2_source.path, tmp_path / "b-model.gguf")
+    shutil.copy(smollm2_source.path, tmp_path / "a-other.gguf")  # a folder of several models
+    model = load_model(resolve_model(tmp_path / "b-model.gguf"))
+    assert model.config._name_or_path == str(tmp_path / "b-model.gguf")
+    text = "A test sentence."
+    assert tokenizer_for_model(model).encode(text) == smollm2_tokenizer.encode(text)
+
+
 def test_an_architecture_nothing_converts_is_refused_before_writing(tmp_path, converter, smollm2_tokenizer):
     model = make_tiny_llama()
     model.config.architectures = ["NoSuchForCausalLM"]

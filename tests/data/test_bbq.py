@@ -139,3 +139,38 @@ def test_regenerated_categories_are_named_in_the_origin(tmp_path):
     # One file of the folder: only its own category can be regenerated.
     assert "regenerated from" not in resolve_bbq(tmp_path / "Age.jsonl").origin
     assert "SES regenerated" in resolve_bbq(tmp_path / "SES.jsonl").origin
+
+
+def test_partners_are_the_same_template_fills_disambiguated():
+    ambiguous = select_items([SAMPLE_BBQ], condition="ambig", n=10, seed=3)
+    paired = select_items([SAMPLE_BBQ], condition="ambig", n=10, seed=3, partners=True)
+    amb = [it for it in paired.items if it.condition == "ambig"]
+    dis = [it for it in paired.items if it.condition == "disambig"]
+    assert [it.item_id for it in amb] == [it.item_id for it in ambiguous.items]  # n counts ambiguous items
+    assert len(dis) == len(amb) == 10 and len({it.item_id for it in paired.items}) == 20
+    for a in amb:
+        (d,) = [d for d in dis if d.context.startswith(a.context) and d.question == a.question]
+        assert (d.category, d.question_index, d.polarity, d.answers) == (a.category, a.question_index,
+                                                                          a.polarity, a.answers)
+        assert len(d.context) > len(a.context)
+
+
+def test_partners_need_ambiguous_sampling():
+    with pytest.raises(SpecError, match="partners: needs condition 'ambig'"):
+        select_items([SAMPLE_BBQ], condition="both", partners=True)
+
+
+def test_a_missing_partner_is_warned_and_identical_items_get_distinct_partners(tmp_path, caplog):
+    rows = [json.loads(line) for line in _lines()]
+    amb = next(r for r in rows if r["context_condition"] == "ambig")
+    dis = next(r for r in rows if r["context_condition"] == "disambig" and r["context"].startswith(amb["context"])
+               and r["question"] == amb["question"])
+    twin_amb = dict(amb, example_id=9001)  # the same fill twice (BBQ has a few), and a second partner for it
+    twin_dis = dict(dis, example_id=9002)
+    orphan = dict(amb, example_id=9003, context="A context that no disambiguated item extends.")
+    path = _write(tmp_path, [json.dumps(r) for r in (amb, dis, twin_amb, twin_dis, orphan)])
+    with caplog.at_level("WARNING"):
+        selection = select_items([path], condition="ambig", partners=True)
+    ids = sorted(it.item_id for it in selection.items if it.condition == "disambig")
+    assert ids == sorted({f"SES/{dis['example_id']}", "SES/9002"})
+    assert "1 of 3 sampled ambiguous items have no disambiguated partner" in caplog.text

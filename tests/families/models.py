@@ -1,9 +1,10 @@
 """Tiny random models of each supported family, built from configs (2 layers, Gemma 3: 6; hidden 64).
 
-Every family shares the SmolLM2 tokenizer (vocab 49152): llama.cpp's converter
-picks its vocabulary code by family, and a GPT-2 style BPE it recognises works
-for all four here (Phi-3's converter takes that path when the tokenizer class is
-GPT2Tokenizer, see `family_tokenizer`).
+Llama, Gemma 3 and Phi-3 share the SmolLM2 tokenizer (vocab 49152): llama.cpp's
+converter picks its vocabulary code by family, and a GPT-2 style BPE it recognises
+works for these (Phi-3's converter takes that path when the tokenizer class is
+GPT2Tokenizer, see `family_tokenizer`). Qwen2's GGUF export needs the real Qwen2
+tokenizer (tests/families/test_families.py says why and where it comes from).
 """
 from __future__ import annotations
 
@@ -56,9 +57,11 @@ def make_family_model(family: str, seed: int = 0, **overrides):
 
 
 def family_tokenizer(family: str, smollm2_tokenizer):
-    """The tokenizer each family's export is written with (Phi-3, Qwen2: the same BPE as a GPT2Tokenizer,
-    which their converters read without re-deriving the pre-tokenizer from the model type)."""
-    if family not in ("phi3", "qwen2"):
+    """The tokenizer each family's export is written with (Phi-3: the same BPE as a GPT2Tokenizer,
+    which its converter reads without re-deriving the pre-tokenizer from the model type)."""
+    if family == "qwen2":
+        raise ValueError("Qwen2 exports need the real Qwen2 tokenizer (the qwen2_tokenizer fixture)")
+    if family != "phi3":
         return smollm2_tokenizer
     from transformers import GPT2TokenizerFast
 

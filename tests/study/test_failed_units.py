@@ -29,3 +29,19 @@ def test_a_unit_that_cannot_be_built_fails_alone(small_study, capsys, monkeypatc
     assert main(["run", str(study)]) == INCOMPLETE_EXIT
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "records").glob("*.parquet")} == stamps
     assert len(list((run_dir / "failed").glob("*.json"))) == 1
+
+
+def test_the_score_and_perplexity_units_of_one_variant_fail_separately(small_study, capsys, monkeypatch, tmp_path):
+    from tests.conftest import FIXTURE_CORPUS
+
+    monkeypatch.setenv("AUDITOR_LLAMA_CONVERTER", str(tmp_path / "no-converter"))
+    study = small_study("both-kinds", variants=("gguf-q8_0",), n_items=4, seeds=(0,),
+                        perplexity={"corpus": str(FIXTURE_CORPUS), "max_length": 32, "stride": 32, "max_tokens": 64})
+    assert main(["run", str(study)]) == INCOMPLETE_EXIT
+    capsys.readouterr()
+    run_dir = tmp_path / "reports" / "both-kinds"
+    ids = sorted(json.loads(p.read_text())["id"] for p in (run_dir / "failed").glob("*.json"))
+    assert [i.split(":")[0] for i in ids] == ["ppl", "score"]
+    assert ids[0].split(":")[1] == ids[1].split(":")[1]  # the same unit name, once per kind
+    report = (run_dir / "report.md").read_text()
+    assert "(pending)" not in report  # both are reported as failed, neither as merely pending

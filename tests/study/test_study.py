@@ -139,3 +139,17 @@ def test_run_name_is_sanitised_into_one_path_component(tmp_path):
 
     plan = plan_study(replace(study, null_baselines=False, perplexity=None))[0]
     assert plan.run_dir.parent == tmp_path.resolve() / "reports" and plan.run_dir.name == "escape"
+
+
+def test_partners_setting_is_parsed_checked_and_hashed_only_when_on():
+    from auditor.core.errors import SpecError
+    from auditor.study.spec import parse_study
+
+    on = parse_study({"name": "t", "data": {"condition": "ambig", "partners": True}}, source="t.toml")
+    assert on.data.partners and on.results_definition()["data"]["partners"] is True
+    off = parse_study({"name": "t", "data": {"condition": "ambig"}}, source="t.toml")
+    assert "partners" not in off.results_definition()["data"]  # studies written before the setting keep their hash
+    with pytest.raises(SpecError, match=r"t.toml: data.partners: needs condition = \"ambig\""):
+        parse_study({"name": "t", "data": {"partners": True}}, source="t.toml")
+    with pytest.raises(SpecError, match=r"t.toml: data.partners: expected"):
+        parse_study({"name": "t", "data": {"condition": "ambig", "partners": "yes"}}, source="t.toml")

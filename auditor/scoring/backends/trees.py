@@ -28,6 +28,13 @@ from auditor.data.prompts import PromptGroup, common_prefix_len
 # Items are merged into one tree only when their prompts share at least this many tokens
 # beyond the common prefix: a context, not a chance first word, is worth a wider row.
 MIN_SHARED_TOKENS = 8
+# Bounds on a merged tree (one packed row). Attention over a row costs width^2 whatever the mask
+# allows, so a merge that saves a shared context can cost more than it saves: on SmolLM2 in
+# bfloat16 (100 ambiguous Age items, 5 answer orders, each item's own tree about 180 nodes)
+# merging up to 4 items saved 5% of the tokens and took 40% longer (docs/engine.md). A tree
+# grows only while it stays within MAX_TREE_NODES; with one or two orders items still merge.
+MAX_ITEMS_PER_TREE = 4
+MAX_TREE_NODES = 256
 
 
 @dataclass(frozen=True)
@@ -183,33 +190,48 @@ class TreePlan:
         return p * (p + 1) // 2 + sum(int((t.positions + p + 1).sum()) for t in self.trees)
 
 
-def plan_trees(groups: Sequence[PromptGroup], *, max_items_per_tree: int,
-               min_shared_tokens: int = MIN_SHARED_TOKENS) -> TreePlan:
+def plan_trees(groups: Sequence[PromptGroup], *, max_items_per_tree: int = MAX_ITEMS_PER_TREE,
+               max_tree_nodes: int = MAX_TREE_NODES, min_shared_tokens: int = MIN_SHARED_TOKENS) -> TreePlan:
     """Split off the prefix common to all prompts, then merge items whose prompts start alike.
 
     Items are sorted by their token ids so that items sharing a start are
     neighbours; a neighbour joins the current tree when it shares at least
-    `min_shared_tokens` tokens with the previous item beyond the common prefix
-    and the tree holds fewer than `max_items_per_tree` items (which bounds a
-    row's width). The common prefix is never a whole prompt: each group's
-    prefix_ids already leave one token for its answer position.
+    `min_shared_tokens` tokens with the previous item beyond the common prefix,
+    the tree holds fewer than `max_items_per_tree` items, and the merged tree
+    would have at most `max_tree_nodes` nodes (both bound a row's width; the
+    node count is an upper bound that counts only the shared item prefixes).
+    An item whose own tree is wider than the bound stays alone. The common prefix is
+    never a whole prompt: each group's prefix_ids already leave one token for its
+    answer position.
     """
     if not groups:
         return TreePlan((), (), ())
-    if max_items_per_tree < 1:
-        raise ValueError(f"max_items_per_tree must be >= 1, got {max_items_per_tree}")
+    if max_items_per_tree < 1 or max_tree_nodes < 1:
+        raise ValueError(f"max_items_per_tree and max_tree_nodes must be >= 1, got {max_items_per_tree}, "
+                         f"{max_tree_nodes}")
     n_common = common_prefix_len([g.prefix_ids for g in groups])
+
+    def item_tree(g: int) -> PromptTree:
+        return prompt_tree([groups[g].full_ids(s)[n_common:] for s in range(len(groups[g].suffix_ids))])
+
     order = sorted(range(len(groups)), key=lambda i: groups[i].prefix_ids)
     clusters: list[list[int]] = [[order[0]]]
+    width = item_tree(order[0]).n_nodes
     for prev, i in zip(order, order[1:]):
         shared = common_prefix_len([groups[prev].prefix_ids, groups[i].prefix_ids]) - n_common
-        if shared >= min_shared_tokens and len(clusters[-1]) < max_items_per_tree:
+        own = item_tree(i).n_nodes
+        # Sorted neighbours: the new item shares with the tree at most what it shares with `prev`.
+        if (shared >= min_shared_tokens and len(clusters[-1]) < max_items_per_tree
+                and width + own - shared <= max_tree_nodes):
             clusters[-1].append(i)
+            width += own - shared
         else:
             clusters.append([i])
+            width = own
     trees, members = [], []
     for cluster in clusters:
         pairs = [(g, s) for g in cluster for s in range(len(groups[g].suffix_ids))]
-        trees.append(prompt_tree([groups[g].full_ids(s)[n_common:] for g, s in pairs]))
+        trees.append(item_tree(cluster[0]) if len(cluster) == 1
+                     else prompt_tree([groups[g].full_ids(s)[n_common:] for g, s in pairs]))
         members.append(tuple(pairs))
     return TreePlan(tuple(groups[0].prefix_ids[:n_common]), tuple(trees), tuple(members))

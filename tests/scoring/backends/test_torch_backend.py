@@ -64,15 +64,34 @@ def shared_context_groups(n: int, seed: int = 0, vocab: int = 49152) -> list[Pro
     return groups
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_shared_context_scores_equal_no_reuse_scores(attn: str) -> None:
+# "model": the tree masks go through the model's own attention (SDPA's masked path, what a GPU runs);
+# "auto": an SDPA model is switched to eager for tree batches on CPU.
+@pytest.mark.parametrize("attn,tree_attention", [("sdpa", "model"), ("sdpa", "auto"), ("eager", "auto")])
+def test_shared_context_scores_equal_no_reuse_scores(attn: str, tree_attention: str) -> None:
     model = make_tiny_llama(attn_implementation=attn)
     groups = shared_context_groups(11)
     ref = no_reuse_logprobs(model, groups, LETTERS)
-    for per_tree in (1, 4):
-        got = TorchBackend(model, batch_size=3, max_items_per_tree=per_tree).letter_logprobs(groups, LETTERS)
+    for per_tree, nodes in ((1, 256), (4, 256), (4, 12)):
+        backend = TorchBackend(model, batch_size=3, max_items_per_tree=per_tree, max_tree_nodes=nodes,
+                               tree_attention=tree_attention)
+        got = backend.letter_logprobs(groups, LETTERS)
         for r, g in zip(ref, got):
             np.testing.assert_allclose(g, r, atol=1e-4, rtol=0)
+    assert model.config._attn_implementation == attn  # restored after the tree batches
+
+
+def test_tree_attention_switches_to_eager_only_inside_the_call(monkeypatch) -> None:
+    model = make_tiny_llama(attn_implementation="sdpa")
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: seen.append(model.config._attn_implementation) or forward(*a, **k))
+    TorchBackend(model, batch_size=4).letter_logprobs(shared_context_groups(4), LETTERS)
+    assert seen and set(seen) == {"eager"} and model.config._attn_implementation == "sdpa"
+    seen.clear()
+    TorchBackend(model, batch_size=4, tree_attention="model").letter_logprobs(shared_context_groups(4), LETTERS)
+    assert set(seen) == {"sdpa"}
+    with pytest.raises(ValueError, match="tree_attention"):
+        TorchBackend(model, tree_attention="flash")
 
 
 def test_prompt_tree_shares_prefix_and_repeats() -> None:

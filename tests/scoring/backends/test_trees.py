@@ -49,6 +49,23 @@ def test_plan_respects_threshold_and_cap() -> None:
         plan_trees(groups, max_items_per_tree=0)
 
 
+def test_plan_bounds_a_merged_tree_by_its_nodes() -> None:
+    other = group("z", SYSTEM + (999,), (7,))
+    groups = [group(f"i{k}", SYSTEM + CONTEXT + (k,), (7,), (8,)) for k in range(4)] + [other]
+    # Each item alone: 10 context + 1 question + 2 answers = 13 nodes; each one merged adds 3.
+    assert [t.n_nodes for t in plan_trees(groups, max_tree_nodes=1000).trees] == [22, 2]
+    plan = plan_trees(groups, max_tree_nodes=16)
+    assert [plan.n_items(t) for t in range(len(plan.trees))] == [2, 2, 1]
+    assert all(t.n_nodes <= 16 for t in plan.trees)
+    # An item wider than the bound stays alone, and every prompt is still planned once.
+    plan = plan_trees(groups, max_tree_nodes=5)
+    assert len(plan.trees) == 5
+    assert sorted(m for members in plan.members for m in members) == sorted(
+        (g, s) for g in range(4) for s in range(2)) + [(4, 0)]
+    with pytest.raises(ValueError, match="max_tree_nodes"):
+        plan_trees(groups, max_tree_nodes=0)
+
+
 def test_plan_of_one_group_keeps_its_answer_position() -> None:
     plan = plan_trees([group("a", (5, 6, 7), (8,), (9,))], max_items_per_tree=4)
     assert plan.prefix_ids == (5, 6, 7)

@@ -1,0 +1,30 @@
+"""Every committed study file parses (keys, specs, seeds and protocols checked) and points at what it says."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from auditor.study.spec import load_study
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = sorted([*(ROOT / "studies").glob("*.toml"), *(ROOT / "docs" / "findings").glob("*.toml")])
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_study_file_parses(path):
+    study = load_study(path)
+    assert study.variants and study.seeds
+    if study.data.bbq:  # the shared data beside the checkout, wherever the file sits
+        assert study.path(study.data.bbq) == (ROOT.parent / "shared" / "bbq").resolve()
+
+
+def test_findings_studies_use_the_models_get_models_assembles():
+    from tests.findings.test_get_models import SCRIPT
+
+    names = {p.name for p in (ROOT / "docs" / "findings").glob("*.toml")}
+    assert {"smollm2.toml", "gemma3.toml", "qwen2.5-coder-1.5b.toml"} <= names
+    text = SCRIPT.read_text()
+    for name in ("gemma3.toml", "qwen2.5-coder-1.5b.toml"):
+        (model,) = load_study(ROOT / "docs" / "findings" / name).models
+        assert Path(model).name in text  # the file get_models.py writes
