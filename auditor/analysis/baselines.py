@@ -165,12 +165,7 @@ def runtime_baseline(records: pd.DataFrame, reference: str = DENSE, condition: s
     if not len(t):
         return pd.DataFrame([_empty_row(RUNTIME_BASELINE, LLAMA_CPP, "not measured: no paired items")],
                             columns=BASELINE_COLUMNS)
-    return pd.DataFrame([{
-        "baseline": RUNTIME_BASELINE, "backend": LLAMA_CPP, "category": r["category"], "seeds": seeds,
-        "n_pairs": int(r["n_pairs"]), "n_ref_unbiased": int(r["n_ref_unbiased"]),
-        "unbiased_to_biased": int(r["unbiased_to_biased"]), "biased_to_unbiased": int(r["biased_to_unbiased"]),
-        "flip_rate": r["flip_rate"], "note": "",
-    } for _, r in t.iterrows()], columns=BASELINE_COLUMNS)
+    return _transition_rows(RUNTIME_BASELINE, LLAMA_CPP, t, seeds)
 
 
 def precision_baseline(records: pd.DataFrame, reference: str = DENSE, condition: str = "ambig") -> pd.DataFrame:
@@ -192,8 +187,13 @@ def precision_baseline(records: pd.DataFrame, reference: str = DENSE, condition:
     t = transitions(f32, low)
     t = t[t["condition"] == condition]
     seeds = ",".join(str(s) for s in sorted(set(f32["seed"]) & set(low["seed"])))
+    return _transition_rows(PRECISION_BASELINE, REFERENCE_BACKEND, t, seeds)
+
+
+def _transition_rows(baseline: str, backend: str, t: pd.DataFrame, seeds: str) -> pd.DataFrame:
+    """One baseline row per category row of `transitions` (the reference side first)."""
     return pd.DataFrame([{
-        "baseline": PRECISION_BASELINE, "backend": REFERENCE_BACKEND, "category": r["category"], "seeds": seeds,
+        "baseline": baseline, "backend": backend, "category": r["category"], "seeds": seeds,
         "n_pairs": int(r["n_pairs"]), "n_ref_unbiased": int(r["n_ref_unbiased"]),
         "unbiased_to_biased": int(r["unbiased_to_biased"]), "biased_to_unbiased": int(r["biased_to_unbiased"]),
         "flip_rate": r["flip_rate"], "note": "",

@@ -116,9 +116,8 @@ def run(args) -> int:
     naive_set = PromptSet(one.items[:n_naive], one.seeds, one.groups[:n_naive], one.letter_ids,
                           one.prompt_format)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    backend = TorchBackend(model, batch_size=args.batch_size, pad_id=pad_id,
-                           max_items_per_tree=args.max_items_per_tree, max_tree_nodes=args.max_tree_nodes)
     limits = dict(max_items_per_tree=args.max_items_per_tree, max_tree_nodes=args.max_tree_nodes)
+    backend = TorchBackend(model, batch_size=args.batch_size, pad_id=pad_id, **limits)
     plan_one = plan_trees(one.groups, **limits)
     plan_many = plan_trees(many.groups, **limits)
     load_start = os.getloadavg()[0]

@@ -211,15 +211,20 @@ def plan_trees(groups: Sequence[PromptGroup], *, max_items_per_tree: int = MAX_I
                          f"{max_tree_nodes}")
     n_common = common_prefix_len([g.prefix_ids for g in groups])
 
-    def item_tree(g: int) -> PromptTree:
-        return prompt_tree([groups[g].full_ids(s)[n_common:] for s in range(len(groups[g].suffix_ids))])
+    def remainders(pairs: Sequence[tuple[int, int]]) -> list[tuple[int, ...]]:
+        return [groups[g].full_ids(s)[n_common:] for g, s in pairs]
 
+    def item_pairs(g: int) -> list[tuple[int, int]]:
+        return [(g, s) for s in range(len(groups[g].suffix_ids))]
+
+    # Each item's own tree, built once: its width decides merges, and it is the row when the item stays alone.
+    alone = [prompt_tree(remainders(item_pairs(g))) for g in range(len(groups))]
     order = sorted(range(len(groups)), key=lambda i: groups[i].prefix_ids)
     clusters: list[list[int]] = [[order[0]]]
-    width = item_tree(order[0]).n_nodes
+    width = alone[order[0]].n_nodes
     for prev, i in zip(order, order[1:]):
         shared = common_prefix_len([groups[prev].prefix_ids, groups[i].prefix_ids]) - n_common
-        own = item_tree(i).n_nodes
+        own = alone[i].n_nodes
         # Sorted neighbours: the new item shares with the tree at most what it shares with `prev`.
         if (shared >= min_shared_tokens and len(clusters[-1]) < max_items_per_tree
                 and width + own - shared <= max_tree_nodes):
@@ -230,8 +235,7 @@ def plan_trees(groups: Sequence[PromptGroup], *, max_items_per_tree: int = MAX_I
             width = own
     trees, members = [], []
     for cluster in clusters:
-        pairs = [(g, s) for g in cluster for s in range(len(groups[g].suffix_ids))]
-        trees.append(item_tree(cluster[0]) if len(cluster) == 1
-                     else prompt_tree([groups[g].full_ids(s)[n_common:] for g, s in pairs]))
+        pairs = [p for g in cluster for p in item_pairs(g)]
+        trees.append(alone[cluster[0]] if len(cluster) == 1 else prompt_tree(remainders(pairs)))
         members.append(tuple(pairs))
     return TreePlan(tuple(groups[0].prefix_ids[:n_common]), tuple(trees), tuple(members))
