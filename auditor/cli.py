@@ -3,6 +3,8 @@
 
 Exit codes shared by every command: 2 bad input (one line `auditor: error: ...`),
 130 interrupted by Ctrl-C (one line; a study run records state `interrupted`),
+143 (128 + SIGTERM) stopped by SIGTERM, as a CI job's cancellation or `timeout` sends it: the same
+clean stop as Ctrl-C, with its own line and code,
 141 (128 + SIGPIPE, as a shell reports a process killed by a closed pipe) when
 stdout was closed before the command finished writing, e.g. `auditor status RUN | head -1`;
 nothing is printed then. Command-specific codes are listed in docs/study.md.
@@ -14,7 +16,9 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
+import threading
 
 import auditor.commands as commands
 from auditor.core.errors import AuditorError
@@ -29,6 +33,16 @@ QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFOR
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be: whatever cleans up after Ctrl-C (a study run records
+    state `interrupted`) does so for a cancelled CI job too."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +67,26 @@ def quiet_third_party() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Signal handlers can only be set from the main thread (a test may call main from another); the caller's
+    # handler comes back afterwards (tests call main in-process).
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         try:
             return _run_command(argv)
         finally:  # a closed pipe shows here (after argparse's --help too), not in the interpreter's exit
             sys.stdout.flush()
+    except Terminated:
+        print("auditor: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("auditor: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -2,6 +2,8 @@
 
 Exit status: 0 when every unit finished; 3 (INCOMPLETE_EXIT) when some units failed (their
 reasons are in the report, in `auditor status` and in failed/<unit>.json) and the rest ran.
+With `--only`, 0 when the named variants' units finished: the others stay pending, the run reads
+"incomplete" (and a gate fails it) until a run without --only does them.
 """
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from pathlib import Path
 from typing import Iterable
 
 from auditor.core.errors import AuditorError
-from auditor.data.rundir import INCOMPLETE, run_status
+from auditor.data.rundir import INCOMPLETE, UNIT_FAILED, run_status
 from auditor.report.markdown import write_report
 from auditor.study.estimate import estimate_plan, format_estimate
-from auditor.study.runner import plan_study, run_study
+from auditor.study.runner import plan_study, run_study, select_units
 from auditor.study.spec import Study, load_study
 
 
@@ -35,17 +37,21 @@ def register(sub) -> None:
     p.add_argument("--plan", action="store_true",
                    help="print the units, the tokens each computes and the wall time estimated from a short timing "
                         "of each runtime kind on this machine; run nothing, write nothing")
+    p.add_argument("--only", action="append", default=None, metavar="SPEC",
+                   help="run (or --plan) only this variant's units now, e.g. wanda@0.7 or dense-float32; repeat "
+                        "for more. The rest stay pending: a later run without --only does them")
     p.add_argument("--plan-groups", type=int, default=None, metavar="N",
                    help="items timed per runtime kind by --plan (default: twice the study's batch_size)")
     p.set_defaults(func=run)
 
 
-def run_and_report(study: Study, *, force: bool) -> list[Path]:
-    """Run `study`, then write each run's report (with the thresholds its manifest records) where it is missing.
+def run_and_report(study: Study, *, force: bool, only: list[str] | None = None) -> list[Path]:
+    """Run `study` (the variants in `only`, when given), then write each run's report (with the thresholds its
+    manifest records) where it is missing.
 
     The runner removes a run's report whenever it computes a unit, so a missing report is a stale one.
     """
-    run_dirs = run_study(study, force=force)
+    run_dirs = run_study(study, force=force, only=only)
     report_missing(run_dirs)
     return run_dirs
 
@@ -53,12 +59,18 @@ def run_and_report(study: Study, *, force: bool) -> list[Path]:
 INCOMPLETE_EXIT = 3
 
 
-def completion_exit(run_dirs: Iterable[Path]) -> int:
-    """0 when every run finished all its units, INCOMPLETE_EXIT (after saying which) otherwise."""
+def completion_exit(run_dirs: Iterable[Path], *, partial: bool = False) -> int:
+    """0 when every run finished all its units, INCOMPLETE_EXIT (after saying which) otherwise.
+
+    `partial` (a run with --only): units left pending are expected; only failed units make it incomplete.
+    """
     code = 0
     for run_dir in run_dirs:
         status = run_status(run_dir)
-        if status.state == INCOMPLETE:
+        if partial and status.state == INCOMPLETE and not any(u.state == UNIT_FAILED for u in status.units):
+            print(f"{run_dir}: {len(status.missing)} of {len(status.units)} planned units left for a later "
+                  "run without --only", file=sys.stderr)
+        elif status.state == INCOMPLETE:
             print(f"{run_dir}: run incomplete: {status.detail}", file=sys.stderr)
             code = INCOMPLETE_EXIT
     return code
@@ -84,9 +96,10 @@ def run(args) -> int:
         if args.plan_groups is not None and args.plan_groups < 2:
             raise AuditorError(f"--plan-groups must be >= 2, got {args.plan_groups}")
         for plan in plan_study(study):
+            plan = replace(plan, units=select_units(plan, args.only))
             print(format_estimate(estimate_plan(plan, n_groups=args.plan_groups)))
         return 0
-    run_dirs = run_and_report(study, force=args.force)
+    run_dirs = run_and_report(study, force=args.force, only=args.only)
     for run_dir in run_dirs:
         print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
-    return completion_exit(run_dirs)
+    return completion_exit(run_dirs, partial=args.only is not None)

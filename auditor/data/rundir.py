@@ -373,8 +373,8 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
         failed = [u for u in units if u.state == UNIT_FAILED]
         state, detail = INCOMPLETE, f"{len(failed)} unit(s) failed: " + "; ".join(
             f"{u.id}: {u.problem}" for u in failed)
-    else:
-        state, detail = INCOMPLETE, recorded
+    else:  # units left pending on purpose (`auditor run --only`), or damaged since
+        state, detail = INCOMPLETE, state_doc.get("error") or recorded
     damaged = [u.id for u in units if u.state == DAMAGED]
     if damaged and not holder:
         said = f"{len(damaged)} damaged unit(s): {', '.join(damaged)}; `auditor run` recomputes them"

@@ -201,7 +201,7 @@ def _verdicts(view: RunView) -> list[Block]:
                      "yes" if v.stereotype_shift else "no", v.abstention, "; ".join(v.reasons)))
         classes.append(f"verdict-{v.level.replace('/', '')}")
     out.append(Table(("variant", "runtime", "verdict", "flip rate", "answer-order sensitivity",
-                      "flip excess (95% CI, pts)", "SRS change", "SRS excess (95% CI, pts)", "SRS increase q",
+                      "flip excess (95% CI, pts)", "SRS change", "SRS excess (95% CI, pts)", "SRS shift q (two-sided)",
                       "b vs b_anti (direction q)", "shift toward the stereotype", "abstention", "why"),
                      tuple(rows), tuple(classes)))
     return out

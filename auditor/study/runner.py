@@ -25,7 +25,7 @@ import shutil
 import socket
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from auditor.analysis.baselines import DENSE_FLOAT32, DENSE_GGUF_F16
 from auditor.artifacts.architecture import check_gguf_convertible
@@ -33,7 +33,7 @@ from auditor.artifacts.models import ModelSource, resolve_model, source_chat_tem
 from auditor.artifacts.precision import FLOAT32, resolve_dtype
 from auditor.core.errors import AuditorError, ModelError, SpecError
 from auditor.core.files import write_json
-from auditor.core.names import DENSE, LLAMA_CPP, TORCH, safe_name
+from auditor.core.names import DENSE, LLAMA_CPP, TORCH, normalize_spec, safe_name, split_mask_seed
 from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
 from auditor.data.bbq import BBQSelection, select_items
 from auditor.data.cloze import CLOZE_VERSION
@@ -225,21 +225,42 @@ def _files_fingerprint(files: list[Path]) -> str:
 # --- running -------------------------------------------------------------------------------------
 
 
-def run_study(study: Study, *, force: bool = False, executor=None) -> list[Path]:
-    """Plan and run every model of `study`; return the run directories."""
+def run_study(study: Study, *, force: bool = False, executor=None, only: Iterable[str] | None = None) -> list[Path]:
+    """Plan and run every model of `study` (only the variants named in `only`, when given); return the run
+    directories."""
     plans = plan_study(study)
+    chosen = [select_units(plan, only) for plan in plans]  # an unknown name fails before any work
 
     own = executor is None
     executor = executor or make_executor(study.execution)
     try:
-        return [execute_plan(plan, force=force, executor=executor) for plan in plans]
+        return [execute_plan(plan, force=force, executor=executor, units=units) for plan, units in zip(plans, chosen)]
     finally:
         if own:
             executor.close()
 
 
-def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
-    """Run the unfinished units of `plan` through `executor`, commit each, then merge and report."""
+def select_units(plan: RunPlan, only: Iterable[str] | None) -> tuple[Unit, ...]:
+    """The planned units of the variants named in `only` (every unit when None), in plan order.
+
+    A name is a variant's spec as the study writes it (whitespace is ignored; a random@ spec names all
+    its mask seeds, "random@0.5#seed1" one of them) or a null baseline's name (dense-gguf-f16,
+    dense-float32); one the plan does not have is an error naming the study.
+    """
+    if only is None:
+        return plan.units
+    names = {u.variant: split_mask_seed(u.variant)[0] for u in plan.units}
+    wanted = {normalize_spec(name) for name in only}
+    unknown = sorted(wanted - set(names) - set(names.values()))
+    if unknown:
+        raise AuditorError(f"--only {', '.join(map(repr, unknown))}: not a variant of {plan.study.source} "
+                           f"(its variants: {', '.join(names)})")
+    return tuple(u for u in plan.units if u.variant in wanted or names[u.variant] in wanted)
+
+
+def execute_plan(plan: RunPlan, *, force: bool, executor, units: Iterable[Unit] | None = None) -> Path:
+    """Run the unfinished units of `plan` (of `units`, a subset, when given) through `executor`, commit each,
+    then merge and report. Units left out stay pending: the run is incomplete until a later run does them."""
     run_dir = _prepare_run_dir(plan.run_dir, plan.study)
     with run_lock(run_dir):
         remove_temp_files(run_dir)
@@ -248,7 +269,8 @@ def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
         _supersede(run_dir, plan, kept)
         _guard(_write_manifest, run_dir / "manifest.json")(run_dir, plan, previous, executor.name)
         _guard(write_parquet, run_dir / "items.parquet")(items_frame(plan.selection.items), run_dir / "items.parquet")
-        todo = [u for u in plan.units if u.id not in kept]
+        chosen = {u.id for u in (plan.units if units is None else units)}
+        todo = [u for u in plan.units if u.id not in kept and u.id in chosen]
         for unit in plan.units:
             if unit.id in kept:
                 log.info("unit %s: finished earlier, skipped", unit.id)
@@ -284,6 +306,10 @@ def execute_plan(plan: RunPlan, *, force: bool, executor) -> Path:
         if failed:
             _set_state(run_dir, INCOMPLETE, plan, n_finished=done,
                        error=f"{len(failed)} unit(s) failed: " + "; ".join(failed))
+        elif done < len(plan.units):
+            _set_state(run_dir, INCOMPLETE, plan, n_finished=done,
+                       error=f"{len(plan.units) - done} planned unit(s) not run yet (--only); "
+                             "`auditor run` without --only runs them")
         else:
             _set_state(run_dir, COMPLETE, plan, n_finished=done)
     return run_dir

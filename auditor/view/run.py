@@ -32,7 +32,7 @@ from auditor.analysis.paradox import paradox_table
 from auditor.analysis.position import POSITION_COLUMNS, position_table
 from auditor.analysis.protocols import PROTOCOL_COLUMNS, protocol_table, select_protocol, with_derived_protocols
 from auditor.analysis.summary import metrics_table, transition_table
-from auditor.analysis.validity import ReferenceValidity, reference_validity
+from auditor.analysis.validity import ReferenceValidity, reference_validity, variant_finding
 from auditor.analysis.verdicts import RiskThresholds, Verdict, assess, thresholds_from_mapping
 from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
@@ -192,8 +192,10 @@ class RunView:
                          "not templates then items")
         overview = _overview(records, units, metrics, comparison, paradox, positions)
         finding = validity.short if validity is not None and not validity.valid else ""
-        verdicts = tuple(assess(row, thresholds, finding) for row in overview.to_dict(orient="records")
-                         if row["kind"] == KIND_VARIANT)
+        variant_findings = {(p["variant"], p["backend"]): variant_finding(
+            p, max_position_share=thresholds.max_reference_position_share) for p in positions.to_dict(orient="records")}
+        verdicts = tuple(assess(row, thresholds, finding, variant_findings.get((row["variant"], row["backend"]), ""))
+                         for row in overview.to_dict(orient="records") if row["kind"] == KIND_VARIANT)
         by_key = {(v.variant, v.backend): v for v in verdicts}
         overview["verdict"] = [by_key[(r.variant, r.backend)].level if (r.variant, r.backend) in by_key
                                else r.kind if r.kind != KIND_VARIANT else "n/a" for r in overview.itertuples()]

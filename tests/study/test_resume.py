@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 
-from auditor.cli import main
+from auditor.cli import EXIT_TERMINATED, main
 from auditor.commands.gate import EXIT_INCOMPLETE
 from auditor.data.rundir import merged_records
 from auditor.study.units import SLOW_UNIT_ENV
@@ -19,8 +19,8 @@ from auditor.study.units import SLOW_UNIT_ENV
 VARIANTS = ("magnitude@0.5", "random@0.5")  # 3 variants x 2 shards = 6 units
 
 
-def _kill_during_third_unit(study, run_dir) -> list[str]:
-    """Run `auditor run` in a subprocess; SIGKILL it while the third unit sleeps before being written."""
+def _kill_during_third_unit(study, run_dir, sig: int = signal.SIGKILL) -> list[str]:
+    """Run `auditor run` in a subprocess; send `sig` while the third unit sleeps before being written."""
     env = {**os.environ, SLOW_UNIT_ENV: "3", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "auditor.cli", "-v", "run", str(study)], env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -31,14 +31,31 @@ def _kill_during_third_unit(study, run_dir) -> list[str]:
             lines.append(line)
             written = sum(": written (" in x for x in lines)
             if written == 2 and "test hook sleeping" in line:
-                proc.send_signal(signal.SIGKILL)
+                proc.send_signal(sig)
                 break
             assert time.monotonic() < deadline, "the study never reached its third unit"
+        if sig != signal.SIGKILL:
+            lines += proc.stderr.read().splitlines(keepends=True)  # what it says while it stops
+            proc.wait(timeout=60)
     finally:
         proc.kill()
         proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(lines[-20:])
+    expected = EXIT_TERMINATED if sig == signal.SIGTERM else -sig
+    assert proc.returncode == expected, "".join(lines[-20:])
     return lines
+
+
+def test_sigterm_mid_unit_stops_cleanly_as_interrupted(small_study, capsys, tmp_path):
+    """A cancelled CI job sends SIGTERM: the run records "interrupted", says so in one line and exits 143."""
+    study = small_study("terminated", variants=VARIANTS, shards=2)
+    run_dir = tmp_path / "reports" / "terminated"
+    lines = _kill_during_third_unit(study, run_dir, signal.SIGTERM)
+    assert lines[-1] == "auditor: terminated (SIGTERM)\n" and not any("Traceback" in x for x in lines)
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["state"] == "interrupted" and state["n_finished"] == 2
+    assert len(list((run_dir / "records").glob("*.parquet"))) == 2
+    assert main(["status", str(run_dir)]) == 0
+    assert "units: 2/6 finished" in capsys.readouterr().out
 
 
 def test_sigkill_mid_unit_then_resume_equals_uninterrupted_run(small_study, capsys, caplog, tmp_path):

@@ -194,3 +194,38 @@ def test_end_of_run_report_uses_the_study_thresholds(small_study, capsys):
     assert summary["thresholds"]["flip_rate_elevated"] == 0.33
     assert summary["thresholds"]["flip_rate_high"] == 0.44
     assert "elevated at +33 pts, high at +44 pts" in (run_dir / "report.md").read_text()
+
+
+def test_only_runs_the_named_variants_and_leaves_the_rest_pending(small_study, capsys, monkeypatch, tmp_path):
+    study = small_study("only", variants=("magnitude@0.5", "random@0.5"))
+    run_dir = tmp_path / "reports" / "only"
+
+    code, _, err = _run(capsys, study, "--only", "dense", "--only", "random @ 0.5")  # whitespace means nothing
+    assert code == 0, err
+    assert "2 of 3 planned units left" not in err and "1 of 3 planned units left" in err
+    assert {p.stem.split("-")[0] for p in (run_dir / "records").glob("*.parquet")} == {"dense", "random_0.5"}
+    assert main(["status", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "state: incomplete" in out and "units: 2/3 finished" in out and "without --only" in out
+    # A gate does not pass a run with units left.
+    assert main(["gate", str(run_dir), "--max-srs-increase", "1"]) == 4
+    capsys.readouterr()
+
+    # An unknown name fails before any work, naming the study and its variants.
+    code, _, err = _run(capsys, study, "--only", "wanda@0.5")
+    assert code != 0 and "'wanda@0.5'" in err and "only.toml" in err and "magnitude@0.5" in err
+
+    # A run without --only does the rest, and only the rest.
+    computed = []
+    original = UnitWorker.execute
+
+    def spy(self, unit):
+        computed.append(unit.variant)
+        return original(self, unit)
+
+    monkeypatch.setattr(UnitWorker, "execute", spy)
+    code, _, err = _run(capsys, study)
+    assert code == 0, err
+    assert computed == ["magnitude@0.5"]
+    assert main(["status", str(run_dir)]) == 0
+    assert "state: complete" in capsys.readouterr().out

@@ -18,7 +18,7 @@ FIGURES = (
     ("perplexity", "ppl", lambda x: fixed(x, 2, NOT_MEASURED)), ("accuracy", "accuracy", pct),
     ("accuracy (ambiguous)", "accuracy_ambig", pct), ("accuracy (disambiguated)", "accuracy_disambig", pct),
     ("SRS", "srs", pct), ("SRS change vs dense", "srs_change", pts), ("flip rate vs dense", "flip_rate", pct),
-    ("answer-order sensitivity", "flip_null", pct), ("SRS increase q (item-level, BH)", "q_bh", pvalue),
+    ("answer-order sensitivity", "flip_null", pct), ("SRS shift q (item-level, two-sided, BH)", "q_bh", pvalue),
     ("direction q (b vs b_anti)", "q_direction", pvalue), ("abstention", "abstention", str),
 )
 
