@@ -78,6 +78,8 @@ class Compressor(ABC):
     method: ClassVar[str]
     family: ClassVar[Family]
     needs_calibration: ClassVar[bool] = False
+    #: Model forwards over the calibration tokens a build runs (the cost `auditor run --plan` counts).
+    calibration_passes: ClassVar[int] = 0
 
     def __init__(self, level: float | None, params: dict[str, Any] | None = None) -> None:
         self.level = level

@@ -166,6 +166,9 @@ class WandaPruner(Compressor):
     method = "wanda"
     family = "prune"
     needs_calibration = True
+    # wanda_prune: one forward captures every block's inputs, then each block runs twice (its input norms,
+    # then its pruned outputs for the next block); without propagation the second run is not needed.
+    calibration_passes = 3
     sequential = True
     skip: tuple[str, ...] = ()
 
@@ -222,4 +225,5 @@ class WandaDensePruner(WandaPruner):
 
     method = "wanda-dense"
     sequential = False
+    calibration_passes = 2
     skip = DENSE_SKIPPED

@@ -8,8 +8,8 @@ counts exactly the tokens its backend will compute:
 - llama.cpp scoring: `planned_decode_tokens` (prefix reuse through the KV cache);
 - perplexity: the tokens of every sliding window (`sliding_windows`), each
   window one full forward;
-- compression: the calibration forward of activation-aware steps (Wanda),
-  n_samples x seq_len tokens in float32 per variant.
+- compression: the calibration forwards of activation-aware steps (Wanda: its
+  `calibration_passes` over n_samples x seq_len tokens, in float32, per variant).
 
 Each *runtime kind* the plan uses (torch in a dtype, bitsandbytes int8/NF4,
 llama.cpp per GGUF type) is then timed on real prompts of the study: warm-up,
@@ -294,10 +294,12 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
                 seconds = max(seconds, timings[unit_kind(u, ctx.dtype)].build_s)
         if spec in calib_specs:
             c = ctx.calibration
-            seconds += c.n_samples * c.seq_len / timings["torch float32"].score_tokens_per_s
+            passes = sum(step.calibration_passes for step in parse_chain(spec))
+            seconds += passes * c.n_samples * c.seq_len / timings["torch float32"].score_tokens_per_s
         compression[spec] = seconds
-    notes = ["pruning masks and RTN rounding (seconds) are not counted; a quantizer's build time is its "
-             "kind's measured build; Wanda adds its float32 calibration forward (n_samples x seq_len tokens)"]
+    notes = ["pruning masks and RTN rounding are not counted (seconds on a small model, minutes at 1.5B "
+             "parameters); a quantizer's build time is its kind's measured build; Wanda adds its float32 "
+             "calibration forwards (3 passes over n_samples x seq_len tokens)"]
     if any(u.variant == DENSE_FLOAT32 for u in plan.units):
         notes.append(f"{DENSE_FLOAT32}: the precision baseline, dense computed in float32")
     return PlanEstimate(plan.run_dir, units, timings, compression, load_s,

@@ -165,3 +165,23 @@ def test_calibration_must_be_windows(tiny_llama):
     bad = CalibrationData(torch.arange(10), "1-D")
     with pytest.raises(SpecError, match=r"\(n_samples, seq_len\)"):
         parse_one("wanda@0.5").apply(Variant("dense", model=tiny_llama), calibration=bad)
+
+
+@pytest.mark.parametrize("spec", ["wanda@0.5", "wanda-dense@0.5"])
+def test_calibration_passes_count_the_block_forwards_plan_pays_for(calibration, spec):
+    """`auditor run --plan` prices a Wanda build as calibration_passes forwards over the calibration tokens:
+    that must be what wanda_prune runs (block forwards per block, rounded up: the capture stops before
+    the last block, and the last block's pruned outputs are never needed)."""
+    from tests.conftest import make_tiny_llama
+
+    n_layers = 6
+    model = make_tiny_llama(num_hidden_layers=n_layers)
+    calls = [0]
+    handles = [layer.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+               for layer in decoder_layers(model)]
+    step = parse_one(spec)
+    step.params["batch_size"] = len(calibration.input_ids)  # one batch: a call is one pass over the tokens
+    step.apply(Variant("dense", model, None, []), calibration=calibration)
+    for h in handles:
+        h.remove()
+    assert step.calibration_passes == -(-calls[0] // n_layers)
