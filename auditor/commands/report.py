@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from auditor.core.errors import AuditorError
 from auditor.data.rundir import load_manifest
 from auditor.report.markdown import write_report
-from auditor.view.run import run_thresholds
+from auditor.view.run import run_protocols, run_thresholds
 from auditor.view.runs import resolve_run
 
 RISK_OPTIONS = (
@@ -26,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--reports", default="reports", help="folder holding run directories (default: reports)")
     for flag, dest, text in RISK_OPTIONS:
         p.add_argument(flag, dest=dest, type=float, default=None, metavar="X", help=text)
+    p.add_argument("--protocol", default=None, metavar="P",
+                   help="score on this protocol of the run's (strict, debiased, cloze, as its study lists them); "
+                        "another than the run's first writes RUN/protocol-P/ beside the run's own report")
     p.set_defaults(func=run)
 
 
@@ -37,6 +41,10 @@ def risk_thresholds(args, manifest: dict):
 
 def run(args) -> int:
     run_dir = resolve_run(args.run, Path(args.reports))
-    path = write_report(run_dir, risk_thresholds(args, load_manifest(run_dir)))
-    print(f"report: {path}\nhtml: {run_dir / 'report.html'}\nsummary: {run_dir / 'summary.json'}")
+    listed = run_protocols(load_manifest(run_dir))
+    if args.protocol is not None and args.protocol not in listed:
+        raise AuditorError(f"--protocol {args.protocol}: {run_dir} was scored on {', '.join(listed)} (the "
+                           "study's protocols)")
+    path = write_report(run_dir, risk_thresholds(args, load_manifest(run_dir)), args.protocol)
+    print(f"report: {path}\nhtml: {path.parent / 'report.html'}\nsummary: {path.parent / 'summary.json'}")
     return 0

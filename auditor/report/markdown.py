@@ -11,11 +11,12 @@ from pathlib import Path
 
 from auditor.analysis.verdicts import RiskThresholds
 from auditor.core.files import write_bytes, write_json, write_text
+from auditor.data.rundir import protocol_report_dir
 from auditor.report.document import Bullets, Document, Figure, Heading, ItemCard, Para, Table, build_document
 from auditor.report.html import render_html
 from auditor.report.plots import Plot, render_plots
 from auditor.report.summary import summary_dict
-from auditor.view.run import RunView
+from auditor.view.run import RunView, run_protocols
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,22 @@ def _write_plots(run_dir: Path, plots: tuple[Plot, ...]) -> None:
         write_bytes(path, plot.png)
 
 
-def write_report(run_dir: Path, thresholds: RiskThresholds | None = None) -> Path:
-    """Write summary.json, report.md, report.html and plots/*.png; return the report.md path."""
-    view = RunView.load(Path(run_dir), thresholds)
+def write_report(run_dir: Path, thresholds: RiskThresholds | None = None, protocol: str | None = None) -> Path:
+    """Write summary.json, report.md, report.html and plots/*.png; return the report.md path.
+
+    On the run's first protocol they go into the run directory; on another one (`protocol`) into
+    `protocol_report_dir`, so both reports stand side by side.
+    """
+    view = RunView.load(Path(run_dir), thresholds, protocol=protocol)
+    out = view.run_dir if protocol in (None, run_protocols(view.manifest)[0]) else protocol_report_dir(
+        view.run_dir, view.protocol)
+    out.mkdir(exist_ok=True)
     plots = render_plots(view)
     doc = build_document(view, plots)
-    _write_plots(view.run_dir, plots)
-    write_json(summary_dict(view), view.run_dir / "summary.json")
-    path = view.run_dir / "report.md"
+    _write_plots(out, plots)
+    write_json(summary_dict(view), out / "summary.json")
+    path = out / "report.md"
     write_text(path, render_markdown(doc))
-    write_text(view.run_dir / "report.html", render_html(doc))
+    write_text(out / "report.html", render_html(doc))
     log.info("report written to %s", path)
     return path

@@ -48,6 +48,7 @@ from auditor.data.rundir import (
     INTERRUPTED,
     LAYOUT_DIRS,
     PPL,
+    PROTOCOL_REPORT_PREFIX,
     RECORD_ORDER,
     REPORT_FILES,
     RUNNING,
@@ -278,6 +279,8 @@ def execute_plan(plan: RunPlan, *, force: bool, executor, units: Iterable[Unit] 
             for name in REPORT_FILES:  # they would describe an older set of units
                 (run_dir / name).unlink(missing_ok=True)
             shutil.rmtree(run_dir / "plots", ignore_errors=True)
+            for stale in run_dir.glob(f"{PROTOCOL_REPORT_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
         _set_state(run_dir, RUNNING, plan, n_finished=len(kept))
         done = len(kept)
         failed: list[str] = []

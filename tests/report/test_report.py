@@ -127,3 +127,22 @@ def test_report_opens_with_an_invalid_position_driven_reference(tmp_path):
     assert {v["level"] for v in summary["verdicts"]} == {"inconclusive"}
     assert summary["reference_validity"]["position_driven"] is True
     assert "| INCONCLUSIVE |" in text
+
+
+def test_report_on_another_protocol_goes_beside_the_runs_own(tmp_path, capsys):
+    run = build_run(tmp_path, variants=(PLANTED_HIGH,), seeds=(0, 1, 2))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["protocols"] = ["strict", "debiased"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["report", str(run)]) == 0
+    own = (run / "report.md").read_text()
+    assert main(["report", str(run), "--protocol", "debiased"]) == 0
+    out = capsys.readouterr().out
+    side = run / "protocol-debiased"
+    assert f"report: {side / 'report.md'}" in out
+    assert (run / "report.md").read_text() == own  # the run's own report is left as it was
+    assert "scoring protocol debiased" in (side / "report.md").read_text()
+    assert json.loads((side / "summary.json").read_text())["verdicts"] and (side / "report.html").is_file()
+    # A protocol the run was not scored on is refused, naming the ones it has.
+    assert main(["report", str(run), "--protocol", "cloze"]) == 2
+    assert "scored on strict, debiased" in capsys.readouterr().err
