@@ -41,10 +41,11 @@ def risk_thresholds(args, manifest: dict):
 
 def run(args) -> int:
     run_dir = resolve_run(args.run, Path(args.reports))
-    listed = run_protocols(load_manifest(run_dir))
+    manifest = load_manifest(run_dir)
+    listed = run_protocols(manifest)
     if args.protocol is not None and args.protocol not in listed:
         raise AuditorError(f"--protocol {args.protocol}: {run_dir} was scored on {', '.join(listed)} (the "
                            "study's protocols)")
-    path = write_report(run_dir, risk_thresholds(args, load_manifest(run_dir)), args.protocol)
+    path = write_report(run_dir, risk_thresholds(args, manifest), args.protocol)
     print(f"report: {path}\nhtml: {path.parent / 'report.html'}\nsummary: {path.parent / 'summary.json'}")
     return 0

@@ -49,11 +49,6 @@ LAYOUT_DIRS = ("records", "units", "ppl", "variants", "commits", "failed")
 REPORT_FILES = ("summary.json", "report.md", "report.html")
 # `auditor report RUN --protocol P` writes a report on another scoring protocol into RUN/protocol-P/.
 PROTOCOL_REPORT_PREFIX = "protocol-"
-
-
-def protocol_report_dir(run_dir: Path, protocol: str) -> Path:
-    """Where the report of `run_dir` on scoring protocol `protocol` goes (the run's own report stays)."""
-    return Path(run_dir) / f"{PROTOCOL_REPORT_PREFIX}{protocol}"
 SPARSE_KERNELS_FILE = "sparse_kernels.json"  # `auditor bench sparse-kernels --out RUN`: dense vs sparse matmul timings
 RECORD_ORDER = ["variant", "backend", "seed", "category", "example_id"]
 
@@ -62,6 +57,11 @@ FINISHED, PENDING, DAMAGED, UNIT_FAILED = "finished", "pending", "damaged", "fai
 
 # States a run can be in, as `auditor status`, the TUI and the report show them.
 RUNNING, COMPLETE, FAILED, INTERRUPTED, INCOMPLETE = "running", "complete", "failed", "interrupted", "incomplete"
+
+
+def protocol_report_dir(run_dir: Path, protocol: str) -> Path:
+    """Where the report of `run_dir` on scoring protocol `protocol` goes (the run's own report stays)."""
+    return Path(run_dir) / f"{PROTOCOL_REPORT_PREFIX}{protocol}"
 
 
 @dataclass(frozen=True)
