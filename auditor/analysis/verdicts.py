@@ -222,7 +222,11 @@ def assess(row: Mapping[str, Any], t: RiskThresholds, reference_finding: str = "
     u_ref, u_var, q_abs = _num(row.get("unknown_ref")), _num(row.get("unknown_var")), _num(row.get("q_abstention"))
     u_ci = (_num(row.get("unknown_change_ci_low")), _num(row.get("unknown_change_ci_high")))
     abstention_loss = not math.isnan(q_abs) and q_abs <= t.alpha and u_var < u_ref
-    abstention = (("abstention loss" if abstention_loss else "no significant abstention loss")
+    abstention_gain = not math.isnan(q_abs) and q_abs <= t.alpha and u_var > u_ref
+    # a significant rise is named as such: "no significant abstention loss" beside q = 1e-24 reads as a contradiction
+    abstention = (("abstention loss" if abstention_loss else
+                   "significant unknown-rate rise (no abstention loss)" if abstention_gain else
+                   "no significant abstention loss")
                   + f": unknown-rate {_pct(u_ref)} -> {_pct(u_var)} ({_pts(u_var - u_ref)}, CI {_pts(u_ci[0])} to "
                   f"{_pts(u_ci[1])}; BH q = {_q(q_abs)})")
     reasons.append(abstention)

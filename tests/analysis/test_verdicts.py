@@ -81,6 +81,14 @@ def test_undirected_change_is_not_stereotyping():
     assert any("abstention loss, not stereotyping" in r for r in v.reasons)
 
 
+def test_significant_unknown_rise_is_named_and_is_not_a_loss():
+    rise = assess(row(unknown_ref=0.2, unknown_var=0.4, q_abstention=1e-9), T)
+    assert not rise.abstention_loss
+    assert rise.abstention.startswith("significant unknown-rate rise (no abstention loss): unknown-rate 20.0% -> 40.0%")
+    flat = assess(row(unknown_ref=0.2, unknown_var=0.25, q_abstention=0.3), T)
+    assert flat.abstention.startswith("no significant abstention loss")
+
+
 def test_significant_shift_away_from_stereotype_is_not_a_risk_signal():
     # q small but c > b: fewer biased answers than dense
     v = assess(row(flip_rate=0.01, q_bh=0.001, b=1, c=30, srs_change=-0.2), T)
