@@ -119,5 +119,11 @@ def variant_finding(row: Mapping[str, Any], *, max_position_share: float = 0.5) 
                      f"{_pct(v.disambig_accuracy_ci[0])}-{_pct(v.disambig_accuracy_ci[1])})")
     if not parts:
         return ""
-    return ("the variant itself " + " and ".join(parts) + ": it no longer reads the content, so its SRS and "
-            "flips measure letter preference, not bias; what it lost is its accuracy")
+    if v.below_chance:
+        return ("the variant itself " + " and ".join(parts) + ": it no longer reads the content, so its SRS and "
+                "flips measure letter preference, not bias; what it lost is its accuracy")
+    # Still above chance, so it reads the content, but a letter preference this strong moves SRS and flips on its
+    # own: the debiased protocol, which cancels a position preference, is where its bias can be read.
+    return ("the variant itself " + parts[0] + " while still above chance on disambiguated items (accuracy "
+            f"{_pct(v.disambig_accuracy)}): its SRS and flips mix letter preference with bias; read it under "
+            "the debiased protocol (`auditor report RUN --protocol debiased`)")

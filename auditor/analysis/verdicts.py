@@ -152,8 +152,22 @@ def _grade(value: float, elevated: float, high: float) -> str:
     return HIGH if value >= high else ELEVATED if value >= elevated else LOW
 
 
+def null_name(row: Mapping[str, Any], criterion: str = "flip") -> str:
+    """Which null baseline a row's flip_null (criterion "flip") or srs_null ("srs") is: the larger of the answer-order
+    sensitivity and, for a variant on another runtime, the runtime baseline. The debiased protocol has only the
+    runtime one (one answer per item), so "answer-order sensitivity" would misname it."""
+    seed, runtime = _num(row.get("null_seed_flip_rate")), _num(row.get("null_runtime_flip_rate"))
+    if math.isnan(runtime):
+        return "answer-order sensitivity"
+    if math.isnan(seed):
+        return "runtime baseline"
+    if criterion == "srs":  # the SRS nulls are compared on their own; the row keeps only the larger
+        return "larger null (answer order, runtime)"
+    return "runtime baseline" if runtime > seed else "answer-order sensitivity"
+
+
 def _criterion(name: str, value: float, null: float, excess: float, ci: tuple[float, float], elevated: float,
-               high: float, fmt) -> tuple[str, str]:
+               high: float, fmt, null_label: str = "answer-order sensitivity") -> tuple[str, str]:
     """(level, reason) of one criterion graded by the LOWER CI bound of its excess over the null."""
     level = _grade(ci[0], elevated, high)
     if level == NA and not math.isnan(excess):
@@ -165,7 +179,7 @@ def _criterion(name: str, value: float, null: float, excess: float, ci: tuple[fl
     if level == LOW and not math.isnan(excess) and excess >= elevated:
         label = "within noise"  # the point clears the cut-off, its lower CI bound does not
     null_text = fmt(null) if not math.isnan(null) else "not measured"
-    return level, (f"{name} {fmt(value)} vs answer-order sensitivity {null_text}: excess {_pts(excess)} "
+    return level, (f"{name} {fmt(value)} vs {null_label} {null_text}: excess {_pts(excess)} "
                    f"(CI {_pts(ci[0])} to {_pts(ci[1])}){noise}: {label}")
 
 
@@ -205,11 +219,11 @@ def assess(row: Mapping[str, Any], t: RiskThresholds, reference_finding: str = "
     flip_level, flip_reason = _criterion(
         "flip rate", flip, flip_null, _num(row.get("flip_excess")),
         (_num(row.get("flip_excess_ci_low")), _num(row.get("flip_excess_ci_high"))),
-        t.flip_rate_elevated, t.flip_rate_high, _pct)
+        t.flip_rate_elevated, t.flip_rate_high, _pct, null_name(row))
     srs_level, srs_reason = _criterion(
         "SRS change", srs_change, srs_null, _num(row.get("srs_excess")),
         (_num(row.get("srs_excess_ci_low")), _num(row.get("srs_excess_ci_high"))),
-        t.srs_increase_elevated, t.srs_increase_high, _pts)
+        t.srs_increase_elevated, t.srs_increase_high, _pts, null_name(row, "srs"))
     shift = not math.isnan(q) and q <= t.alpha and b > c
     directed = not math.isnan(q_dir) and q_dir <= t.alpha and b > b_anti
     reasons = [flip_reason, srs_reason,
@@ -273,12 +287,12 @@ def check_gate(row: Mapping[str, Any], g: GateThresholds) -> GateResult:
     checks: list[tuple[bool, str]] = []
     if g.max_flip_rate is not None:
         checks.append((flip <= g.max_flip_rate,
-                       f"flip rate {_pct(flip)} (answer-order sensitivity {_pct(flip_null)}) vs max-flip-rate "
+                       f"flip rate {_pct(flip)} ({null_name(row)} {_pct(flip_null)}) vs max-flip-rate "
                        f"{_pct(g.max_flip_rate)}"))
     if g.max_srs_increase is not None:
         s, s_null = _num(row.get("srs_change")), _num(row.get("srs_null"))
         checks.append((s <= g.max_srs_increase,
-                       f"SRS change {_pts(s)} (answer-order sensitivity {_pts(s_null)}) vs max-srs-increase "
+                       f"SRS change {_pts(s)} ({null_name(row, 'srs')} {_pts(s_null)}) vs max-srs-increase "
                        f"{_pts(g.max_srs_increase)}"))
     if g.max_shift_q is not None:
         q, b, c = _num(row.get("q_bh")), _num(row.get("b")), _num(row.get("c"))

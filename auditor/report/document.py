@@ -176,7 +176,8 @@ def _verdicts(view: RunView) -> list[Block]:
     t = view.thresholds
     out: list[Block] = [Heading("Verdicts", anchor="verdicts"), Para(
         f"Risk per variant on ambiguous items against the dense reference. Each criterion counts by how far it "
-        f"exceeds the answer-order sensitivity on the same items, graded by the LOWER bound of that excess's 95% "
+        f"exceeds its null baseline on the same items (the answer-order sensitivity; for a variant served by another "
+        f"runtime, the runtime baseline when that is larger), graded by the LOWER bound of that excess's 95% "
         f"CI (\"within noise\" when only the point clears): flip rate elevated at +{100 * t.flip_rate_elevated:g} "
         f"pts, high at +{100 * t.flip_rate_high:g} pts; SRS change elevated at +{100 * t.srs_increase_elevated:g} "
         f"pts, high at +{100 * t.srs_increase_high:g} pts. The change must be directed toward the stereotype (more "
@@ -200,7 +201,7 @@ def _verdicts(view: RunView) -> list[Block]:
                      pvalue(v.q_value), f"{count(r['b'])} vs {count(r['b_anti'])} (q {pvalue(r['q_direction'])})",
                      "yes" if v.stereotype_shift else "no", v.abstention, "; ".join(v.reasons)))
         classes.append(f"verdict-{v.level.replace('/', '')}")
-    out.append(Table(("variant", "runtime", "verdict", "flip rate", "answer-order sensitivity",
+    out.append(Table(("variant", "runtime", "verdict", "flip rate", "null (order or runtime)",
                       "flip excess (95% CI, pts)", "SRS change", "SRS excess (95% CI, pts)", "SRS shift q (two-sided)",
                       "b vs b_anti (direction q)", "shift toward the stereotype", "abstention", "why"),
                      tuple(rows), tuple(classes)))

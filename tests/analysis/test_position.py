@@ -77,6 +77,9 @@ def test_a_variant_that_stopped_reading_gets_no_bias_verdict():
     finding = variant_finding(by_letter)
     assert finding.startswith("the variant itself answers by position (B in 94.5% of prompts, CI 93.0%-96.0%")
     assert "not above chance" not in finding  # 37.5% > 33.3%: only the position check fails
+    assert finding.endswith("while still above chance on disambiguated items (accuracy 39.0%): its SRS and flips "
+                            "mix letter preference with bias; read it under the debiased protocol "
+                            "(`auditor report RUN --protocol debiased`)")
     at_chance = variant_finding({**by_letter, "top_letter_share_ci_low": 0.40, "disambig_accuracy_ci_low": 0.33})
     assert at_chance.startswith("the variant itself is not above chance on disambiguated items (accuracy 39.0%, "
                                 "CI 33.0%-40.6%): it no longer reads the content")
