@@ -167,7 +167,7 @@ def null_name(row: Mapping[str, Any], criterion: str = "flip") -> str:
 
 
 def _criterion(name: str, value: float, null: float, excess: float, ci: tuple[float, float], elevated: float,
-               high: float, fmt, null_label: str = "answer-order sensitivity") -> tuple[str, str]:
+               high: float, fmt, null_label: str) -> tuple[str, str]:
     """(level, reason) of one criterion graded by the LOWER CI bound of its excess over the null."""
     level = _grade(ci[0], elevated, high)
     if level == NA and not math.isnan(excess):
