@@ -71,6 +71,19 @@ def test_report_sections_and_figures(run):
     assert 'class="verdict-high"' in page and "HIGH" in page
 
 
+def test_latency_sources_are_kept_apart(run):
+    """`auditor measure`'s ms per prompt and the run's own scoring rate are different measurements: one column
+    each, never one filled in from the other."""
+    text = (run / "report.md").read_text()
+    section = text[text.index("## Size, latency and bits per weight"):]
+    header = next(line for line in section.splitlines() if line.startswith("| variant |"))
+    assert "ms / BBQ prompt (measure)" in header and "ms / BBQ prompt (run scoring)" in header
+    dense = next(line for line in section.splitlines() if line.startswith("| dense | torch |"))
+    assert dense.rstrip(" |").endswith("| 110.0 | 100.0")  # planted measurement, then the unit's scoring figure
+    unmeasured = next(line for line in section.splitlines() if line.startswith("| magnitude@0.3 | torch |"))
+    assert unmeasured.rstrip(" |").endswith("| not measured | 100.0")
+
+
 def test_markdown_escape():
     assert md("a|b") == "a\\|b"
     assert md("*bold* [link](x) `code`") == "\\*bold\\* \\[link\\](x) \\`code\\`"
