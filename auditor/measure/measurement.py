@@ -15,9 +15,9 @@ Timings are interleaved: every artifact is exported first, then `repeats` rounds
 every (variant, format) once in the same order (A B C A B C ...), so a drift of the machine's
 load hits all variants alike and run i of a variant pairs with run i of dense
 (auditor.analysis.claims.ratio_ci). Each figure is reported as median, min, max and the per-run
-values; the 1-minute load average is recorded before every run and a note warns when it moved
-by more than `load_tolerance` during the measurement. Sparse layouts (bitmask, CSR) and zstd
-are storage measurements only: no runtime executes them sparse, so they have sizes but no speeds.
+values; the 1-minute load average is recorded before every run and a note warns when it rose
+more than `load_tolerance` above the measurement's own threads (other work on the cores).
+Sparse layouts (bitmask, CSR) and zstd are storage measurements only: no runtime executes them sparse, so they have sizes but no speeds.
 
 Formats per variant: float torch variants (dense, pruned, RTN) -> safetensors,
 GGUF (F16, or F32 on request) and the sparse layouts; bitsandbytes variants ->
@@ -394,14 +394,19 @@ def _warn_if_busy(threads: int) -> float | None:
 
 
 def load_summary(before: float | None, during: Sequence[float | None], after: float | None,
-                 tolerance: float) -> dict:
+                 tolerance: float, own_threads: int) -> dict:
     """start, end, min, max of the 1-minute load averages read around and between the runs;
-    moved = max - min > tolerance (None where the OS reports no load average)."""
+    moved = max - min > tolerance; competing = max > own_threads + tolerance: load beyond the
+    measurement's own worker threads, i.e. other work on the cores. On an idle machine the load
+    rises from ~0 to the worker's threads by itself: it moved, but nothing competed.
+    (None where the OS reports no load average.)"""
     seen = [v for v in (before, *during, after) if v is not None]
     if not seen:
-        return {"start": None, "end": None, "min": None, "max": None, "moved": None, "tolerance": tolerance}
+        return {"start": None, "end": None, "min": None, "max": None, "moved": None, "competing": None,
+                "own_threads": own_threads, "tolerance": tolerance}
     return {"start": before, "end": after, "min": min(seen), "max": max(seen),
-            "moved": max(seen) - min(seen) > tolerance, "tolerance": tolerance}
+            "moved": max(seen) - min(seen) > tolerance, "competing": max(seen) > own_threads + tolerance,
+            "own_threads": own_threads, "tolerance": tolerance}
 
 
 def measure(specs: Sequence[str], *, model: str | None = None, settings: MeasureSettings = MeasureSettings(),
@@ -462,10 +467,11 @@ def measure(specs: Sequence[str], *, model: str | None = None, settings: Measure
             shutil.rmtree(root, ignore_errors=True)
     report.wall_s = time.perf_counter() - start
     report.artifacts_dir = str(root) if keep else None
-    report.load_average = load_summary(load_before, loads, _load_average(), settings.load_tolerance)
-    if report.load_average["moved"]:
-        note = (f"the 1-minute load average moved from {report.load_average['min']:.1f} to "
-                f"{report.load_average['max']:.1f} during the timings (tolerance {settings.load_tolerance:.1f}): "
+    report.load_average = load_summary(load_before, loads, _load_average(), settings.load_tolerance,
+                                       settings.threads())
+    if report.load_average["competing"]:
+        note = (f"the 1-minute load average reached {report.load_average['max']:.1f} during the timings, above "
+                f"the measurement's own {settings.threads()} threads (tolerance {settings.load_tolerance:.1f}): "
                 "other work competed for the cores; speed ratios carry that noise in their intervals")
         log.warning(note)
         report.notes.append(note)

@@ -341,7 +341,10 @@ def _load_text(context: dict) -> str:
         return ""
     text = (f" The 1-minute load average was {float(load['min']):.1f}-{float(load['max']):.1f} during the timings "
             f"on {context.get('cpus', '?')} cores ({context.get('n_threads', '?')} threads per runtime)")
-    return text + (": it moved, so other work competed for the cores." if load.get("moved") else ".")
+    # Files written before `competing` existed only say whether the load moved.
+    competing = load.get("competing", load.get("moved"))
+    return text + (": it rose above the measurement's own threads, so other work competed for the cores."
+                   if competing else ".")
 
 
 def _sparse_kernels(view: RunView) -> list[Block]:

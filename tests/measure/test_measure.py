@@ -45,11 +45,19 @@ def test_spread_and_rates_hand_computed():
     assert rates(100, [0.5, 1.0, 2.0]) == Spread(100.0, 50.0, 200.0, (200.0, 100.0, 50.0))
 
 
-def test_load_summary_warns_when_the_load_moved():
-    assert load_summary(1.0, [1.2, 1.5], 1.1, 1.0) == {"start": 1.0, "end": 1.1, "min": 1.0, "max": 1.5,
-                                                        "moved": False, "tolerance": 1.0}
-    assert load_summary(1.0, [3.5, None], 2.0, 1.0)["moved"] is True
-    assert load_summary(None, [None], None, 1.0)["moved"] is None
+def test_load_summary_warns_when_other_work_competed():
+    assert load_summary(1.0, [1.2, 1.5], 1.1, 1.0, 2) == {
+        "start": 1.0, "end": 1.1, "min": 1.0, "max": 1.5, "moved": False, "competing": False,
+        "own_threads": 2, "tolerance": 1.0}
+    # an idle machine: the load climbs to the worker's own 2 threads; it moved, nothing else ran
+    idle = load_summary(0.2, [1.1, 1.9], 1.9, 1.0, 2)
+    assert idle["moved"] is True and idle["competing"] is False
+    # another 2-thread job beside the worker
+    assert load_summary(1.0, [3.5, None], 4.0, 1.0, 2)["competing"] is True
+    # steady contention is competition too, although the load never moved
+    busy = load_summary(5.0, [5.2, 5.1], 5.0, 1.0, 2)
+    assert busy["moved"] is False and busy["competing"] is True
+    assert load_summary(None, [None], None, 1.0, 2)["competing"] is None
 
 
 def test_bits_per_weight_and_json_safe():

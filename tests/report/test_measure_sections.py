@@ -63,7 +63,7 @@ def test_report_shows_interleaved_claims_and_sparse_kernels(tmp_path):
     assert len(view.sparse_kernels) == 3 and view.sparse_context["torch_threads"] == 1
     write_report(run)
     text = (run / "report.md").read_text()
-    assert "interleaved rounds" in text and "load average was 1.0-4.0" in text and "it moved" in text
+    assert "interleaved rounds" in text and "load average was 1.0-4.0" in text and "other work competed" in text
     assert "| magnitude@0.5 | gguf | F16 |" in text and "1.00x (0.99-1.01)" in text and "| agrees |" in text
     assert "time to first token ms" in text and "| 300 | 400.0 MB |" in text and "400.0 MB" in text
     assert "### Sparse kernels vs dense" in text and "| 2.50x (2.50-2.50) | sparse | disagrees |" in text
