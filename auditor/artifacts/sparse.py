@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 import numpy as np
 
@@ -154,8 +155,13 @@ def _storage_key(t) -> tuple:
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
 
 
-def save_sparse(tensors: Mapping, path: Path, layout: Layout) -> SparseFile:
-    """Write `tensors` (name -> torch.Tensor) in `layout` to a safetensors file, atomically."""
+def save_sparse(tensors: Mapping, path: Path, layout: Layout, *, shared_storage: bool = True) -> SparseFile:
+    """Write `tensors` (name -> torch.Tensor) in `layout` to a safetensors file, atomically.
+
+    `shared_storage`: tensors may share storage (a model's state dict with tied embeddings) and are
+    then stored once. A mapping that reads each tensor when asked (`SafetensorsDir`) passes False:
+    a safetensors file holds no shared storage, and a freed tensor's address can be reused by the
+    next one, which the storage key would take for a tie."""
     import torch
     from safetensors.torch import save_file
 
@@ -169,7 +175,7 @@ def save_sparse(tensors: Mapping, path: Path, layout: Layout) -> SparseFile:
     for name in sorted(tensors):
         t = tensors[name].detach().cpu()
         key = _storage_key(t)
-        if key in seen:  # tied weights: store once
+        if shared_storage and key in seen:  # tied weights: store once
             aliases[name] = seen[key]
             continue
         seen[key] = name
@@ -236,17 +242,33 @@ def load_bitmask(path: Path) -> dict:
     return load_sparse(path)
 
 
-def load_safetensors_dir(hf_dir: Path) -> dict:
-    """All tensors of an HF directory's *.safetensors files (pickled .bin files are never read)."""
-    from safetensors.torch import load_file
+class SafetensorsDir(Mapping):
+    """The tensors of an HF directory's *.safetensors files (pickled .bin files are never read), each
+    read from disk when asked: encoding a 1.5B model's layouts then holds one float32 matrix at a
+    time instead of all 7 GB of them (docs/measurement.md, "Memory and disk at 1.5B parameters")."""
 
-    files = sorted(Path(hf_dir).glob("*.safetensors"))
-    if not files:
-        raise DataError(hf_dir, "no .safetensors files in this directory")
-    tensors: dict = {}
-    for f in files:
-        tensors.update(load_file(str(f)))
-    return tensors
+    def __init__(self, hf_dir: Path) -> None:
+        from safetensors import safe_open
+
+        self.files = sorted(Path(hf_dir).glob("*.safetensors"))
+        if not self.files:
+            raise DataError(hf_dir, "no .safetensors files in this directory")
+        self._where: dict[str, Path] = {}
+        for f in self.files:
+            with safe_open(str(f), framework="pt") as fh:
+                self._where.update(dict.fromkeys(fh.keys(), f))
+
+    def __getitem__(self, name: str):
+        from safetensors import safe_open
+
+        with safe_open(str(self._where[name]), framework="pt") as fh:
+            return fh.get_tensor(name)
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
 
 
 def zstd_compress(src: Path, dst: Path, level: int = DEFAULT_ZSTD_LEVEL, threads: int = 0) -> int:
@@ -292,15 +314,16 @@ def write_sparse_dir(hf_dir: Path, out_dir: Path, *, layouts: tuple[Layout, ...]
     """From an HF safetensors directory, write `out_dir` with the non-weight files, one file per
     layout (LAYOUT_FILES) and `<file>.safetensors.zst` for each dense weight file."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    weights = sorted(hf_dir.glob("*.safetensors"))
-    tensors = load_safetensors_dir(hf_dir)
+    tensors = SafetensorsDir(hf_dir)
+    weights = tensors.files
     out_dir.mkdir(parents=True, exist_ok=True)
     other = 0
     for f in sorted(hf_dir.iterdir()):
         if f.is_file() and f.suffix != ".safetensors" and not f.name.endswith(".safetensors.index.json"):
             shutil.copy2(f, out_dir / f.name)
             other += f.stat().st_size
-    files = tuple(save_sparse(tensors, out_dir / LAYOUT_FILES[layout], layout) for layout in layouts)
+    files = tuple(save_sparse(tensors, out_dir / LAYOUT_FILES[layout], layout, shared_storage=False)
+                  for layout in layouts)
     zstd_files = []
     for f in weights:
         dst = out_dir / (f.name + ZSTD_SUFFIX)

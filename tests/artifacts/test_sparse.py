@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from auditor.artifacts.sparse import (
+    SafetensorsDir,
     bitmask_decode,
     bitmask_encode,
     csr_decode,
@@ -149,6 +150,23 @@ def test_sparse_dir_loads_into_a_model_with_identical_outputs(pruned_tiny, tmp_p
             model = load_sparse_model(tmp_path / "sparse", layout)
             assert torch.equal(model(ids).logits, want)
             assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_directory_tensors_are_read_one_at_a_time_and_never_taken_for_ties(pruned_tiny, tmp_path):
+    """write_sparse_dir reads each tensor when it encodes it; a freed tensor's storage address can come
+    back for the next one, so storage keys must not alias tensors read that way."""
+    hf = tmp_path / "hf"
+    pruned_tiny.save_pretrained(hf)
+    lazy = SafetensorsDir(hf)
+    state = {k: v for k, v in pruned_tiny.state_dict().items() if k != "lm_head.weight"}  # tied: not saved
+    assert set(lazy) == set(state) and len(lazy) == len(state)
+    _assert_bit_identical({k: lazy[k] for k in lazy}, state)
+    weight = state["model.layers.0.mlp.up_proj.weight"]
+    twice = {"a": weight, "b": weight}  # one storage under two names, as a reused address would look
+    tied = save_sparse(twice, tmp_path / "tied.safetensors", "bitmask")
+    kept = save_sparse(twice, tmp_path / "kept.safetensors", "bitmask", shared_storage=False)
+    assert (tied.n_encoded, kept.n_encoded) == (1, 2)
+    _assert_bit_identical(load_sparse(tmp_path / "kept.safetensors"), twice)
 
 
 def test_deepcopy_untouched_by_encoding(pruned_tiny):
