@@ -279,7 +279,7 @@ def _measurements(view: RunView, plots: dict[str, Plot]) -> list[Block]:
     out: list[Block] = [Heading("Size, latency and bits per weight", anchor="measurements"), Para(
         "Measured on this machine, never assumed: bytes on disk of the artifact, bits per weight, load time and "
         "throughput (median, min-max over repeats), and ms per scored BBQ prompt from two sources kept apart: "
-        "`auditor measure`'s worker (a few fixture prompts in one call, the stored artifact on its runtime) and "
+        "auditor measure's worker (a few fixture prompts in one call, the stored artifact on its runtime) and "
         "the run's own scoring (its dtype and batch size, over the whole sample). \"not measured\" means the run "
         "holds no measurement for it.")]
     o = view.overview
