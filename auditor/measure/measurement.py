@@ -17,7 +17,8 @@ load hits all variants alike and run i of a variant pairs with run i of dense
 (auditor.analysis.claims.ratio_ci). Each figure is reported as median, min, max and the per-run
 values; the 1-minute load average is recorded before every run and a note warns when it rose
 more than `load_tolerance` above the measurement's own threads (other work on the cores).
-Sparse layouts (bitmask, CSR) and zstd are storage measurements only: no runtime executes them sparse, so they have sizes but no speeds.
+Sparse layouts (bitmask, CSR) and zstd are storage measurements only: no runtime executes them
+sparse, so they have sizes but no speeds.
 
 Formats per variant: float torch variants (dense, pruned, RTN) -> safetensors,
 GGUF (F16, or F32 on request) and the sparse layouts; bitsandbytes variants ->
