@@ -5,11 +5,12 @@ group of M consecutive inputs of a row for N:M), lowest scores pruned. The
 lifecycle follows the reference implementation (github locuslab/wanda,
 lib/prune.py `prune_wanda`):
 
-1. run the calibration windows through the dense model with a pre-hook on every
-   block and capture the hidden states entering block 0 and, for every block,
-   the arguments the model's own forward passes to it (its attention mask, with
-   the sliding window of a local layer, and its own rotary position embeddings:
-   Gemma 3's global layers use another RoPE base than its local ones);
+1. run the model's forward on the calibration windows with every block stood in
+   for by a recorder, and capture the hidden states entering block 0 and, for
+   every block, the arguments the model's own forward passes to it (its
+   attention mask, with the sliding window of a local layer, and its own rotary
+   position embeddings: Gemma 3's global layers use another RoPE base than its
+   local ones);
 2. block by block: hook every Linear of the block to accumulate the squared L2
    norm of each input feature over all calibration tokens, run the (still
    dense) block, prune it from those norms, then recompute the block's outputs
@@ -43,7 +44,7 @@ DENSE_SKIPPED = ("o_proj", "down_proj")  # left dense by the reference studies' 
 
 
 class _StopForward(Exception):
-    """Raised by the capture hook of the last block once every block's arguments are known."""
+    """Raised by the capture stand-in of the last block once every block's arguments are known."""
 
 
 @dataclass
@@ -63,25 +64,31 @@ class LayerInputs:
 
 
 def capture_layer_inputs(model, input_ids: torch.Tensor, batch_size: int) -> LayerInputs:
-    """Run the dense model on the calibration windows with a pre-hook on every block and keep each
-    block's own forward arguments (never block 0's reused for all: Gemma 3's sliding and global
-    layers get different masks and rotary embeddings)."""
+    """Run the model's forward on the calibration windows with every block's `forward` replaced by a
+    stand-in that records the block's own arguments (never block 0's reused for all: Gemma 3's
+    sliding and global layers get different masks and rotary embeddings) and returns its hidden
+    states unchanged. The masks and rotary embeddings are computed before the block loop, so no
+    block computes anything here: the capture costs the embedding lookup, not a forward pass."""
     layers = decoder_layers(model)
     captured = LayerInputs([], [[] for _ in layers])
 
-    def make_hook(i: int):
-        def hook(module, args, kwargs):
-            kwargs = dict(kwargs)
+    def stand_in(i: int):
+        def forward(*args, **kwargs):
             hidden, rest = (args[0], tuple(args[1:])) if args else (kwargs.pop("hidden_states"), ())
             if i == 0:
                 captured.hidden.append(hidden.detach())
             captured.calls[i].append((rest, kwargs))
             if i == len(layers) - 1:
                 raise _StopForward
-        return hook
+            return hidden
+        return forward
 
-    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     device = next(model.parameters()).device
+    # An instance attribute: nn.Module.__call__ runs it, hooks included. A forward already set on the
+    # instance (accelerate's device hooks) is put back afterwards.
+    own = [layer.__dict__.get("forward") for layer in layers]
+    for i, layer in enumerate(layers):
+        layer.forward = stand_in(i)
     try:
         for batch in input_ids.split(batch_size):
             try:
@@ -89,8 +96,11 @@ def capture_layer_inputs(model, input_ids: torch.Tensor, batch_size: int) -> Lay
             except _StopForward:
                 pass
     finally:
-        for handle in handles:
-            handle.remove()
+        for layer, forward in zip(layers, own):
+            if forward is None:
+                del layer.forward  # the class's forward again
+            else:
+                layer.forward = forward
     return captured
 
 
@@ -166,9 +176,9 @@ class WandaPruner(Compressor):
     method = "wanda"
     family = "prune"
     needs_calibration = True
-    # wanda_prune: one forward captures every block's inputs, then each block runs twice (its input norms,
-    # then its pruned outputs for the next block); without propagation the second run is not needed.
-    calibration_passes = 3
+    # wanda_prune: the capture runs no block; then each block runs twice (its input norms, then its
+    # pruned outputs for the next block); without propagation the second run is not needed.
+    calibration_passes = 2
     sequential = True
     skip: tuple[str, ...] = ()
 
@@ -225,5 +235,5 @@ class WandaDensePruner(WandaPruner):
 
     method = "wanda-dense"
     sequential = False
-    calibration_passes = 2
+    calibration_passes = 1
     skip = DENSE_SKIPPED

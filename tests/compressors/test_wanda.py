@@ -170,14 +170,15 @@ def test_calibration_must_be_windows(tiny_llama):
 @pytest.mark.parametrize("spec", ["wanda@0.5", "wanda-dense@0.5"])
 def test_calibration_passes_count_the_block_forwards_plan_pays_for(calibration, spec):
     """`auditor run --plan` prices a Wanda build as calibration_passes forwards over the calibration tokens:
-    that must be what wanda_prune runs (block forwards per block, rounded up: the capture stops before
-    the last block, and the last block's pruned outputs are never needed)."""
+    that must be what wanda_prune computes (block forwards per block, counted by a block's first Linear,
+    which runs only when the block really computes; rounded up: the last block's pruned outputs are never
+    needed). The capture of the blocks' arguments computes no block."""
     from tests.conftest import make_tiny_llama
 
     n_layers = 6
     model = make_tiny_llama(num_hidden_layers=n_layers)
     calls = [0]
-    handles = [layer.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    handles = [layer.self_attn.q_proj.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
                for layer in decoder_layers(model)]
     step = parse_one(spec)
     step.params["batch_size"] = len(calibration.input_ids)  # one batch: a call is one pass over the tokens
