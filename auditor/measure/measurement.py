@@ -48,7 +48,6 @@ from auditor.core.files import json_safe, write_json
 from auditor.core.names import DENSE, variant_id
 from auditor.core.provenance import machine, now_utc, package_versions
 from auditor.data.bbq import select_items
-from auditor.data.prompts import build_groups, letter_token_ids
 from auditor.data.sources import SAMPLE_BBQ
 from auditor.measure.exports import (
     FORMATS,
@@ -62,6 +61,7 @@ from auditor.measure.exports import (
     load_dense,
     torch_layout,
 )
+from auditor.scoring.engine import PromptSet
 from compressors.calibration import load_calibration
 from compressors.registry import build_variant, parse_chain
 
@@ -139,15 +139,22 @@ class Workload:
 
 
 def build_workload(tokenizer, bbq_items: int) -> Workload:
-    """Prompt = the first fixture item's chat prompt (dataset order); BBQ groups = the first `bbq_items` items."""
+    """Prompt = the first fixture item's prompt (dataset order); BBQ groups = the first `bbq_items` items.
+
+    The prompts are built as a run builds them (PromptSet: the chat template
+    when the tokenizer has one, the plain format for a base model without),
+    so measuring a base model such as Gemma 3 270M works and times the prompts
+    its study scores.
+    """
     items = select_items([SAMPLE_BBQ], origin="fixtures/bbq_sample").items
     if not items:
         raise AuditorError(f"{SAMPLE_BBQ}: no usable fixture items for the measurement prompt")
-    groups = build_groups(tokenizer, items[:max(bbq_items, 1)], [0])
+    prompts = PromptSet.build(tokenizer, items[:max(bbq_items, 1)], [0])
+    groups = prompts.groups
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Workload(groups[0].full_ids(0), tuple(groups[:bbq_items]), letter_token_ids(tokenizer), int(pad),
-                    f"fixtures/bbq_sample: prompt = item {items[0].item_id} ({len(groups[0].full_ids(0))} tokens); "
-                    f"BBQ latency over {min(bbq_items, len(groups))} items, seed 0")
+    return Workload(groups[0].full_ids(0), tuple(groups[:bbq_items]), prompts.letter_ids, int(pad),
+                    f"fixtures/bbq_sample: prompt = item {items[0].item_id} ({len(groups[0].full_ids(0))} tokens, "
+                    f"{prompts.prompt_format}); BBQ latency over {min(bbq_items, len(groups))} items, seed 0")
 
 
 @dataclass(frozen=True)

@@ -93,3 +93,15 @@ def test_prompt_set_records_the_format_in_every_record(base_tokenizer, items):
 
     records = score(Fixed(), prompts, "dense").records
     assert (records["prompt_format"] == PLAIN_VERSION).all() and len(records) == 2 * len(items)
+
+
+def test_the_measurement_workload_of_a_base_model_uses_the_plain_format(base_tokenizer):
+    # `auditor measure` once built its BBQ prompts with the chat template only, and a base
+    # model without one (Gemma 3 270M) failed with transformers' ValueError.
+    from auditor.measure.measurement import build_workload
+
+    workload = build_workload(base_tokenizer, bbq_items=2)
+    assert len(workload.groups) == 2
+    assert base_tokenizer.decode(list(workload.prompt_ids)).endswith("Answer with A, B or C.\nAnswer:\n")
+    assert PLAIN_VERSION in workload.origin
+    assert workload.letter_ids == letter_token_ids(base_tokenizer)
