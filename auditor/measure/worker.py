@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from auditor.artifacts.models import load_model, resolve_model
 from auditor.data.prompts import PromptGroup
-from auditor.scoring.backends.llama_backend import LlamaCppBackend
+from auditor.scoring.backends.llama_backend import LlamaCppBackend, open_llama
 from auditor.scoring.backends.torch_backend import TorchBackend
 
 
@@ -143,9 +143,8 @@ class _LlamaCpp:
         self.llm: Any = None
 
     def load(self) -> None:
-        self.llm = self.llama_cpp.Llama(model_path=self.path, n_ctx=self.n_ctx, n_batch=self.n_ctx,
-                                        n_threads=self.n_threads, n_threads_batch=self.n_threads,
-                                        logits_all=False, verbose=False)
+        self.llm = open_llama(self.path, n_ctx=self.n_ctx, n_batch=self.n_ctx, n_threads=self.n_threads,
+                              n_threads_batch=self.n_threads, logits_all=False, verbose=False)
 
     def unload(self) -> None:
         if self.llm is not None:

@@ -62,6 +62,35 @@ def planned_decode_tokens(groups: Sequence[PromptGroup]) -> int:
     return total
 
 
+def open_llama(path: Path | str, **kwargs):
+    """`llama_cpp.Llama(model_path=path, **kwargs)`, with llama.cpp's extra weight buffers off on AMX CPUs.
+
+    On a CPU with AMX (Intel Sapphire Rapids and later) ggml repacks Q8_0 and K-quant weights
+    into an AMX buffer whose matmul segfaults in the first llama_decode
+    (`ggml_backend_amx_mul_mat`, ggml-org/llama.cpp#20824; reproduced with llama-cpp-python
+    0.3.36 on SmolLM2 Q8_0, fine with the buffers off). llama-cpp-python has no keyword for
+    llama.cpp's `use_extra_bufts`, so the default model parameters are replaced for this one
+    construction. Elsewhere the default stays, repacking included (it speeds Q4 kernels).
+    """
+    import llama_cpp
+    from llama_cpp import llama_cpp as lib
+
+    if b"AMX_INT8 = 1" not in lib.llama_print_system_info():
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    default = lib.llama_model_default_params
+
+    def without_extra_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = without_extra_buffers
+    try:
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    finally:
+        lib.llama_model_default_params = default
+
+
 class LlamaCppBackend(ScoringBackend):
     """Scores PromptGroups with a GGUF model in llama.cpp, reusing each group's prefix KV cache.
 
@@ -85,8 +114,8 @@ class LlamaCppBackend(ScoringBackend):
         self.n_threads = n_threads or max(1, (os.cpu_count() or 1) // 2)
         self.reuse_prefix = reuse_prefix
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(self.path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
+            self.llm = open_llama(
+                self.path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
                 n_threads=self.n_threads, n_threads_batch=self.n_threads, logits_all=False, verbose=False,
             )
         except (ValueError, RuntimeError) as exc:

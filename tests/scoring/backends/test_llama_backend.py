@@ -188,3 +188,44 @@ def test_real_model_f32_export_agrees_with_torch(tmp_path, smollm2_model, smollm
         for s in range(len(group.suffix_ids)):
             last = _torch_logits(smollm2_model, group.full_ids(s))[-1]
             assert np.abs(sc.logits[s] - last[letters]).max() < 0.05
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_extra_weight_buffers_are_off_exactly_on_amx_cpus(tiny_gguf, monkeypatch, amx):
+    """ggml's AMX repacking segfaults in llama_decode (open_llama's docstring); the default stays elsewhere."""
+    from llama_cpp import llama_cpp as lib
+
+    from auditor.scoring.backends.llama_backend import open_llama
+
+    info = b"CPU : AVX2 = 1 | AVX512 = 1 | " + (b"AMX_INT8 = 1 | " if amx else b"") + b"REPACK = 1 | "
+    monkeypatch.setattr(lib, "llama_print_system_info", lambda: info)
+    default = lib.llama_model_default_params
+    llm = open_llama(tiny_gguf, n_ctx=64, n_threads=THREADS, verbose=False)
+    try:
+        assert llm.model_params.use_extra_bufts is (not amx)
+        assert default().use_extra_bufts  # llama.cpp's own default is on ...
+        assert lib.llama_model_default_params is default  # ... and is given back after the load
+    finally:
+        llm.close()
+
+
+@pytest.mark.slow
+def test_real_model_q8_0_scores_on_this_cpu(tmp_path, smollm2_model, smollm2_tokenizer, prompts):
+    """SmolLM2 quantized to Q8_0 scores its prompts: on an AMX CPU this segfaulted before open_llama."""
+    from auditor.artifacts.gguf_writer import write_gguf
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend
+    from compressors.gguf_quant import quantize_gguf
+
+    f32 = write_gguf(smollm2_model, tmp_path / "smollm2-f32.gguf", tokenizer=smollm2_tokenizer, outtype="f32").path
+    quantize_gguf(f32, tmp_path / "smollm2-q8_0.gguf", "Q8_0", n_threads=THREADS)
+    groups = prompts.groups[:3]
+    scores = {}
+    for name in ("f32", "q8_0"):
+        b = LlamaCppBackend(tmp_path / f"smollm2-{name}.gguf", n_threads=THREADS)
+        try:
+            scores[name] = b.letter_scores(groups, prompts.letter_ids)
+        finally:
+            b.close()
+    for full, q8 in zip(scores["f32"], scores["q8_0"]):
+        # Q8_0 keeps each weight to about 1/254 of its block's range: letter log-probs move little.
+        assert np.abs(full.logprobs - q8.logprobs).max() < 0.5
