@@ -298,8 +298,12 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
             seconds += passes * c.n_samples * c.seq_len / timings["torch float32"].score_tokens_per_s
         compression[spec] = seconds
     notes = ["pruning masks and RTN rounding are not counted (seconds on a small model, minutes at 1.5B "
-             "parameters); a quantizer's build time is its kind's measured build; Wanda adds its float32 "
-             "calibration forwards (3 passes over n_samples x seq_len tokens)"]
+             "parameters); a quantizer's build time is its kind's measured build"]
+    for spec in calib_specs:
+        c = ctx.calibration
+        passes = sum(step.calibration_passes for step in parse_chain(spec))
+        notes.append(f"{spec} adds its float32 calibration forwards: {passes} passes over "
+                     f"{c.n_samples} x {c.seq_len} tokens")
     if any(u.variant == DENSE_FLOAT32 for u in plan.units):
         notes.append(f"{DENSE_FLOAT32}: the precision baseline, dense computed in float32")
     return PlanEstimate(plan.run_dir, units, timings, compression, load_s,

@@ -59,9 +59,9 @@ def test_sparse_export_loads_with_the_bitmask_loader(capsys, tiny_dir, tmp_path)
 
 
 def _llama_logits(path) -> np.ndarray:
-    import llama_cpp
+    from auditor.scoring.backends.llama_backend import open_llama  # AMX CPUs: see its docstring
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False)
+    llm = open_llama(path, n_ctx=64, logits_all=True, verbose=False)
     try:
         llm.eval(IDS)
         return np.array(llm.scores[:len(IDS)])
