@@ -285,6 +285,7 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
                                          / window_flops_per_token(dims, full))
         units.append(UnitEstimate(u, kind, tokens[u.id], tokens[u.id] / rate))
     compression: dict[str, float] = {}
+    calib_passes: dict[str, int] = {}
     for spec in dict.fromkeys(u.spec for u in plan.units):
         if spec == DENSE:
             continue
@@ -294,16 +295,14 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
                 seconds = max(seconds, timings[unit_kind(u, ctx.dtype)].build_s)
         if spec in calib_specs:
             c = ctx.calibration
-            passes = sum(step.calibration_passes for step in parse_chain(spec))
-            seconds += passes * c.n_samples * c.seq_len / timings["torch float32"].score_tokens_per_s
+            calib_passes[spec] = sum(step.calibration_passes for step in parse_chain(spec))
+            seconds += calib_passes[spec] * c.n_samples * c.seq_len / timings["torch float32"].score_tokens_per_s
         compression[spec] = seconds
     notes = ["pruning masks and RTN rounding are not counted (seconds on a small model, minutes at 1.5B "
              "parameters); a quantizer's build time is its kind's measured build"]
-    for spec in calib_specs:
-        c = ctx.calibration
-        passes = sum(step.calibration_passes for step in parse_chain(spec))
+    for spec, passes in calib_passes.items():
         notes.append(f"{spec} adds its float32 calibration forwards: {passes} passes over "
-                     f"{c.n_samples} x {c.seq_len} tokens")
+                     f"{ctx.calibration.n_samples} x {ctx.calibration.seq_len} tokens")
     if any(u.variant == DENSE_FLOAT32 for u in plan.units):
         notes.append(f"{DENSE_FLOAT32}: the precision baseline, dense computed in float32")
     return PlanEstimate(plan.run_dir, units, timings, compression, load_s,
