@@ -170,15 +170,22 @@ def test_prompts_too_long_or_out_of_vocabulary_are_refused(tiny_gguf, prompts):
         b.close()
 
 
-@pytest.mark.slow
-def test_real_model_f32_export_agrees_with_torch(tmp_path, smollm2_model, smollm2_tokenizer, prompts):
-    """A few fixture prompts end to end on SmolLM2 (the full check is `auditor bench agreement`)."""
+@pytest.fixture(scope="module")
+def smollm2_f32_gguf(tmp_path_factory, smollm2_model, smollm2_tokenizer):
+    """The embedded model exported to GGUF F32 once, for the real-model tests below."""
     from auditor.artifacts.gguf_writer import write_gguf
+
+    path = tmp_path_factory.mktemp("smollm2") / "smollm2-f32.gguf"
+    return write_gguf(smollm2_model, path, tokenizer=smollm2_tokenizer, outtype="f32").path
+
+
+@pytest.mark.slow
+def test_real_model_f32_export_agrees_with_torch(smollm2_f32_gguf, smollm2_model, prompts):
+    """A few fixture prompts end to end on SmolLM2 (the full check is `auditor bench agreement`)."""
     from auditor.scoring.backends.llama_backend import LlamaCppBackend
 
-    path = write_gguf(smollm2_model, tmp_path / "smollm2-f32.gguf", tokenizer=smollm2_tokenizer, outtype="f32").path
     groups = prompts.groups[:3]
-    b = LlamaCppBackend(path, n_threads=THREADS)
+    b = LlamaCppBackend(smollm2_f32_gguf, n_threads=THREADS)
     try:
         scores = b.letter_scores(groups, prompts.letter_ids)
     finally:
@@ -210,18 +217,17 @@ def test_extra_weight_buffers_are_off_exactly_on_amx_cpus(tiny_gguf, monkeypatch
 
 
 @pytest.mark.slow
-def test_real_model_q8_0_scores_on_this_cpu(tmp_path, smollm2_model, smollm2_tokenizer, prompts):
+def test_real_model_q8_0_scores_on_this_cpu(tmp_path, smollm2_f32_gguf, prompts):
     """SmolLM2 quantized to Q8_0 scores its prompts: on an AMX CPU this segfaulted before open_llama."""
-    from auditor.artifacts.gguf_writer import write_gguf
     from auditor.scoring.backends.llama_backend import LlamaCppBackend
     from compressors.gguf_quant import quantize_gguf
 
-    f32 = write_gguf(smollm2_model, tmp_path / "smollm2-f32.gguf", tokenizer=smollm2_tokenizer, outtype="f32").path
-    quantize_gguf(f32, tmp_path / "smollm2-q8_0.gguf", "Q8_0", n_threads=THREADS)
+    q8 = tmp_path / "smollm2-q8_0.gguf"
+    quantize_gguf(smollm2_f32_gguf, q8, "Q8_0", n_threads=THREADS)
     groups = prompts.groups[:3]
     scores = {}
-    for name in ("f32", "q8_0"):
-        b = LlamaCppBackend(tmp_path / f"smollm2-{name}.gguf", n_threads=THREADS)
+    for name, path in (("f32", smollm2_f32_gguf), ("q8_0", q8)):
+        b = LlamaCppBackend(path, n_threads=THREADS)
         try:
             scores[name] = b.letter_scores(groups, prompts.letter_ids)
         finally:
