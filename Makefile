@@ -33,7 +33,7 @@ install: $(STAMP)
 # sparse matmul, and `report` redraws the report with them.
 demo: $(STAMP)
 	$(BIN)/auditor run studies/demo.toml
-	$(BIN)/auditor measure magnitude@0.5 wanda@0.5 --calib-samples 16 --out reports/demo
+	$(BIN)/auditor measure magnitude@0.5 wanda@0.5 gguf-q4_k_m --calib-samples 16 --out reports/demo
 	$(BIN)/auditor bench sparse-kernels --out reports/demo
 	$(BIN)/auditor report reports/demo
 

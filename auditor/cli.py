@@ -103,8 +103,8 @@ def _run_command(argv: list[str] | None) -> int:
     quiet_third_party()
     try:
         return int(args.func(args) or 0)
-    except AuditorError as exc:
-        print(f"auditor: error: {exc}", file=sys.stderr)
+    except AuditorError as exc:  # one line, whatever the message holds (a server's reason, a file's text)
+        print("auditor: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return exc.exit_code
 
 

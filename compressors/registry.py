@@ -52,13 +52,18 @@ def _sparsity_or_nm(text: str | None, spec: str) -> tuple[float | None, dict[str
             n, m = int(n_text), int(m_text)
         except ValueError:
             raise SpecError(f"{spec!r}: N:M pattern {text!r} needs two integers, e.g. 2:4") from None
-        if not 0 < n < m:
-            raise SpecError(f"{spec!r}: N:M needs 0 < N < M, got {n}:{m}")
+        if not 0 < n < m <= MAX_NM:
+            raise SpecError(f"{spec!r}: N:M needs 0 < N < M <= {MAX_NM}, got {n}:{m}")
         return n / m, {"n": n, "m": m}
     return _sparsity(text, spec)
 
 
 RTN_BITS = (3, 4, 8)
+#: Largest RTN group size: a group is a slice of one weight row (16384 covers every row of the models in
+#: scope); an absurd size asks for a padded copy of the matrix that exhausts memory.
+MAX_GROUP = 16384
+#: Largest M of an N:M pattern (hardware patterns are 2:4 and 4:8).
+MAX_NM = 64
 
 
 def _bits_and_group(text: str | None, spec: str) -> tuple[float | None, dict[str, Any]]:
@@ -73,8 +78,8 @@ def _bits_and_group(text: str | None, spec: str) -> tuple[float | None, dict[str
         raise SpecError(f"{spec!r}: expected BITS[:gGROUP] such as 3:g64") from None
     if bits not in RTN_BITS:
         raise SpecError(f"{spec!r}: {bits} bits not supported (valid: {', '.join(map(str, RTN_BITS))})")
-    if group <= 0:
-        raise SpecError(f"{spec!r}: group size must be positive, got {group}")
+    if not 0 < group <= MAX_GROUP:
+        raise SpecError(f"{spec!r}: group size {group} is outside [1, {MAX_GROUP}]")
     return float(bits), {"group_size": group}
 
 

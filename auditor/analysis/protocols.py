@@ -16,7 +16,8 @@ from auditor.analysis.metrics import NAN, accuracy, srs, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
 from auditor.core.errors import AuditorError
 from auditor.data.prompts import CYCLIC_SEEDS
-from auditor.data.records import COLUMNS, DEBIASED, PROTOCOLS, ROLE_OTHER, ROLE_STEREOTYPE, ROLE_UNKNOWN, STRICT
+from auditor.data.records import (COLUMNS, DEBIASED, PROTOCOLS, ROLE_STEREOTYPE, STRICT, answer_roles, tie_break,
+                                  tie_key)
 
 LOGPROBS = ["logprob_0", "logprob_1", "logprob_2"]
 PROTOCOL_COLUMNS = ["protocol", "variant", "backend", "n_items", "accuracy_ambig", "accuracy_disambig", "srs",
@@ -33,7 +34,9 @@ def debiased_records(records: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     in dataset indexing). Each answer is shown once in each position, so a
     preference for a position adds the same amount to every answer and cancels.
     One row per (variant, backend, item) with seed 0, perm "012" (the answer is
-    in dataset indexing; no single order was shown) and the mean log-probs.
+    in dataset indexing; no single order was shown, so a "shown letter" means
+    nothing here: `order_support` is the position check of this protocol) and
+    the mean log-probs; exact ties go to ``auditor.data.records.tie_break``.
     Items without all three cyclic orders get no row; they are counted.
     """
     strict = records[(records["protocol"] == STRICT) & records["seed"].isin(CYCLIC_SEEDS)]
@@ -46,11 +49,11 @@ def debiased_records(records: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     first = strict.sort_values("seed", kind="stable").drop_duplicates(keys).set_index(keys).loc[complete]
     out = first.reset_index()
     out[LOGPROBS] = means.to_numpy()
-    chosen = np.argmax(means.to_numpy(), axis=1)
+    # exact ties of the means (bf16 steps / 3) are broken by the records' hashed rule, never by index
+    chosen = np.array([tie_break(lp, tie_key(DEBIASED, 0, item)) for lp, item in
+                       zip(means.to_numpy(dtype=float), out["item_id"])], dtype=int)
     out["chosen"] = chosen
-    out["role"] = np.where(chosen == out["unknown_index"].to_numpy(), ROLE_UNKNOWN,
-                           np.where(chosen == out["stereotype_index"].to_numpy(), ROLE_STEREOTYPE, ROLE_OTHER))
-    out["correct"] = chosen == out["label"].to_numpy()
+    out["role"], out["correct"] = answer_roles(chosen, out)
     out["protocol"], out["seed"], out["perm"] = DEBIASED, 0, "012"
     return out[[c for c in COLUMNS if c in out.columns]], int(len(n_orders) - len(complete))
 
@@ -103,3 +106,23 @@ def protocol_table(records: pd.DataFrame) -> pd.DataFrame:
                 "flip_rate": float(ref_unbiased["flipped"].mean()) if n_ub else NAN,
             })
     return pd.DataFrame(rows, columns=PROTOCOL_COLUMNS)
+
+
+def order_support(records: pd.DataFrame, debiased: pd.DataFrame) -> pd.DataFrame:
+    """Per (variant, backend, item): in how many of the cyclic orders the strict answer equals the debiased one.
+
+    The debiased answer is a latent choice (the mean over three orders); a model
+    that answers by position gives it in about one order of three (it picks a
+    different answer under each order), a content reader in all three. Columns
+    variant, backend, item_id, category, question_index, condition, support (0-3).
+    """
+    strict = records[(records["protocol"] == STRICT) & records["seed"].isin(CYCLIC_SEEDS)]
+    keys = ["variant", "backend", "item_id"]
+    merged = strict[keys + ["chosen"]].merge(debiased[keys + ["chosen", "category", "question_index", "condition"]
+                                                      if "question_index" in debiased.columns else
+                                                      keys + ["chosen", "category", "condition"]],
+                                             on=keys, suffixes=("", "_debiased"))
+    merged["support"] = (merged["chosen"] == merged["chosen_debiased"]).astype(int)
+    group = [c for c in ("variant", "backend", "item_id", "category", "question_index", "condition")
+             if c in merged.columns]
+    return merged.groupby(group, sort=True, dropna=False)["support"].sum().reset_index()

@@ -2,15 +2,26 @@
 
 GGUF files are dequantized to float by transformers. A GGUF-loaded model is
 marked as quantized and refuses `save_pretrained`, so it is rebuilt from its
-config and its state dict loaded into the clean model. `trust_remote_code` is
-off unless the caller asks for it explicitly.
+config around the loaded tensors. `trust_remote_code` is off unless the caller
+asks for it explicitly.
+
+Memory (docs/memory.md): transformers memory-maps a safetensors file whose dtype
+is the one asked for, so a float32 safetensors directory loads without copying
+its weights (pages are read on use and can be evicted). `float32_weights_dir`
+gives every source such a directory (written once for a GGUF or a bfloat16
+checkpoint), so a run can drop its dense model and load it again for each
+variant at almost no cost.
 """
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
+import gc
 import importlib.util
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,23 +187,62 @@ def load_tokenizer(source: ModelSource):
     return AutoTokenizer.from_pretrained(str(source.path))
 
 
-def load_model(source: ModelSource, *, device: str = "cpu", trust_remote_code: bool = False):
-    """Load a float32 causal LM in eval mode on `device`."""
+def _rebuilt_without_quantizer(loaded):
+    """A clean model holding a GGUF-loaded model's tensors, without the gguf-quantized marker.
+
+    The marker makes transformers refuse `save_pretrained`, so the model is rebuilt from its
+    config. The rebuilt skeleton is made on the meta device and takes the loaded tensors
+    themselves (`load_state_dict(assign=True)`): one float32 copy of the weights, not two
+    (issue 28: loading measured 2 x the float32 weights). Non-persistent buffers (rotary
+    frequencies) are not in a state dict and come from the loaded model too; tied weights
+    are re-tied. Should any tensor stay on the meta device, the model is rebuilt the old way
+    (a fresh model and a copy), which gives the same values.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    buffers = dict(loaded.named_buffers())
+    for name, _ in list(model.named_buffers()):
+        if name in buffers:
+            owner, _, attr = name.rpartition(".")
+            module = model.get_submodule(owner) if owner else model
+            module._buffers[attr] = buffers[name]
+    model.tie_weights()
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        log.info("GGUF model rebuilt with a copy of its weights (a tensor had no loaded counterpart)")
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model
+
+
+def load_model(source: ModelSource, *, device: str = "cpu", trust_remote_code: bool = False,
+               weights: Path | None = None):
+    """Load a float32 causal LM in eval mode on `device`.
+
+    With `weights` (a folder from `float32_weights_dir`) the tensors come from that
+    float32 safetensors folder, memory-mapped, and the model is otherwise the source's:
+    `config._name_or_path` names the source, where its tokenizer is found.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     try:
-        if source.kind == "gguf":
+        if weights is not None:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(weights), dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True)
+            model.config._name_or_path = str(source.path)
+        elif source.kind == "gguf":
             loaded = AutoModelForCausalLM.from_pretrained(
                 str(source.path.parent), gguf_file=source.path.name, dtype=torch.float32
             )
-            # Rebuild without the gguf-quantized marker so the model can be saved and compressed.
-            config = copy.deepcopy(loaded.config)
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            model.load_state_dict(loaded.state_dict())
-            model.generation_config = loaded.generation_config
+            model = _rebuilt_without_quantizer(loaded)
             # The file, not its folder: a folder may hold several GGUFs (tokenizer_for_model reads this).
             model.config._name_or_path = str(source.path)
             del loaded
@@ -204,3 +254,116 @@ def load_model(source: ModelSource, *, device: str = "cpu", trust_remote_code: b
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{source.path}: cannot load model ({exc})") from None
     return model.to(device).eval()
+
+
+FLOAT32_DIR_DONE = "float32-weights.done"  # written last: a folder without it is incomplete
+
+
+def float32_weights_dir(source: ModelSource, folder: Path, *, trust_remote_code: bool = False) -> Path:
+    """A folder of float32 safetensors holding `source`'s weights, for `load_model(..., weights=)`.
+
+    A GGUF file or an HF checkpoint in bfloat16 / float16 is loaded once (as `load_model`
+    loads it: the same float32 values) and saved into `folder`, which is reused while it is
+    complete. Any other HF directory (float32, or quantized: loaded as it always was) is
+    its own folder.
+    """
+    if source.kind == "hf" and _hf_precision(check_hf_dir(source.path)) not in ("bfloat16", "float16"):
+        return source.path
+    if (folder / FLOAT32_DIR_DONE).is_file():
+        return folder
+    model = load_model(source, trust_remote_code=trust_remote_code)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{folder}: cannot write the float32 weights of {source.path} ({exc})") from None
+    del model
+    gc.collect()
+    return_freed_memory()
+    (folder / FLOAT32_DIR_DONE).write_text(str(source.path))
+    log.info("float32 weights of %s written to %s (loaded memory-mapped from there)", source.name, folder)
+    return folder
+
+
+_SAFETENSORS_FLOAT32 = "F32"
+
+
+def safetensors_offsets(folder: Path) -> dict[str, tuple[Path, int, list[int]]]:
+    """Where each float32 tensor of a safetensors folder lies: name -> (file, byte offset, shape).
+
+    Read from the files' headers (8-byte little-endian length, then JSON with `data_offsets`
+    relative to the end of the header); tensors of other dtypes are left out.
+    """
+    index = folder / SAFE_WEIGHTS_INDEX
+    files = ([folder / SAFE_WEIGHTS] if not index.is_file()
+             else sorted({folder / f for f in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()}))
+    out: dict[str, tuple[Path, int, list[int]]] = {}
+    for path in files:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        for name, info in header.items():
+            if name != "__metadata__" and info.get("dtype") == _SAFETENSORS_FLOAT32:
+                out[name] = (path, 8 + size + int(info["data_offsets"][0]), list(info["shape"]))
+    return out
+
+
+def read_weights_privately(model, folder: Path, dtype=None) -> int:
+    """Replace the model's memory-mapped float32 parameters by copies read with plain file reads, one at a time.
+
+    transformers memory-maps a float32 safetensors folder (`float32_weights_dir`): writing a
+    mapped tensor (pruning in place) copies its pages into private memory that is only given
+    back when the whole mapping goes, and casting it reads every page into the resident set.
+    Read with `readinto` instead (the page cache is not the process's memory), each parameter
+    becomes an ordinary tensor: in `dtype` when given (cast from a one-tensor buffer, so the
+    float32 weights are never all resident), else float32. Values are the file's bytes, so
+    the model computes exactly as before. Parameters not found as float32 in the folder
+    (a tied head is the embedding's parameter) are left as they are. Returns how many were read.
+    """
+    import numpy as np
+    import torch
+
+    offsets = safetensors_offsets(folder)
+    read = 0
+    handles: dict[Path, object] = {}
+    try:
+        for name, param in model.named_parameters():  # each shared parameter once
+            where = offsets.get(name)
+            if (where is None or list(param.shape) != where[2] or param.dtype != torch.float32
+                    or param.device.type != "cpu"):  # a model moved to a GPU is not the file's mapping
+                continue
+            path, offset, shape = where
+            fh = handles.get(path) or handles.setdefault(path, path.open("rb"))
+            buffer = torch.empty(shape, dtype=torch.float32)
+            fh.seek(offset)
+            if fh.readinto(buffer.numpy().reshape(-1).view(np.uint8)) != buffer.numel() * 4:
+                raise ModelError(f"{path}: tensor {name} is truncated")
+            param.data = buffer if dtype is None else buffer.to(dtype)
+            del buffer
+            read += 1
+    finally:
+        for fh in handles.values():
+            fh.close()
+    if dtype is not None:
+        model.to(dtype)  # buffers and anything not read, as `Module.to` casts them
+    return read
+
+
+def return_freed_memory() -> bool:
+    """Hand the heap's freed pages back to the OS (glibc `malloc_trim(0)`); False where there is no glibc.
+
+    glibc keeps freed chunks below its mmap threshold for reuse, so after a float32
+    model or variant is dropped the process keeps its size (1.27 GB at 1.5B parameters,
+    docs/memory.md) until this is called. Numbers are unaffected: it only releases memory.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True

@@ -82,13 +82,16 @@ def model_compute_dtype(model) -> str:
     return str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
 
 
-def cast_for_scoring(model, dtype: str):
-    """`model` in `dtype` for scoring: the model itself when already there, else a cast copy.
+def cast_for_scoring(model, dtype: str, *, in_place: bool = False):
+    """`model` in `dtype` for scoring: the model itself when already there, else cast.
 
-    The copy leaves the float32 model intact for the next variant's compression and
-    for the GGUF export. A bitsandbytes model keeps its own compute path (int8
-    matmuls with float16 activations, NF4 dequantized to float32) and is returned
-    as it is.
+    With `in_place` the model's own tensors are cast one by one (`Module.to`), each
+    float32 storage freed as its bfloat16 replacement is made: for a variant nothing
+    needs in float32 afterwards. Without it a cast copy is made (`cast_copy`) and the
+    float32 model is left intact for the next variant's compression, the float32
+    precision baseline and the GGUF export. A bitsandbytes model keeps its own compute
+    path (int8 matmuls with float16 activations, NF4 dequantized to float32) and is
+    returned as it is.
     """
     if is_bnb_quantized(model):
         if dtype != FLOAT32:
@@ -97,4 +100,30 @@ def cast_for_scoring(model, dtype: str):
         return model
     if model_compute_dtype(model) == dtype:
         return model
-    return copy.deepcopy(model).to(torch_dtype(dtype))
+    if in_place:
+        return model.to(torch_dtype(dtype))
+    return cast_copy(model, dtype)
+
+
+def cast_copy(model, dtype: str):
+    """A copy of `model` with its floating-point parameters and buffers in `dtype`; `model` is unchanged.
+
+    The same model `copy.deepcopy(model).to(dtype)` gives, value for value, without the
+    float32 copy in between: each floating tensor is cast straight from the original
+    (deepcopy's memo hands the cast tensor to the copy), so the peak is the original
+    plus its cast, not twice the original. Tied weights stay tied (one memo entry per
+    tensor object); everything else (config, non-floating buffers) is deep-copied.
+    """
+    import torch
+
+    target = torch_dtype(dtype)
+    memo: dict[int, object] = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        if id(tensor) in memo or not tensor.is_floating_point():
+            continue
+        cast = tensor.detach().to(target)
+        if isinstance(tensor, torch.nn.Parameter):
+            cast = torch.nn.Parameter(cast, requires_grad=tensor.requires_grad)
+        memo[id(tensor)] = cast
+    copied = copy.deepcopy(model, memo)
+    return copied.to(target)  # a no-op for the tensors cast above; casts what `.to` would and memo missed

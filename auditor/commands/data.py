@@ -20,7 +20,9 @@ def register(sub) -> None:
 def run(args) -> int:
     result = fetch_bbq(args.dest, base_url=args.url)
     for f in result.files:
-        check = "sha256 verified (pinned)" if f.pinned else f"sha256 {f.sha256} recorded (no pinned digest)"
+        check = ("sha256 verified (pinned)" if f.pinned else
+                 f"sha256 {f.sha256} equal to the one recorded at the first fetch" if f.matched_record else
+                 f"sha256 {f.sha256} recorded (no pinned digest; BBQ jsonl checked)")
         print(f"{f.name}: {f.size_bytes:,} bytes, {check}")
     print(f"BBQ ({BBQ_REPO}@{BBQ_COMMIT[:7]}) in {result.folder}")
     if args.dest is not None and Path(args.dest).resolve() != user_bbq_dir().resolve():

@@ -7,6 +7,8 @@ With `--only`, 0 when the named variants' units finished: the others stay pendin
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 from dataclasses import replace
@@ -14,12 +16,13 @@ from pathlib import Path
 from typing import Iterable
 
 from auditor.core.errors import AuditorError
-from auditor.data.rundir import INCOMPLETE, UNIT_FAILED, run_status
+from auditor.data.rundir import INCOMPLETE, UNIT_FAILED, RunStatus, run_status
 from auditor.report.markdown import write_report
 from auditor.study.estimate import estimate_plan, format_estimate
 from auditor.study.runner import plan_study, run_study, select_units
 from auditor.study.spec import Study, load_study
 
+log = logging.getLogger(__name__)
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run or resume a study file (models x compressor specs x seeds)")
@@ -47,9 +50,11 @@ def register(sub) -> None:
 
 def run_and_report(study: Study, *, force: bool, only: list[str] | None = None) -> list[Path]:
     """Run `study` (the variants in `only`, when given), then write each run's report (with the thresholds its
-    manifest records) where it is missing.
+    manifest records) where it is missing or stale.
 
-    The runner removes a run's report whenever it computes a unit, so a missing report is a stale one.
+    The runner removes a run's report whenever it computes a unit, so a missing report is a stale one; a
+    report written by `auditor report` while the run was going describes the units finished then, and is
+    stale too (`stale_report`).
     """
     run_dirs = run_study(study, force=force, only=only)
     report_missing(run_dirs)
@@ -76,9 +81,36 @@ def completion_exit(run_dirs: Iterable[Path], *, partial: bool = False) -> int:
     return code
 
 
+def stale_report(run_dir: Path, status: RunStatus | None = None) -> str:
+    """Why the run's report does not describe the run as it is now ("" when it does).
+
+    summary.json, written with report.md, records the completeness the report saw (state, planned and
+    finished units, what was missing); a report written while a process ran the study, or before a unit
+    was redone, differs from the run's status now.
+    """
+    if not (run_dir / "report.md").is_file():
+        return "no report.md"
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "summary.json is missing or unreadable"
+    status = status or run_status(run_dir)
+    seen = summary.get("completeness") if isinstance(summary, dict) else "?"
+    now = None if not status.units else {
+        "state": status.state, "n_planned": len(status.units), "n_finished": status.n_finished,
+        "missing": [{"unit": u.id, "state": u.state, "problem": u.problem} for u in status.missing]}
+    if seen != now:
+        said = seen.get("state") if isinstance(seen, dict) else "unknown"
+        return f"written when the run was {said}"
+    return ""
+
+
 def report_missing(run_dirs: Iterable[Path]) -> None:
+    """Write each run's report where it is missing or stale (`stale_report`)."""
     for run_dir in run_dirs:
-        if not (run_dir / "report.md").is_file():
+        why = stale_report(run_dir)
+        if why:
+            log.info("%s: writing the report (%s)", run_dir, why)
             write_report(run_dir)
 
 
@@ -99,7 +131,12 @@ def run(args) -> int:
             plan = replace(plan, units=select_units(plan, args.only))
             print(format_estimate(estimate_plan(plan, n_groups=args.plan_groups)))
         return 0
-    run_dirs = run_and_report(study, force=args.force, only=args.only)
+    try:
+        run_dirs = run_and_report(study, force=args.force, only=args.only)
+    except AuditorError as exc:  # name the flag the user gave, not the study key it overrode
+        if not args.out:
+            raise
+        raise AuditorError(str(exc).replace(f"check output_dir in {study.source}", "check --out")) from None
     for run_dir in run_dirs:
         print(f"run directory: {run_dir}\nreport: {run_dir / 'report.md'}")
     return completion_exit(run_dirs, partial=args.only is not None)

@@ -92,15 +92,39 @@ def bos_text(tokenizer) -> str:
     return str(tokenizer.bos_token) if bos_id(tokenizer) is not None and tokenizer.bos_token else ""
 
 
+def check_jinja(text: str, where: str | Path) -> None:
+    """Compile a chat template as transformers does (a sandboxed Jinja environment); AuditorError naming
+    `where` and the line when it is not valid Jinja, so it fails before any model is loaded."""
+    from jinja2 import TemplateSyntaxError
+
+    try:  # transformers' own compiler: its extensions ({% generation %}, loop controls) are valid there
+        from transformers.utils.chat_template_utils import _compile_jinja_template as compile_template
+    except ImportError:  # another transformers version: a plain sandbox with loop controls
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def compile_template(source: str):
+            return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                 extensions=["jinja2.ext.loopcontrols"]).from_string(source)
+    try:
+        compile_template(text)
+    except TemplateSyntaxError as exc:
+        raise AuditorError(f"{where}:{exc.lineno}: not a valid Jinja chat template ({exc.message})") from None
+
+
 def template_from_file(path: str | Path) -> PromptFormat:
-    """A TEMPLATE format from a Jinja file; an error names the file when it is missing or empty."""
+    """A TEMPLATE format from a Jinja file; an error names the file when it is missing, empty, not UTF-8 or
+    not valid Jinja."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditorError(f"{path}: cannot read chat template ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise AuditorError(f"{path}: cannot read chat template (not UTF-8 text: {exc.reason} at byte "
+                           f"{exc.start})") from None
+    except OSError as exc:
+        raise AuditorError(f"{path}: cannot read chat template ({exc.strerror or exc})") from None
     if not text.strip():
         raise AuditorError(f"{path}: chat template file is empty")
+    check_jinja(text, path)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return PromptFormat(TEMPLATE, f"{CHAT_VERSION}+template-{digest}", text, str(path))
 

@@ -11,11 +11,24 @@ option letters under one answer order; "debiased" = rows derived from the strict
 rows of the cyclic orders (auditor.analysis.protocols); "cloze" = the
 lm-evaluation-harness continuation protocol (auditor.data.cloze). Protocols are
 separate analyses: never pool rows of two protocols.
+
+Exact ties. Letter log-probs computed in bfloat16 move in steps of 1/8, so two
+options can score exactly the same; argmax then picked the lowest dataset
+index, which made "ans0" a hidden default. The scored position is now computed
+in float32 (``auditor.scoring.backends.torch_backend``), and wherever two
+top options still tie exactly (older records, the debiased mean of three
+orders) the tie is broken by `tie_break`: a choice among the tied options drawn
+uniformly by a hash of (protocol, seed, item_id), the same for every variant, so
+it is reproducible, favours no index or letter, and equal evidence gets the same
+answer in the reference and the variant. The cloze protocol keeps the
+harness's rule (the earlier choice) for comparability with its numbers.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
+
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -35,6 +48,61 @@ COLUMNS = (
     "polarity", "perm", "chosen", "role", "correct", "label", "stereotype_index", "unknown_index",
     "logprob_0", "logprob_1", "logprob_2",
 )
+
+
+LOGPROB_COLUMNS = ("logprob_0", "logprob_1", "logprob_2")
+
+
+def tie_break(logprobs: Sequence[float], key: str) -> int:
+    """The argmax of ``logprobs``; among exact ties, the option drawn by a hash of ``key`` (module docstring)."""
+    values = np.asarray(logprobs, dtype=float)
+    best = np.flatnonzero(values == np.nanmax(values)) if np.isfinite(values).any() else np.arange(len(values))
+    if len(best) == 1:
+        return int(best[0])
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int(best[int.from_bytes(digest[:8], "big") % len(best)])
+
+
+def tie_key(protocol: str, seed: int, item_id: str) -> str:
+    """The key `tie_break` hashes: one draw per (protocol, seed, item), shared by every variant."""
+    return f"{protocol}/{int(seed)}/{item_id}"
+
+
+def exact_ties(frame: pd.DataFrame) -> np.ndarray:
+    """Per row, whether its two best option log-probs are exactly equal (False without log-prob columns)."""
+    if not len(frame) or not all(c in frame.columns for c in LOGPROB_COLUMNS):
+        return np.zeros(len(frame), dtype=bool)
+    lp = np.sort(frame[list(LOGPROB_COLUMNS)].to_numpy(dtype=float), axis=1)
+    return np.isfinite(lp[:, 2]) & (lp[:, 2] == lp[:, 1])
+
+
+def answer_roles(chosen: np.ndarray, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(role, correct) of dataset answers ``chosen`` for the rows of ``frame`` (its unknown/stereotype/label)."""
+    role = np.where(chosen == frame["unknown_index"].to_numpy(), ROLE_UNKNOWN,
+                    np.where(chosen == frame["stereotype_index"].to_numpy(), ROLE_STEREOTYPE, ROLE_OTHER))
+    return role, chosen == frame["label"].to_numpy()
+
+
+def apply_tie_rule(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose top two log-probs tie exactly re-answered by `tie_break` (strict and debiased rows only).
+
+    Records written before the rule took the lowest dataset index on a tie; this
+    reads them as if they had been written with it. Other rows are unchanged.
+    """
+    if "protocol" not in frame.columns:
+        return frame
+    tied = exact_ties(frame) & frame["protocol"].isin((STRICT, DEBIASED)).to_numpy()
+    if not tied.any():
+        return frame
+    out = frame.copy()
+    sub = out.loc[tied]
+    chosen = np.array([tie_break(lp, tie_key(p, s, i)) for lp, p, s, i in zip(
+        sub[list(LOGPROB_COLUMNS)].to_numpy(dtype=float), sub["protocol"], sub["seed"], sub["item_id"])])
+    role, correct = answer_roles(chosen, sub)
+    out.loc[tied, "chosen"] = chosen
+    out.loc[tied, "role"] = role
+    out.loc[tied, "correct"] = correct
+    return out
 
 
 def role_of(item: BBQItem, chosen: int) -> str:
@@ -62,7 +130,9 @@ def make_records(
         data_lp = np.empty(3)
         for j, k in enumerate(perm):
             data_lp[k] = lp[j]
-        chosen = int(np.argmax(data_lp))
+        # cloze keeps the harness's tie rule (the earlier choice); letters use the hashed one
+        chosen = (int(np.argmax(data_lp)) if protocol == CLOZE
+                  else tie_break(data_lp, tie_key(protocol, seed, item.item_id)))
         rows.append({
             "variant": variant, "backend": backend, "protocol": protocol, "seed": int(seed), "item_id": item.item_id,
             "category": item.category, "example_id": item.example_id, "question_index": item.question_index,
@@ -92,9 +162,10 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def read_records(paths: Sequence[Path]) -> pd.DataFrame:
-    """Records of every file; rows written before protocols existed are "strict"."""
+    """Records of every file; rows written before protocols existed are "strict"; exact ties read with
+    `apply_tie_rule` (older records took the lowest index)."""
     frames = [pd.read_parquet(p) for p in paths]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
     if "protocol" not in out.columns:
         out.insert(min(2, len(out.columns)), "protocol", STRICT)
-    return out
+    return apply_tie_rule(out)

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import Iterator, Sequence
 import pandas as pd
 
 from auditor.core.errors import AuditorError
-from auditor.core.files import TEMP_MARK, write_json
+from auditor.core.files import TEMP_MARK, json_safe, write_json
 from auditor.core.names import unit_name
 from auditor.data.records import COLUMNS, read_records
 
@@ -120,6 +121,29 @@ class Unit:
         return cls(raw["kind"], raw["variant"], raw["spec"], raw["backend"], raw["shard"], raw["n_shards"])
 
 
+#: The manifest's own digest (over every other field), written by the runner and checked by every reader:
+#: a manifest edited or damaged since is refused, so no reader trusts a changed plan or threshold.
+SEAL = "seal_sha256"
+
+
+def manifest_seal(manifest: dict) -> str:
+    """sha256 of the manifest's fields other than the seal, as JSON with sorted keys (whitespace-free)."""
+    body = {k: v for k, v in json_safe(manifest).items() if k != SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed(manifest: dict) -> dict:
+    """The manifest as written (JSON-safe), with its seal."""
+    return {**json_safe(manifest), SEAL: manifest_seal(manifest)}
+
+
+#: A planned unit's fields in manifest.json and their types (checked by `load_manifest`).
+UNIT_FIELDS = {"kind": str, "variant": str, "spec": str, "backend": str, "shard": int, "n_shards": int, "key": str}
+#: Top-level manifest fields that must be JSON objects when present, and those that must be lists.
+MANIFEST_OBJECTS = ("study", "config", "model", "data", "fingerprints", "prompt_format", "thresholds")
+MANIFEST_LISTS = ("units", "notes", "protocols", "seeds")
+
+
 def file_digest(path: Path) -> dict[str, int | str]:
     """{"size_bytes", "sha256"} of a file as it is on disk."""
     sha = hashlib.sha256()
@@ -139,10 +163,35 @@ def commit_record(run_dir: Path, unit: Unit, key: str, finished_utc: str) -> dic
 def read_commit(run_dir: Path, unit: Unit) -> dict | None:
     """A unit's commit record, or None when it has none readable."""
     try:
-        doc = json.loads(unit.commit_path(run_dir).read_text())
-    except (OSError, ValueError):
+        doc = json.loads(unit.commit_path(run_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
     return doc if isinstance(doc, dict) and isinstance(doc.get("files"), dict) else None
+
+
+def _inside(run_dir: Path, rel: object) -> bool:
+    """Is `rel` (a path a commit record lists) a relative path that stays inside the run directory?"""
+    if not isinstance(rel, str) or not rel:
+        return False
+    parts = Path(rel).parts
+    return not Path(rel).is_absolute() and ".." not in parts
+
+
+def verify_file(path: Path, rel: str, want: object) -> str:
+    """"" when `path` has the size and sha256 recorded in `want`, else why not (one phrase naming `rel`)."""
+    if not path.is_file():
+        return f"{rel} is missing"
+    if not isinstance(want, dict):
+        return f"{rel}: its record holds no size and sha256"
+    try:
+        size = path.stat().st_size
+        if size != want.get("size_bytes"):
+            return f"{rel} has {size} bytes, committed with {want.get('size_bytes')}"
+        if file_digest(path)["sha256"] != want.get("sha256"):
+            return f"{rel}: sha256 differs from its commit record"
+    except OSError as exc:
+        return f"{rel} is unreadable ({exc.strerror or exc})"
+    return ""
 
 
 def check_unit(run_dir: Path, unit: Unit, key: str) -> tuple[str, str]:
@@ -157,15 +206,15 @@ def check_unit(run_dir: Path, unit: Unit, key: str) -> tuple[str, str]:
                          if unit.final_path(run_dir).exists() else "")
     if commit.get("unit_key") != key:
         return PENDING, "committed under another unit key (stale)"
-    for rel, want in sorted(commit["files"].items()):
-        path = run_dir / rel
-        if not path.is_file():
-            return DAMAGED, f"{rel} is missing"
-        size = path.stat().st_size
-        if not isinstance(want, dict) or size != want.get("size_bytes"):
-            return DAMAGED, f"{rel} has {size} bytes, committed with {(want or {}).get('size_bytes')}"
-        if file_digest(path)["sha256"] != want.get("sha256"):
-            return DAMAGED, f"{rel}: sha256 differs from its commit record"
+    final = unit.final_path(run_dir).relative_to(run_dir).as_posix()
+    if final not in commit["files"]:  # the commit point must vouch for the file the view reads
+        return DAMAGED, f"{unit.commit_path(run_dir).relative_to(run_dir).as_posix()} does not list {final}"
+    for rel, want in sorted(commit["files"].items(), key=lambda kv: str(kv[0])):
+        if not _inside(run_dir, rel):
+            return DAMAGED, f"its commit record lists {rel!r}, not a file of the run directory"
+        problem = verify_file(run_dir / rel, rel, want)
+        if problem:
+            return DAMAGED, problem
     return FINISHED, ""
 
 
@@ -178,14 +227,25 @@ def write_failed_unit(run_dir: Path, unit: Unit, key: str, reason: str, when_utc
     return path
 
 
-def failed_units(run_dir: Path, manifest: dict | None = None) -> list[dict]:
-    """The failure records of planned units that are not finished (the manifest's units; every file without one)."""
+def failed_units(run_dir: Path, manifest: dict | None = None, unreadable: list[str] | None = None) -> list[dict]:
+    """The failure records of planned units that are not finished (the manifest's units; every file without one).
+
+    A record that is not a JSON object with a string "id" is skipped; its file and why go to `unreadable`
+    (when given), so the caller can name it.
+    """
     out = []
     planned = None if manifest is None else {Unit.from_manifest(raw).id: raw["key"] for raw in manifest.get("units", [])}
     for path in sorted((run_dir / "failed").glob("*.json")):
+        rel = path.relative_to(run_dir).as_posix()
         try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            if unreadable is not None:
+                unreadable.append(f"{rel}: unreadable failure record ({getattr(exc, 'strerror', None) or exc})")
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+            if unreadable is not None:
+                unreadable.append(f"{rel}: malformed failure record (expected a JSON object with an \"id\")")
             continue
         if planned is not None and planned.get(doc.get("id")) != doc.get("unit_key"):
             continue  # a failure of a unit this plan does not have, or under another definition
@@ -194,16 +254,106 @@ def failed_units(run_dir: Path, manifest: dict | None = None) -> list[dict]:
 
 
 def load_manifest(run_dir: Path) -> dict:
+    """manifest.json as a dict whose fields have the types the readers expect; AuditorError naming the file
+    (and the field) otherwise."""
     path = run_dir / "manifest.json"
     if not path.is_file():
         raise AuditorError(f"{run_dir}: not a run directory (no manifest.json)")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AuditorError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise AuditorError(f"{path}: unreadable manifest (not UTF-8 text)") from None
     except ValueError as exc:
         raise AuditorError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict):
         raise AuditorError(f"{path}: unreadable manifest (not a JSON object)")
+    if SEAL in manifest and manifest[SEAL] != manifest_seal(manifest):
+        raise AuditorError(f"{path}: the manifest differs from its seal (edited or damaged since the run wrote "
+                           "it); `auditor run` on its study rewrites it")
+    problem = manifest_problem(manifest)
+    if not problem and not manifest.get("units") and any((run_dir / "commits").glob("*.json")):
+        problem = "it plans no units, but commits/ holds the commit records of units the runner wrote"
+    if problem:
+        raise AuditorError(f"{path}: malformed manifest ({problem}); `auditor run` on its study rewrites it")
     return manifest
+
+
+def _type_name(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), type(value).__name__)
+
+
+def manifest_problem(manifest: dict) -> str:
+    """What is structurally wrong with a manifest ("" when nothing): field types, and each planned unit's fields."""
+    for name in MANIFEST_OBJECTS:
+        if manifest.get(name) is not None and not isinstance(manifest[name], dict):
+            return f"{name!r} must be an object, got {_type_name(manifest[name])}"
+    for name in MANIFEST_LISTS:
+        if manifest.get(name) is not None and not isinstance(manifest[name], list):
+            return f"{name!r} must be a list, got {_type_name(manifest[name])}"
+    if not all(isinstance(p, str) for p in manifest.get("protocols") or []):
+        return "'protocols' must be a list of names"
+    ids: set[str] = set()
+    for i, raw in enumerate(manifest.get("units") or []):
+        if not isinstance(raw, dict):
+            return f"units[{i}] must be an object, got {_type_name(raw)}"
+        for field, kind in UNIT_FIELDS.items():
+            value = raw.get(field)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"units[{i}].{field} must be {'an integer' if kind is int else 'a string'}, got " + (
+                    "nothing" if field not in raw else f"{_type_name(value)} {value!r}"[:80])
+        if raw["kind"] not in (SCORE, PPL):
+            return f"units[{i}].kind must be {SCORE!r} or {PPL!r}, got {raw['kind']!r}"[:160]
+        if not 0 <= raw["shard"] < raw["n_shards"]:
+            return f"units[{i}]: shard {raw['shard']} is outside 0..n_shards-1 (n_shards {raw['n_shards']})"
+        unit_id = Unit.from_manifest(raw).id
+        if any(sep in unit_id for sep in ("/", "\\", "\x00")):
+            return f"units[{i}]: unit name {unit_id!r} is not a plain file name"[:160]
+        if unit_id in ids:
+            return f"units[{i}]: unit {unit_id} is planned twice"
+        ids.add(unit_id)
+    return ""
+
+
+def variants_problems(run_dir: Path, manifest: dict) -> list[str]:
+    """variants/*.json that are not the merged descriptor of a planned (variant, backend): unreadable, not a
+    JSON object, or naming another variant or backend. The view makes a row of each such file, so a
+    damaged one would be judged as a variant of its own. [] when the manifest plans no units."""
+    planned = {unit_name(raw["variant"], raw["backend"]): (raw["variant"], raw["backend"])
+               for raw in manifest.get("units") or [] if raw["kind"] == SCORE}
+    if not planned:
+        return []
+    out = []
+    for path in sorted((run_dir / "variants").glob("*.json")):
+        rel = path.relative_to(run_dir).as_posix()
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            out.append(f"{rel} is unreadable ({getattr(exc, 'strerror', None) or type(exc).__name__})")
+            continue
+        want = planned.get(path.stem)
+        if not isinstance(doc, dict) or want is None or (doc.get("variant"), doc.get("backend")) != want:
+            out.append(f"{rel} is not the descriptor of a planned variant"
+                       + (f" ({want[0]} on {want[1]})" if want else ""))
+    return out
+
+
+def items_problem(run_dir: Path, manifest: dict) -> str:
+    """"" when items.parquet is as the run wrote it, else why not (one phrase naming the file).
+
+    The runner records its size and sha256 in manifest["data"]["items_file"]; a run made before that
+    (or by hand) is only checked to have the file when its manifest plans units.
+    """
+    path = run_dir / "items.parquet"
+    want = (manifest.get("data") or {}).get("items_file")
+    if want is not None:
+        problem = verify_file(path, "items.parquet", want)
+        return problem.replace("its commit record", "manifest.json's record of it")
+    if manifest.get("units") and not path.is_file():
+        return "items.parquet is missing"
+    return ""
 
 
 def manifest_thresholds(manifest: dict) -> dict[str, float]:
@@ -240,6 +390,30 @@ def remove_temp_files(run_dir: Path) -> None:
                     path.unlink()
 
 
+#: Where a unit worker builds a variant's artifacts (a GGUF export, a saved model): artifacts/<variant id>.<pid>.
+ARTIFACTS_DIR = "artifacts"
+
+
+def remove_stale_artifacts(run_dir: Path) -> list[Path]:
+    """Artifact folders of workers that are gone (the caller holds the lock, so none of this run's workers
+    is alive): a killed unit's half-written GGUF export would otherwise stay for good. Returns what went."""
+    folder = run_dir / ARTIFACTS_DIR
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.iterdir()):
+        suffix = path.name.rsplit(".", 1)[-1]
+        if path.is_dir() and not path.is_symlink() and suffix.isdigit() and int(suffix) != os.getpid():
+            log.info("removing the artifacts of an interrupted unit: %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    try:
+        folder.rmdir()  # once empty
+    except OSError:
+        pass
+    return removed
+
+
 # --- the lock ------------------------------------------------------------------------------------
 
 
@@ -247,7 +421,11 @@ def remove_temp_files(run_dir: Path) -> None:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """An exclusive flock on <run>/.lock; the kernel releases it when the process dies, even by SIGKILL."""
     path = run_dir / ".lock"
-    fh = open(path, "a+")
+    try:
+        fh = open(path, "a+")
+    except OSError as exc:  # a read-only run directory, or a .lock that is a folder
+        raise AuditorError(f"{path}: cannot open the run's lock file ({exc.strerror or exc}); "
+                           "a run directory must be writable to run in it") from None
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -270,12 +448,20 @@ def lock_holder(run_dir: Path) -> str | None:
     path = run_dir / ".lock"
     if not path.exists():
         return None
-    with open(path, "a+") as fh:
+    if not path.is_file():
+        raise AuditorError(f"{path}: the run's lock file is not a regular file; remove it (no auditor process "
+                           "can hold it)")
+    try:  # read-only: a reader must work on a read-only copy of a run (CI artifacts)
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise AuditorError(f"{path}: cannot open the run's lock file ({exc.strerror or exc})") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            return fh.read().strip() or "unknown process"
+            return fh.read().decode("utf-8", "replace").strip() or "unknown process"
+        except OSError:  # a file system without locks: nobody can hold it either
+            return None
         fcntl.flock(fh, fcntl.LOCK_UN)
     return None
 
@@ -304,6 +490,7 @@ class RunStatus:
     detail: str
     units: tuple[UnitStatus, ...]  # as planned in the manifest; () when it plans none (hand-made runs)
     has_report: bool
+    problems: tuple[str, ...] = ()  # damaged run-level files (items.parquet, failure records), one phrase each
 
     @property
     def n_finished(self) -> int:
@@ -320,13 +507,15 @@ class RunStatus:
 
     @property
     def is_complete(self) -> bool:
-        """Every planned unit is finished (a run whose manifest plans no units has nothing to check)."""
-        return not self.missing
+        """Every planned unit is finished and no run-level file is damaged (a run whose manifest plans no
+        units has no units to check)."""
+        return not self.missing and not self.problems
 
     def incomplete_text(self) -> str:
         """"incomplete: N of M units finished (...)", the line the report and the gate open with."""
-        damaged = f"; damaged: {', '.join(u.id for u in self.damaged)}" if self.damaged else ""
-        return f"incomplete: {self.n_finished} of {len(self.units)} units finished ({self.state}{damaged})"
+        damaged = [u.id for u in self.damaged] + list(self.problems)
+        damaged_text = f"; damaged: {', '.join(damaged)}" if damaged else ""
+        return f"incomplete: {self.n_finished} of {len(self.units)} units finished ({self.state}{damaged_text})"
 
     def counted_files(self, kind: str) -> list[Path] | None:
         """Final files of the finished units of `kind`: the only ones the view reads.
@@ -342,10 +531,24 @@ class RunStatus:
 def read_state_file(run_dir: Path) -> dict:
     """state.json as the runner last wrote it ({} when absent or unreadable)."""
     try:
-        doc = json.loads((run_dir / "state.json").read_text())
+        doc = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def state_file_problem(run_dir: Path) -> str:
+    """"" when state.json is absent (a hand-made run) or as the runner writes it, else what is wrong with it."""
+    path = run_dir / "state.json"
+    if not path.exists():
+        return ""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"state.json is unreadable ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+    if not isinstance(doc, dict) or not isinstance(doc.get("state"), str):
+        return "state.json is malformed (no \"state\")"
+    return ""
 
 
 def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
@@ -356,7 +559,15 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
     """
     manifest = load_manifest(run_dir) if manifest is None else manifest
     units = []
-    failures = {doc["id"]: doc.get("reason", "") for doc in failed_units(run_dir, manifest)}
+    problems: list[str] = []
+    failures = {doc["id"]: str(doc.get("reason", "")) for doc in failed_units(run_dir, manifest, problems)}
+    items = items_problem(run_dir, manifest)
+    if items:
+        problems.insert(0, items)
+    problems += variants_problems(run_dir, manifest)
+    state_problem = state_file_problem(run_dir)
+    if state_problem:
+        problems.append(state_problem)
     for raw in manifest.get("units", []):
         unit = Unit.from_manifest(raw)
         state, problem = check_unit(run_dir, unit, raw["key"])
@@ -373,7 +584,7 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
         state, detail = INTERRUPTED, (f"the process that ran it (pid {state_doc.get('pid')}) is gone; "
                                       "run it again to resume")
     elif recorded == FAILED:
-        state, detail = FAILED, state_doc.get("error") or ""
+        state, detail = FAILED, str(state_doc.get("error") or "")
     elif units and all(u.state == FINISHED for u in units):
         state, detail = COMPLETE, ""
     elif any(u.state == UNIT_FAILED for u in units):
@@ -381,11 +592,18 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
         state, detail = INCOMPLETE, f"{len(failed)} unit(s) failed: " + "; ".join(
             f"{u.id}: {u.problem}" for u in failed)
     else:  # units left pending on purpose (`auditor run --only`), or damaged since
-        state, detail = INCOMPLETE, state_doc.get("error") or recorded
+        pending = sum(u.state == PENDING for u in units)
+        state, detail = INCOMPLETE, str(state_doc.get("error") or (
+            f"{pending} planned unit(s) pending" if pending else recorded))
+    if state == COMPLETE and problems:
+        state, detail = INCOMPLETE, ""
     damaged = [u.id for u in units if u.state == DAMAGED]
     if damaged and not holder:
         said = f"{len(damaged)} damaged unit(s): {', '.join(damaged)}; `auditor run` recomputes them"
-        detail = said if state == INCOMPLETE else f"{detail}; {said}"
+        detail = said if state == INCOMPLETE and detail in ("", recorded) else f"{detail}; {said}"
+    if problems and not holder:
+        said = "damaged: " + "; ".join(problems)
+        detail = said if state == INCOMPLETE and detail in ("", recorded) else f"{detail}; {said}"
     study = manifest.get("study", {}) if isinstance(manifest.get("study"), dict) else {}
-    return RunStatus(run_dir, study.get("name", run_dir.name), study.get("hash", ""), state, detail, tuple(units),
-                     (run_dir / "report.md").is_file())
+    return RunStatus(run_dir, str(study.get("name", run_dir.name)), str(study.get("hash", "")), state, detail,
+                     tuple(units), (run_dir / "report.md").is_file(), tuple(problems))

@@ -52,9 +52,16 @@ def _origin(path: Path, how: str) -> str:
     return f"BBQ from {how}{note}"
 
 
+#: What every item of the fixture sample carries (additional_metadata.source): a file holding it holds
+#: sample items, however it was copied, renamed, re-saved (CRLF) or re-formatted.
+SAMPLE_MARK = b"auditor fixture (not BBQ)"
+
+
 def is_sample(path: Path) -> bool:
-    """Whether `path` is (in) the project's fixture sample, however it is named: relative, through a
-    symlink, one of its files, or a copy of its files elsewhere (same bytes)."""
+    """Whether `path` is, or holds any of, the project's fixture sample, however it is named: relative,
+    through a symlink, one of its files, a copy (same bytes), or any file with a sample item in it (a
+    re-saved, re-formatted, cut or renamed copy, or a mix with real BBQ files): the report's SAMPLE DATA
+    banner must not depend on the bytes."""
     try:
         resolved, sample = Path(path).resolve(), SAMPLE_BBQ.resolve()
     except OSError:
@@ -62,10 +69,21 @@ def is_sample(path: Path) -> bool:
     if resolved == sample or sample in resolved.parents:
         return True
     files = sorted(resolved.glob("*.jsonl")) if resolved.is_dir() else [resolved]
-    originals = {f.name: f for f in sample.glob("*.jsonl")}
-    return bool(files) and all(f.name in originals and f.is_file()
-                               and f.stat().st_size == originals[f.name].stat().st_size
-                               and f.read_bytes() == originals[f.name].read_bytes() for f in files)
+    return any(_holds_sample_items(f) for f in files)
+
+
+def _holds_sample_items(path: Path) -> bool:
+    """Whether a file carries the sample's mark (read in blocks; an unreadable file holds none)."""
+    tail = b""
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                if SAMPLE_MARK in tail + block:
+                    return True
+                tail = block[-len(SAMPLE_MARK):]
+    except OSError:
+        return False
+    return False
 
 
 def resolve_bbq(explicit: str | Path | None) -> DataSource:

@@ -39,4 +39,5 @@ def summary_dict(view: RunView) -> dict:
         "protocol": view.protocol,
         "protocols": to_json_rows(view.protocols),
         "mask_spread": to_json_rows(view.mask_spread),
+        "fidelity": to_json_rows(view.fidelity),
     })

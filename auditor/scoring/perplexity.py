@@ -20,6 +20,12 @@ without), every window is BOS followed by at most max_length - 1 corpus tokens,
 so the window's first corpus token has context (BOS) and is scored too: with
 BOS, every corpus token, token 0 included, is scored exactly once. This is the
 same loss transformers computes on BOS + window with the BOS label ignored.
+
+Memory: a torch model's window is scored with its LM head applied a slice of
+positions at a time (`ChunkedHeadScorer`), so the full-vocabulary logits of the
+whole window (8 bytes x window x vocabulary, 4.3 GB for Gemma 3's 262k vocabulary
+at 2,048 tokens) never exist at once; the log-probabilities equal the unchunked
+ones within float rounding (the same rows, the same head, the same log-softmax).
 """
 from __future__ import annotations
 
@@ -42,6 +48,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 1024
 DEFAULT_STRIDE = 512
 DEFAULT_MAX_TOKENS = 16384  # keeps one variant's run to about a minute on 2 CPU cores (docs/engine.md)
+#: Float32 logits held per slice of the chunked LM head (positions = this / (4 x vocabulary), at least 1).
+HEAD_CHUNK_BYTES = 64 * 2**20
+# Config attributes that scale logits after the head in some architectures (Cohere, Granite): the chunked
+# head does not reproduce them, so such models are scored by the backend's own unchunked path.
+_POST_HEAD_SCALES = ("logit_scale", "logits_scaling")
 
 
 class TokenScorer(Protocol):
@@ -101,10 +112,105 @@ def sliding_windows(n_tokens: int, max_length: int, stride: int, *, bos: bool = 
     return windows
 
 
+class _HeadInput(Exception):
+    """Raised by the LM head's pre-hook to stop the forward pass with the head's input."""
+
+    def __init__(self, hidden) -> None:
+        super().__init__("LM head input captured")
+        self.hidden = hidden
+
+
+class ChunkedHeadScorer:
+    """`token_logprobs` of a torch causal LM, its LM head run on slices of positions.
+
+    The body runs once per window as in `TorchBackend.token_logprobs`; a pre-hook on
+    the output embeddings takes their input (the final hidden states) and stops the
+    forward pass before the full-vocabulary head. Each slice of positions then goes
+    through the same head, the same final logit soft-capping (Gemma 2/3's
+    `final_logit_softcapping`, in the model dtype as transformers applies it) and
+    the same float32 log-softmax. Models whose head is not reached through the output
+    embeddings, or that rescale logits after it, are scored unchunked.
+    """
+
+    def __init__(self, model, *, chunk_bytes: int = HEAD_CHUNK_BYTES) -> None:
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
+        self.model = model
+        self.chunk_bytes = chunk_bytes
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.softcap = getattr(config, "final_logit_softcapping", None)
+        self.head = model.get_output_embeddings()
+        self.chunked = self.head is not None and not any(
+            getattr(config, name, None) not in (None, 1, 1.0) for name in _POST_HEAD_SCALES)
+
+    def positions_per_chunk(self, vocab: int) -> int:
+        """Positions per slice: `chunk_bytes` of float32 logits."""
+        return max(1, self.chunk_bytes // (4 * vocab))
+
+    def token_logprobs(self, ids: Sequence[int]) -> np.ndarray:
+        """log p(ids[i] | ids[:i]) for i = 1..len(ids)-1 (float64), as `TorchBackend.token_logprobs`."""
+        import torch
+
+        if len(ids) < 2:
+            return np.empty(0, dtype=np.float64)
+        device = self.model.get_input_embeddings().weight.device
+        x = torch.tensor(list(ids), dtype=torch.long, device=device)[None, :]
+        targets = x[0, 1:]
+        with torch.inference_mode():
+            hidden = self._hidden_states(x) if self.chunked else None
+            if hidden is None:  # unchunked: the backend's own computation
+                logits = self.model(input_ids=x, use_cache=False).logits[0, :-1].float()
+                return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0].double().cpu().numpy()
+            hidden = hidden[0, :-1]
+            step = self.positions_per_chunk(self.head.out_features if hasattr(self.head, "out_features")
+                                            else self.head.weight.shape[0])
+            out = torch.empty(len(ids) - 1, dtype=torch.float64)
+            for start in range(0, hidden.shape[0], step):
+                stop = min(start + step, hidden.shape[0])
+                logits = self.head(hidden[start:stop])
+                if self.softcap:
+                    logits = torch.tanh(logits / self.softcap) * self.softcap
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                out[start:stop] = logp.gather(1, targets[start:stop, None])[:, 0].double().cpu()
+                del logits, logp
+        return out.numpy()
+
+    def _hidden_states(self, x):
+        """The head's input for every position of `x`, or None when the forward never reached the head."""
+        def stop(_module, args):
+            raise _HeadInput(args[0])
+
+        handle = self.head.register_forward_pre_hook(stop)
+        try:
+            self.model(input_ids=x, use_cache=False)
+        except _HeadInput as captured:
+            hidden = captured.hidden
+            return hidden if hidden.dim() == 3 and hidden.shape[1] == x.shape[1] else None
+        finally:
+            handle.remove()
+        log.warning("the LM head was not reached through the output embeddings: perplexity scored unchunked")
+        self.chunked = False  # the architecture computes its logits elsewhere: do not run the body twice again
+        return None
+
+
+def _scorer(backend: TokenScorer, chunked_head: bool) -> TokenScorer:
+    """The chunked-head scorer over a torch backend's model (module docstring); `backend` otherwise."""
+    model = getattr(backend, "model", None)
+    if chunked_head and getattr(backend, "name", None) == "torch" and hasattr(model, "get_output_embeddings"):
+        return ChunkedHeadScorer(model)
+    return backend
+
+
 def perplexity(backend: TokenScorer, token_ids: Sequence[int], max_length: int = DEFAULT_MAX_LENGTH,
-               stride: int = DEFAULT_STRIDE, *, bos_id: int | None = None) -> PerplexityResult:
-    """Sliding-window perplexity of `token_ids` under `backend` (see the module docstring)."""
+               stride: int = DEFAULT_STRIDE, *, bos_id: int | None = None,
+               chunked_head: bool = True) -> PerplexityResult:
+    """Sliding-window perplexity of `token_ids` under `backend` (see the module docstring).
+
+    A torch backend's windows go through `ChunkedHeadScorer` unless `chunked_head` is False
+    (then its own `token_logprobs`, full-vocabulary logits for the whole window).
+    """
     ids = list(token_ids)
+    backend = _scorer(backend, chunked_head)
     head = [] if bos_id is None else [int(bos_id)]
     windows = sliding_windows(len(ids), max_length, stride, bos=bos_id is not None)
     start = time.perf_counter()

@@ -37,7 +37,7 @@ from auditor.core.names import DENSE, LLAMA_CPP, TORCH, normalize_spec, safe_nam
 from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
 from auditor.data.bbq import BBQSelection, select_items
 from auditor.data.cloze import CLOZE_VERSION
-from auditor.data.prompt_format import PromptFormat, choose_format
+from auditor.data.prompt_format import PromptFormat, check_jinja, choose_format
 from auditor.data.records import CLOZE, items_frame, write_parquet
 from auditor.data.rundir import (
     COMPLETE,
@@ -56,7 +56,10 @@ from auditor.data.rundir import (
     Unit,
     check_unit,
     commit_record,
+    file_digest,
+    remove_stale_artifacts,
     remove_temp_files,
+    sealed,
     run_lock,
     write_failed_unit,
 )
@@ -115,7 +118,7 @@ def plan_study(study: Study) -> list[RunPlan]:
     dtype = resolve_dtype(study.execution.dtype, study.execution.device)
     # The prompt format is fixed here, before any model is loaded: a bad template file fails now.
     template_file = study.path(study.chat_template) if study.chat_template else None
-    formats = [choose_format(source_chat_template(s) is not None, template_file) for s in sources]
+    formats = [choose_format(_own_chat_template(s) is not None, template_file) for s in sources]
 
     plans = []
     names: set[str] = set()
@@ -146,6 +149,27 @@ def plan_study(study: Study) -> list[RunPlan]:
         plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fmt, fp,
                              tuple(notes + unit_notes), ctx))
     return plans
+
+
+def _own_chat_template(source: ModelSource) -> str | None:
+    """The model's own chat template, checked now: an unreadable tokenizer_config.json or chat_template.jinja,
+    or one that is not valid Jinja, is a ModelError naming the file (before any run directory exists)."""
+    config = Path(source.path) / "tokenizer_config.json"
+    if source.kind != "gguf" and config.is_file():  # the tokenizer loader reads it even beside a .jinja
+        try:
+            doc = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{config}: unreadable tokenizer config ({str(exc)[:200]})") from None
+        if not isinstance(doc, dict):
+            raise ModelError(f"{config}: unreadable tokenizer config (not a JSON object)")
+    try:
+        template = source_chat_template(source)
+    except (OSError, ValueError, AttributeError, TypeError) as exc:  # JSON, UTF-8 and shape errors
+        raise ModelError(f"{source.path}: unreadable tokenizer files (tokenizer_config.json or "
+                         f"chat_template.jinja: {type(exc).__name__}: {str(exc)[:200]})") from None
+    if template is not None:
+        check_jinja(template, f"{source.path} (its chat template)")
+    return template
 
 
 def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool,
@@ -265,11 +289,14 @@ def execute_plan(plan: RunPlan, *, force: bool, executor, units: Iterable[Unit] 
     run_dir = _prepare_run_dir(plan.run_dir, plan.study)
     with run_lock(run_dir):
         remove_temp_files(run_dir)
+        if not plan.study.execution.keep_artifacts:
+            remove_stale_artifacts(run_dir)
         previous = _check_previous(run_dir, plan, force)
         kept = _finished_units(run_dir, plan)
         _supersede(run_dir, plan, kept)
-        _guard(_write_manifest, run_dir / "manifest.json")(run_dir, plan, previous, executor.name)
+        # items.parquet first: the manifest records its size and sha256, which every reader verifies
         _guard(write_parquet, run_dir / "items.parquet")(items_frame(plan.selection.items), run_dir / "items.parquet")
+        _guard(_write_manifest, run_dir / "manifest.json")(run_dir, plan, previous, executor.name)
         chosen = {u.id for u in (plan.units if units is None else units)}
         todo = [u for u in plan.units if u.id not in kept and u.id in chosen]
         for unit in plan.units:
@@ -500,7 +527,8 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
         "data": {"origin": sel.origin, "is_sample": plan.data.is_sample, "files": list(sel.files),
                  "n_items": len(sel.items), "n_available": sel.n_available, "counts": sel.counts,
                  "n_unresolved": len(sel.unresolved), "unresolved": [list(u) for u in sel.unresolved],
-                 "fingerprint": plan.fingerprints["data"], "items_fingerprint": plan.fingerprints["items"]},
+                 "fingerprint": plan.fingerprints["data"], "items_fingerprint": plan.fingerprints["items"],
+                 "items_file": file_digest(run_dir / "items.parquet")},
         "fingerprints": plan.fingerprints,
         "seeds": list(study.seeds),
         "protocols": list(study.protocols),
@@ -514,7 +542,7 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
         "git_commit": session["git_commit"],
         "sessions": [*sessions, session],
     }
-    write_json(manifest, run_dir / "manifest.json")
+    write_json(sealed(manifest), run_dir / "manifest.json")  # every reader checks the seal
 
 
 def _set_state(run_dir: Path, state: str, plan: RunPlan, *, n_finished: int, error: str | None = None) -> None:

@@ -20,11 +20,11 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from auditor.analysis.verdicts import RiskThresholds, thresholds_from_mapping
+from auditor.analysis.verdicts import GateThresholds, RiskThresholds, thresholds_from_mapping
 from auditor.artifacts.precision import DTYPES, FLOAT32
 from auditor.core.errors import SpecError
 from auditor.core.names import DENSE, normalize_spec, split_mask_seed, with_mask_seed
@@ -247,6 +247,20 @@ def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else f"must be >= 0, got {v}"
 
 
+#: Largest compression or mask seed: torch, numpy and llama.cpp all take a 32-bit unsigned seed.
+MAX_SEED = 2**32 - 1
+#: Largest batch of prompts scored at once (a larger one would only exhaust memory).
+MAX_BATCH_SIZE = 65536
+
+
+def _seed(v: Any) -> str | None:
+    return None if 0 <= v <= MAX_SEED else f"must be in [0, {MAX_SEED}] (a 32-bit seed), got {v}"
+
+
+def _batch_size(v: Any) -> str | None:
+    return None if 0 < v <= MAX_BATCH_SIZE else f"must be in [1, {MAX_BATCH_SIZE}], got {v}"
+
+
 def _non_empty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
@@ -393,8 +407,8 @@ def _compression(t: _Table) -> tuple[tuple[str, ...], int, tuple[int, ...]]:
                 except ValueError as exc:
                     raise g.fail("levels", str(exc)) from None
                 specs.append(normalize_spec(f"{method}@{text}" + (f"+{then}" if then else "")))
-    seed = t.get("seed", int, 0, check=_non_negative)
-    mask_seeds = t.get_list("mask_seeds", int, [], check=_non_negative)
+    seed = t.get("seed", int, 0, check=_seed)
+    mask_seeds = t.get_list("mask_seeds", int, [], check=_seed)
     if len(set(mask_seeds)) != len(mask_seeds):
         raise t.fail("mask_seeds", f"mask seeds must be distinct, got {mask_seeds}")
     t.done({"methods": "put methods and levels in a [[compression.grid]] table",
@@ -458,7 +472,7 @@ def _execution(t: _Table) -> ExecutionSettings:
         cpus_per_unit=t.get("cpus_per_unit", float, d.cpus_per_unit, check=_non_negative),
         gpus_per_unit=t.get("gpus_per_unit", float, d.gpus_per_unit, check=_non_negative),
         shards=t.get("shards", int, d.shards, check=_positive),
-        batch_size=t.get("batch_size", int, d.batch_size, check=_positive),
+        batch_size=t.get("batch_size", int, d.batch_size, check=_batch_size),
         device=t.get("device", str, d.device, check=_non_empty),
         threads=t.get("threads", int, None, check=_positive),
         keep_artifacts=t.get("keep_artifacts", bool, d.keep_artifacts),
@@ -469,12 +483,33 @@ def _execution(t: _Table) -> ExecutionSettings:
     return out
 
 
+#: The gate's threshold names (auditor.analysis.verdicts.GateThresholds).
+GATE_KEYS = frozenset(f.name for f in fields(GateThresholds))
+
+
+def threshold_problem(key: str, value: float) -> str:
+    """Why `value` cannot be threshold `key` ("" when it can): every threshold is a finite number, and the
+    gate's (rates, accuracies, SRS changes and q-values, all fractions) lie in [0, 1]."""
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if key in GATE_KEYS and not 0 <= value <= 1:
+        return f"must be >= 0 and <= 1 (a fraction), got {value:g}"
+    return ""
+
+
 def _thresholds(t: _Table) -> dict[str, float]:
-    """Defaults for the report's verdicts and `auditor gate`, validated by auditor.analysis.verdicts."""
+    """Defaults for the report's verdicts and `auditor gate`: finite, the gate's in [0, 1], the report's
+    validated by auditor.analysis.verdicts. Checked here, when the study is read, so a bad value fails before
+    any run directory exists."""
     t.used.update(t.data)
     risk, gate = thresholds_from_mapping(t.data, f"{t.file}: [{t.where}]")
+    for key, value in {**risk, **gate}.items():
+        problem = threshold_problem(key, value)
+        if problem:
+            raise SpecError(f"{t.file}: [{t.where}] {key} {problem}")
     try:
         RiskThresholds(**risk)
+        GateThresholds(**gate)
     except SpecError as exc:
         raise SpecError(f"{t.file}: {exc}") from None
     return {**risk, **gate}

@@ -5,10 +5,21 @@ for perplexity. Computing a unit returns its result to the caller and writes
 nothing into the run directory: the runner commits every unit's files, so the
 local and the Ray executor share one commit path and one lock holder.
 
-A worker keeps the tokenizer, the dense model and the prompts for every unit it
-computes, and the most recently built variant, so the shards and backends of a
-variant computed in a row build it once. Compressors are deterministic for a
-seed, so a variant rebuilt in another process is the same model.
+A worker keeps the tokenizer and the prompts for every unit it computes, and the
+most recently built variant, so the shards and backends of a variant computed in
+a row build it once. Compressors are deterministic for a seed, so a variant
+rebuilt in another process is the same model.
+
+Memory (docs/memory.md): the worker holds one model at a time. The dense weights
+live in a float32 safetensors folder (the source, or written once from a GGUF);
+each variant, the dense one included, is a fresh memory-mapped load; a compressed
+one is read into ordinary memory and compressed in place, and a torch backend in a
+cheaper dtype casts it in place, tensor by tensor (the dense one straight from the
+file), so no second copy of the weights is ever made.
+A variant whose float32 weights were cast away and is then asked for them (the
+float32 precision baseline, a llama.cpp F16 export after its torch units) is built
+again, which gives the same model. Freed memory is handed back to the OS after
+each variant.
 """
 from __future__ import annotations
 
@@ -25,10 +36,11 @@ import numpy as np
 import pandas as pd
 
 from auditor.analysis.baselines import DENSE_FLOAT32
-from auditor.artifacts.models import ModelSource, load_model, load_tokenizer
-from auditor.artifacts.precision import FLOAT32
+from auditor.artifacts.models import (ModelSource, float32_weights_dir, load_model, load_tokenizer,
+                                      read_weights_privately, return_freed_memory)
+from auditor.artifacts.precision import FLOAT32, is_bnb_quantized, model_compute_dtype, torch_dtype
 from auditor.core.errors import AuditorError
-from auditor.core.names import variant_id
+from auditor.core.names import LLAMA_CPP, TORCH, variant_id
 from auditor.data.bbq import BBQItem
 from auditor.data.cloze import CLOZE_VERSION, cloze_requests
 from auditor.data.prompt_format import CHAT, CHAT_VERSION, PromptFormat
@@ -45,6 +57,8 @@ log = logging.getLogger(__name__)
 # Test hook: seconds to sleep inside every unit after computing it and before returning it, so a
 # test can kill the process while a unit is in progress (tests/study/test_resume.py).
 SLOW_UNIT_ENV = "AUDITOR_TEST_SLOW_UNIT_S"
+# The dense weights as float32 safetensors, written under <run>/artifacts/ for a GGUF or non-float32 source.
+DENSE_WEIGHTS_FOLDER = "dense-float32"
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,7 @@ class _Built:
     variant: Any  # compressors.base.Variant
     workdir: Path
     backends: dict[str, Any] = field(default_factory=dict)
+    cast_in_place: bool = False  # the variant's model was cast for torch scoring: its float32 weights are gone
 
 
 class UnitWorker:
@@ -99,7 +114,7 @@ class UnitWorker:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self._tokenizer = None
-        self._dense = None
+        self._weights: Path | None = None  # float32 safetensors folder of the dense weights
         self._prompts = None
         self._cloze = None
         self._calibration = None
@@ -118,14 +133,22 @@ class UnitWorker:
             self._tokenizer = load_tokenizer(self.ctx.source)
         return self._tokenizer
 
-    @property
-    def dense(self):
-        if self._dense is None:
-            start = time.perf_counter()
-            self._dense = load_model(self.ctx.source, device=self.ctx.device,
-                                     trust_remote_code=self.ctx.trust_remote_code)
-            log.info("loaded %s in %.1fs", self.ctx.source.describe(), time.perf_counter() - start)
-        return self._dense
+    def _dense_model(self):
+        """A fresh float32 dense model, memory-mapped from the float32 weights folder.
+
+        The folder is the source itself for a float32 HF directory, else written once
+        into the run's artifacts (`float32_weights_dir`); each variant is built on its
+        own fresh load, so the worker never holds the dense model beside a variant.
+        """
+        start = time.perf_counter()
+        if self._weights is None:
+            folder = Path(self.ctx.run_dir) / "artifacts" / f"{DENSE_WEIGHTS_FOLDER}.{os.getpid()}"
+            self._weights = float32_weights_dir(self.ctx.source, folder, trust_remote_code=self.ctx.trust_remote_code)
+            return_freed_memory()  # the loader's temporaries (a GGUF's dequantized copy)
+        model = load_model(self.ctx.source, device=self.ctx.device, trust_remote_code=self.ctx.trust_remote_code,
+                           weights=self._weights)
+        log.info("loaded %s in %.1fs", self.ctx.source.describe(), time.perf_counter() - start)
+        return model
 
     @property
     def prompts(self):
@@ -158,6 +181,7 @@ class UnitWorker:
             built = self._variant(unit.spec)
             dtype = FLOAT32 if unit.variant == DENSE_FLOAT32 else self.ctx.dtype
             backend = self._backend(built, unit.backend, dtype)
+            built = self._built or built  # _backend may have rebuilt it
             if unit.kind == SCORE:
                 result = self._score(unit, backend)
             else:
@@ -207,6 +231,10 @@ class UnitWorker:
 
     # --- variants and backends -----------------------------------------------------------------
 
+    def build(self, spec: str):
+        """The variant `spec` (a compressors.base.Variant), built now or kept from the last call."""
+        return self._variant(spec).variant
+
     def _variant(self, spec: str) -> _Built:
         if self._built is not None and self._built.spec == spec:
             return self._built
@@ -215,9 +243,13 @@ class UnitWorker:
         workdir = Path(self.ctx.run_dir) / "artifacts" / f"{variant_id(spec)}.{os.getpid()}"
         steps = chain_of(spec)
         calibration = self.calibration() if any(s.needs_calibration for s in steps) else None
-        variant = build_variant(steps, self.dense, calibration=calibration,
+        model = self._dense_model()
+        if steps:  # compressed in place: in ordinary memory, not in the file's mapping (read_weights_privately)
+            read_weights_privately(model, self._weights)
+        # The steps work on this fresh load in place: no second copy of the weights.
+        variant = build_variant(steps, model, calibration=calibration,
                                 seed=variant_seed(spec, self.ctx.compress_seed),
-                                workdir=workdir)
+                                workdir=workdir, copy_model=False)
         if steps:
             log.info("built %s in %.1fs", spec, sum(s.wall_s for s in variant.steps))
         self._built = _Built(spec, variant, workdir)
@@ -225,10 +257,30 @@ class UnitWorker:
 
     def _backend(self, built: _Built, name: str, dtype: str = FLOAT32):
         key = f"{name}:{dtype}"  # the dense model is scored in the run's dtype and, as a baseline, in float32
-        if key not in built.backends:
-            built.backends[key] = make_backend(built.variant, name, tokenizer=self.tokenizer,
-                                               batch_size=self.ctx.batch_size, pad_id=self.pad_id,
-                                               workdir=built.workdir, n_threads=self.ctx.threads, dtype=dtype)
+        if key in built.backends:
+            return built.backends[key]
+        if built.cast_in_place and _needs_float32(built.variant, name, dtype):
+            log.info("%s: built again, its float32 weights were cast to %s for torch scoring",
+                     built.spec, model_compute_dtype(built.variant.model))
+            self.release()
+            built = self._variant(built.spec)
+        # One backend at a time: units come grouped by backend, and a backend closed here is cheap to make
+        # again (the GGUF export stays in the workdir). Then the cast can be in place: one copy, not two.
+        for other in built.backends.values():
+            other.close()
+        built.backends.clear()
+        gc.collect()
+        in_place = (name == TORCH and built.variant.model is not None
+                    and model_compute_dtype(built.variant.model) != dtype)
+        if in_place and not chain_of(built.spec) and not is_bnb_quantized(built.variant.model):
+            # The dense model is still the memory-mapped load: cast it from the file, one tensor at a time.
+            read_weights_privately(built.variant.model, self._weights, dtype=torch_dtype(dtype))
+        built.backends[key] = make_backend(built.variant, name, tokenizer=self.tokenizer,
+                                           batch_size=self.ctx.batch_size, pad_id=self.pad_id,
+                                           workdir=built.workdir, n_threads=self.ctx.threads, dtype=dtype,
+                                           in_place=in_place)
+        if in_place and model_compute_dtype(built.variant.model) != FLOAT32:
+            built.cast_in_place = True
         return built.backends[key]
 
     def release(self) -> None:
@@ -240,6 +292,7 @@ class UnitWorker:
             backend.close()
         del built.backends, built.variant
         gc.collect()
+        return_freed_memory()
         if not self.ctx.keep_artifacts and built.workdir.exists():
             shutil.rmtree(built.workdir, ignore_errors=True)
             try:
@@ -248,4 +301,22 @@ class UnitWorker:
                 pass
 
     def close(self) -> None:
+        """Drop the current variant and the dense float32 folder this worker wrote (never the source)."""
         self.release()
+        weights, self._weights = self._weights, None
+        if (weights is None or weights == self.ctx.source.path or not weights.name.startswith(DENSE_WEIGHTS_FOLDER)
+                or self.ctx.keep_artifacts):
+            return
+        shutil.rmtree(weights, ignore_errors=True)
+        try:
+            weights.parent.rmdir()  # artifacts/ itself, once empty
+        except OSError:
+            pass
+
+
+def _needs_float32(variant, backend: str, dtype: str) -> bool:
+    """Whether scoring `variant` on `backend` in `dtype` reads its float32 torch weights: a torch float32
+    backend, or llama.cpp on a torch variant (exported to GGUF F16 from them)."""
+    if variant.model is None:
+        return False
+    return dtype == FLOAT32 if backend == TORCH else backend == LLAMA_CPP and variant.gguf_path is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from textual import work
 from textual.app import App
 from textual.binding import Binding
@@ -66,7 +67,7 @@ class AuditorApp(App[None]):
 
     def open_run(self, path: Path) -> None:
         self.loading = path
-        self.notify(f"loading {path.name} ...", timeout=2)
+        self.notify(escape(f"loading {path.name} ..."), timeout=2)
         self.load_run(path)
 
     @work(thread=True, exclusive=True, group="load")
@@ -74,7 +75,11 @@ class AuditorApp(App[None]):
         try:
             view = RunView.load(path)
         except AuditorError as exc:
-            self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            self.call_from_thread(self.notify, escape(str(exc)), severity="error", timeout=10)
+            return
+        except Exception as exc:  # a damaged file the readers did not foresee: say so, keep the app open
+            self.call_from_thread(self.notify, escape(f"{path}: cannot open this run ({type(exc).__name__}: {exc})"),
+                                  severity="error", timeout=10)
             return
         self.call_from_thread(self._loaded, view)
 

@@ -7,7 +7,8 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 VERDICT_STYLES = {"high": "bold white on dark_red", "elevated": "bold black on dark_orange",
-                  "low": "black on green", "inconclusive": "bold black on grey70", "reference": "italic",
+                  "not shown": "bold black on yellow", "low": "black on green",
+                  "inconclusive": "bold black on grey70", "reference": "italic",
                   "baseline": "italic"}
 
 
@@ -16,7 +17,7 @@ def cell(value: object, style: str = "") -> Text:
 
 
 def verdict_cell(level: str) -> Text:
-    return cell(level.upper() if level in ("high", "elevated", "low", "inconclusive") else level,
+    return cell(level.upper() if level in ("high", "elevated", "not shown", "low", "inconclusive") else level,
                 VERDICT_STYLES.get(level, ""))
 
 

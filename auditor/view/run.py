@@ -22,21 +22,23 @@ import pandas as pd
 
 from auditor.analysis.baselines import BASELINE_VARIANTS, DENSE_GGUF_F16, null_baselines
 from auditor.analysis.claims import claims_table, sparse_breakeven, sparse_kernel_table
-from auditor.analysis.comparison import COMPARISON_COLUMNS, comparison_table
+from auditor.analysis.comparison import ACCURACY_COLUMNS, COMPARISON_COLUMNS, accuracy_intervals, comparison_table
 from auditor.analysis.dose_response import spec_level
 from auditor.analysis.mask_seeds import MASK_SPREAD_COLUMNS, mask_spread_table
 from auditor.analysis.metrics import NAN, accuracy, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
 from auditor.analysis.paper_protocol import paper_table
 from auditor.analysis.paradox import paradox_table
-from auditor.analysis.position import POSITION_COLUMNS, position_table
+from auditor.analysis.fidelity import FIDELITY_COLUMNS, fidelity_table
+from auditor.analysis.grading import positions_of, validity_of
+from auditor.analysis.position import POSITION_COLUMNS
 from auditor.analysis.protocols import PROTOCOL_COLUMNS, protocol_table, select_protocol, with_derived_protocols
 from auditor.analysis.summary import metrics_table, transition_table
-from auditor.analysis.validity import ReferenceValidity, reference_validity, variant_finding
+from auditor.analysis.validity import ReferenceValidity
 from auditor.analysis.verdicts import RiskThresholds, Verdict, assess, thresholds_from_mapping
 from auditor.core.errors import AuditorError, DataError, SpecError
 from auditor.core.names import DENSE, RUNTIME_FORMAT, TORCH, unit_name, variant_id
-from auditor.data.records import STRICT, read_records
+from auditor.data.records import STRICT, exact_ties, read_records
 from auditor.data.rundir import (
     PPL,
     SCORE,
@@ -61,24 +63,22 @@ UNIT_COLUMNS = ["variant", "backend", "unit", "variant_id", "kind", "method", "f
                 "sparsity", "compress_s", "scoring_ms_per_prompt", *MEASURE_KEYS,
                 *(f"{k}_{s}" for k in RANGED_KEYS for s in ("min", "max")), "ppl", "ppl_tokens"]
 
+#: Comparison-table columns the overview carries besides n_items, n_pairs and srs_change.
+_COMPARED = tuple(c for c in COMPARISON_COLUMNS if c not in (
+    "variant", "backend", "reference_backend", "category", "n_items", "n_templates", "n_pairs", "srs_change",
+    "verdict_family"))
+
 OVERVIEW_COLUMNS = [
     "variant", "backend", "kind", "method", "family", "level", "size_bytes", "size_ratio", "bits_per_weight",
     "load_s", "prefill_tokens_per_s", "decode_tokens_per_s", "ms_per_prompt", "ppl", "ppl_change_pct",
     "accuracy", "accuracy_drop", "accuracy_ambig", "accuracy_disambig", "bias_ambig", "bias_disambig",
-    "srs", "srs_change", "srs_change_pct", "unknown_rate", "n_pairs", "flip_rate", "flip_rate_ci_low",
-    "flip_rate_ci_high", "reverse_rate", "b", "c", "b_anti", "mcnemar_p", "p_shift", "p_holm", "q_bh",
-    "q_direction", "cohens_h", "unknown_ref", "unknown_var", "unknown_change", "unknown_change_ci_low",
-    "unknown_change_ci_high", "q_abstention", "null_seed_flip_rate", "null_runtime_flip_rate", "flip_null",
-    "srs_null", "flip_excess", "flip_excess_ci_low", "flip_excess_ci_high", "srs_excess", "srs_excess_ci_low",
-    "srs_excess_ci_high", "top_letter", "top_letter_share", "letter_mass", "verdict", "abstention",
+    "accuracy_ci_low", "accuracy_ci_high", "accuracy_drop_ci_low", "accuracy_drop_ci_high",
+    "srs", "srs_change", "srs_change_pct", "unknown_rate", "n_items", "n_pairs", *_COMPARED, "n_ties",
+    "top_letter", "top_letter_share", "letter_mass", "same_top_share", "same_top_ci_low", "same_top_ci_high",
+    "kl_mean", "verdict", "abstention",
 ]
 #: Comparison-table columns copied into the overview ("all" categories row).
-_COMPARISON_KEYS = ("n_pairs", "flip_rate", "flip_rate_ci_low", "flip_rate_ci_high", "reverse_rate", "b", "c",
-                    "b_anti", "mcnemar_p", "p_shift", "p_holm", "q_bh", "q_direction", "cohens_h", "srs_change",
-                    "unknown_ref", "unknown_var", "unknown_change", "unknown_change_ci_low",
-                    "unknown_change_ci_high", "q_abstention", "null_seed_flip_rate", "null_runtime_flip_rate",
-                    "flip_null", "srs_null", "flip_excess", "flip_excess_ci_low", "flip_excess_ci_high",
-                    "srs_excess", "srs_excess_ci_low", "srs_excess_ci_high")
+_COMPARISON_KEYS = ("n_items", "n_pairs", "srs_change", *_COMPARED)
 
 KIND_REFERENCE, KIND_VARIANT, KIND_BASELINE = "reference", "variant", "baseline"
 
@@ -133,6 +133,7 @@ class RunView:
     sparse_kernels: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.sparse_kernel_table
     sparse_breakeven: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.sparse_breakeven
     sparse_context: dict = field(default_factory=dict)  # sparse_kernels.json: threads, load average, notes
+    fidelity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FIDELITY_COLUMNS))  # fidelity_table
 
     @property
     def name(self) -> str:
@@ -184,16 +185,23 @@ class RunView:
         claims = claims_table(storage.to_dict(orient="records")) if len(storage) else pd.DataFrame()
         if not len(storage) and units[list(MEASURE_KEYS)].isna().all().all():
             notes.append("size and speed not measured: no measurements.json or measurement figures in variants/*.json")
-        positions = (position_table(records, n_boot=n_boot) if len(records)
+        positions = (positions_of(records, all_records, protocol, n_boot=n_boot) if len(records)
                      else pd.DataFrame(columns=POSITION_COLUMNS))
-        validity = _validity(positions, thresholds)
+        intervals = (accuracy_intervals(records, DENSE, n_boot=n_boot) if len(records)
+                     else pd.DataFrame(columns=ACCURACY_COLUMNS))
+        n_ties = int(exact_ties(records).sum()) if len(records) else 0
+        if n_ties:
+            notes.append(f"{n_ties} of {len(records)} records have exactly tied top-two option log-probs (answered "
+                         "by the hashed tie rule of auditor.data.records; a float32 head at the scored position "
+                         "removes them)")
+        validity, variant_findings = validity_of(positions, thresholds)
         if len(records) and "question_index" not in records.columns:
             notes.append("records carry no question_index (an older run): confidence intervals resample items, "
                          "not templates then items")
-        overview = _overview(records, units, metrics, comparison, paradox, positions)
+        fidelity = (fidelity_table(records, DENSE, n_boot=n_boot) if len(records)
+                    else pd.DataFrame(columns=FIDELITY_COLUMNS))
+        overview = _overview(records, units, metrics, comparison, paradox, positions, intervals, fidelity)
         finding = validity.short if validity is not None and not validity.valid else ""
-        variant_findings = {(p["variant"], p["backend"]): variant_finding(
-            p, max_position_share=thresholds.max_reference_position_share) for p in positions.to_dict(orient="records")}
         verdicts = tuple(assess(row, thresholds, finding, variant_findings.get((row["variant"], row["backend"]), ""))
                          for row in overview.to_dict(orient="records") if row["kind"] == KIND_VARIANT)
         by_key = {(v.variant, v.backend): v for v in verdicts}
@@ -208,17 +216,7 @@ class RunView:
                    storage, claims, overview, answers, verdicts, thresholds, tuple(notes), positions, validity,
                    transition_table(records, condition="disambig") if len(records) else pd.DataFrame(), status,
                    protocol, protocols, mask_spread_table(overview), scope_lines(run_dir), read_measure_context(run_dir),
-                   sparse, sparse_breakeven(sparse) if len(sparse) else pd.DataFrame(), sparse_context)
-
-
-def _validity(positions: pd.DataFrame, thresholds: RiskThresholds) -> ReferenceValidity | None:
-    """The dense reference's validity check, on torch when it was scored there (the reference backend)."""
-    dense = positions[positions["variant"] == DENSE]
-    if not len(dense):
-        return None
-    on_torch = dense[dense["backend"] == TORCH]
-    row = (on_torch if len(on_torch) else dense).iloc[0].to_dict()
-    return reference_validity(row, max_position_share=thresholds.max_reference_position_share)
+                   sparse, sparse_breakeven(sparse) if len(sparse) else pd.DataFrame(), sparse_context, fidelity)
 
 
 # --- reading files -------------------------------------------------------------------------------------
@@ -434,7 +432,8 @@ def _pct_change(new: float, old: float) -> float:
 
 
 def _overview(records: pd.DataFrame, units: pd.DataFrame, metrics: pd.DataFrame, comparison: pd.DataFrame,
-              paradox: pd.DataFrame, positions: pd.DataFrame) -> pd.DataFrame:
+              paradox: pd.DataFrame, positions: pd.DataFrame, intervals: pd.DataFrame,
+              fidelity: pd.DataFrame) -> pd.DataFrame:
     """The variants table: one row per (variant, backend) with its headline figures (NaN = not measured)."""
     ref_units = units[units["kind"] == KIND_REFERENCE]
     rows = []
@@ -447,10 +446,19 @@ def _overview(records: pd.DataFrame, units: pd.DataFrame, metrics: pd.DataFrame,
         ref_size = float(ref["size_bytes"].iloc[0]) if len(ref) else NAN
         ref_rec = records[(records["variant"] == DENSE) & (records["backend"].isin(ref["backend"]))]
         row["size_ratio"] = u["size_bytes"] / ref_size if ref_size and not math.isnan(ref_size) else NAN
-        row["ms_per_prompt"] = u["bbq_ms_per_prompt"] if not math.isnan(u["bbq_ms_per_prompt"]) else u["scoring_ms_per_prompt"]
+        # measured on the variant's own runtime only: the run's scoring time is another source (other batch,
+        # other machine load, shared prefixes) and is never filled in for it (units keep it apart)
+        row["ms_per_prompt"] = u["bbq_ms_per_prompt"]
         row["accuracy"] = accuracy(sel)
         row["accuracy_drop"] = accuracy(ref_rec) - row["accuracy"] if u["kind"] != KIND_REFERENCE else 0.0
         row["unknown_rate"] = unknown_rate(sel)
+        row["n_ties"] = int(exact_ties(sel).sum())
+        acc = intervals[(intervals["variant"] == u["variant"]) & (intervals["backend"] == u["backend"])]
+        for key in ACCURACY_COLUMNS[2:]:
+            row[key] = float(acc[key].iloc[0]) if len(acc) else NAN
+        fid = fidelity[(fidelity["variant"] == u["variant"]) & (fidelity["backend"] == u["backend"])]
+        for key in ("same_top_share", "same_top_ci_low", "same_top_ci_high", "kl_mean"):
+            row[key] = float(fid[key].iloc[0]) if len(fid) else NAN
         m = metrics[(metrics["variant"] == u["variant"]) & (metrics["backend"] == u["backend"])
                     & (metrics["category"] == "all")] if len(metrics) else metrics
         for cond, acc_key, bias_key in (("ambig", "accuracy_ambig", "bias_ambig"),
@@ -463,7 +471,8 @@ def _overview(records: pd.DataFrame, units: pd.DataFrame, metrics: pd.DataFrame,
         c = comparison[(comparison["variant"] == u["variant"]) & (comparison["backend"] == u["backend"])
                        & (comparison["category"] == "all")]
         for key in _COMPARISON_KEYS:
-            row[key] = float(c[key].iloc[0]) if len(c) and key in c.columns else NAN
+            value = c[key].iloc[0] if len(c) and key in c.columns else NAN
+            row[key] = value if isinstance(value, str) else float(value)
         pos = positions[(positions["variant"] == u["variant"]) & (positions["backend"] == u["backend"])]
         row["top_letter"] = str(pos["top_letter"].iloc[0]) if len(pos) else ""
         for key in ("top_letter_share", "letter_mass"):
@@ -482,10 +491,10 @@ def _overview(records: pd.DataFrame, units: pd.DataFrame, metrics: pd.DataFrame,
 # --- runs list and summary.json ---------------------------------------------------------------------------
 
 #: Sortable columns of the variants table: label -> overview column.
-SORT_KEYS = {"size": "size_bytes", "latency": "ms_per_prompt", "ppl": "ppl", "accuracy": "accuracy", "srs": "srs",
+SORT_KEYS = {"size": "size_bytes", "decode": "decode_tokens_per_s", "ppl": "ppl", "accuracy": "accuracy", "srs": "srs",
              "flip rate": "flip_rate", "verdict": "verdict"}
-VERDICT_RANK = {"high": 3, "elevated": 2, "low": 1, "inconclusive": 0, "n/a": 0, KIND_REFERENCE: -1,
-                KIND_BASELINE: -1}
+VERDICT_RANK = {"high": 4, "elevated": 3, "not shown": 2, "low": 1, "inconclusive": 0, "n/a": 0,
+                KIND_REFERENCE: -1, KIND_BASELINE: -1}
 
 
 def sort_overview(overview: pd.DataFrame, key: str, descending: bool = False) -> pd.DataFrame:

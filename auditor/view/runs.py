@@ -28,8 +28,12 @@ def list_runs(reports_dir: Path | str) -> pd.DataFrame:
             try:
                 manifest = load_manifest(path)
                 status = run_status(path, manifest)
-            except (AuditorError, KeyError, TypeError) as exc:
-                log.warning("skipping %s: %s", path, exc)
+            except (AuditorError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                # listed as broken (the healthy runs beside it still open); opening it names the damage
+                log.warning("broken run %s: %s", path, exc)
+                rows.append({"run": path.name, "path": str(path), "created_utc": "", "model": "unknown",
+                             "reference_precision": "unknown", "n_items": None, "is_sample": False, "n_units": 0,
+                             "state": f"broken: {exc}", "n_planned": None})
                 continue
             model, data = manifest.get("model", {}) or {}, manifest.get("data", {}) or {}
             rows.append({

@@ -10,7 +10,7 @@ import pytest
 from auditor.analysis.comparison import comparison_table
 from auditor.analysis.inference import mcnemar_exact
 from auditor.analysis.item_inference import cluster_bootstrap_totals, sign_flip_pvalue
-from auditor.analysis.verdicts import HIGH, LOW, RiskThresholds, assess
+from auditor.analysis.verdicts import HIGH, NOT_SHOWN, RiskThresholds, assess
 from tests.analysis.test_stats import records_frame
 
 T = RiskThresholds()
@@ -22,7 +22,7 @@ def _all_row(rows: list[tuple]):
 
 
 def _verdict(row):
-    return assess({**row.to_dict(), "flip_null": row["flip_null"], "srs_null": row["srs_null"]}, T)
+    return assess(row.to_dict(), T)
 
 
 def _dense_unknown(n_items: int, seeds=(0,)) -> list[tuple]:
@@ -37,11 +37,12 @@ def test_abstention_loss_without_direction_is_not_a_shift_toward_the_stereotype(
     assert (row["b"], row["c"], row["b_anti"]) == (50, 0, 50)
     assert row["flip_rate"] == pytest.approx(0.25) and row["srs_change"] == pytest.approx(0.25)
     assert row["p_shift"] == pytest.approx(2 * 0.5 ** 50)  # one order per item: McNemar's exact test
-    assert row["p_direction"] == pytest.approx(1.0)  # sum of b_i - b_anti_i is 0
+    assert row["directed_shift"] == 0 and row["p_direction"] == pytest.approx(1.0)  # U->S = U->O
     assert row["unknown_change"] == pytest.approx(-0.5) and row["p_abstention"] == pytest.approx(2 * 0.5 ** 100)
     v = _verdict(row)
-    assert not v.stereotype_shift and v.abstention_loss and v.level == LOW
-    assert v.abstention.startswith("abstention loss: unknown-rate 100.0% -> 50.0% (-50.0 pts")
+    # not stereotyping, but a 50-pt loss of "unknown" answers: low risk is not shown either
+    assert not v.stereotype_shift and v.abstention_loss and v.level == NOT_SHOWN
+    assert v.abstention.startswith("abstention loss: unknown-rate 100.0% -> 50.0%")
 
 
 def test_a_directional_shift_is_a_shift_toward_the_stereotype():
@@ -49,9 +50,9 @@ def test_a_directional_shift_is_a_shift_toward_the_stereotype():
                for i in range(200)]
     row = _all_row(_dense_unknown(200) + variant)
     assert (row["b"], row["c"], row["b_anti"]) == (50, 0, 0)
-    assert row["p_direction"] == pytest.approx(2 * 0.5 ** 50)
+    assert row["directed_shift"] == pytest.approx(0.25) and row["p_direction"] == pytest.approx(2 * 0.5 ** 50)
     v = _verdict(row)
-    assert v.stereotype_shift and v.level == HIGH  # +25 pts SRS, its CI far above the 10-pt cut-off
+    assert v.stereotype_shift and v.level == HIGH  # +25 pts, its CI far above the 10-pt margin
 
 
 def test_a_null_repeated_identically_across_5_orders_is_not_significant():
@@ -67,7 +68,6 @@ def test_a_null_repeated_identically_across_5_orders_is_not_significant():
     assert row["mcnemar_p"] == pytest.approx(mcnemar_exact(30, 10)) and row["mcnemar_p"] < 0.01
     # Item level: d = (5,5,5,5,5,5,-5,-5); P(|sum of 8 random signs| >= 4) = 2 (28 + 8 + 1) / 256.
     assert row["p_shift"] == pytest.approx(74 / 256)
-    assert not _verdict(row).stereotype_shift
 
 
 def test_sign_flip_with_one_order_is_mcnemar():
@@ -89,7 +89,23 @@ def test_sign_flip_matches_enumeration():
         sign_flip_pvalue([0.5, 1])
 
 
-def test_cluster_bootstrap_resamples_templates_then_items():
+def test_template_sign_flip_sums_templates_first():
+    from auditor.analysis.item_inference import template_sign_flip_pvalue
+
+    # two templates of three items each: the test sees two sums (3, 3), so p = P(|T| >= 6) = 2 / 4
+    assert template_sign_flip_pvalue([1, 1, 1, 1, 1, 1], list("aaabbb")) == pytest.approx(0.5)
+    assert template_sign_flip_pvalue([1] * 6, list("abcdef")) == pytest.approx(2 / 64)
+    # non-integer sums: Monte Carlo, seeded, close to the exact enumeration of 8 signs
+    d = [0.5, 1.5, 2.5, 0.25, 1.0, 3.0, -0.75, 2.0]
+    t = sum(d)
+    import itertools as it
+    sums = [sum(s * abs(x) for s, x in zip(sign, d)) for sign in it.product((1, -1), repeat=len(d))]
+    exact = sum(abs(x) >= abs(t) - 1e-9 for x in sums) / len(sums)
+    assert template_sign_flip_pvalue(d, range(8)) == pytest.approx(exact, abs=0.01)
+    assert template_sign_flip_pvalue(d, range(8)) == template_sign_flip_pvalue(d, range(8))
+
+
+def test_cluster_bootstrap_resamples_whole_templates():
     # One item per template: the item bootstrap (every replicate has n items).
     totals = cluster_bootstrap_totals(np.ones((6, 1)), list("abcdef"), n_boot=50, seed=0)
     assert (totals[:, 0] == 6).all()

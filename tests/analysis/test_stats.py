@@ -34,7 +34,8 @@ def records_frame(rows: list[tuple]) -> pd.DataFrame:
         out.append({
             "variant": variant, "backend": backend, "seed": seed, "item_id": item_id, "category": category,
             "example_id": 0, "condition": condition, "polarity": "neg", "perm": ROTATIONS[seed % 3], "chosen": chosen,
-            "role": role, "correct": chosen == 2 if condition == "ambig" else chosen == 0, "label": 2,
+            "role": role, "correct": chosen == 2 if condition == "ambig" else chosen == 0,
+            "label": 2 if condition == "ambig" else 0,
             "stereotype_index": 0, "unknown_index": 2,
             "logprob_0": logprobs[0], "logprob_1": logprobs[1], "logprob_2": logprobs[2],
         })
@@ -156,14 +157,17 @@ def test_comparison_table_hand_computed():
     assert (both["n_pairs"], both["b"], both["c"]) == (14, 5, 1)
     assert both["flip_rate"] == pytest.approx(5 / 12)
     assert both["srs_var"] == pytest.approx(6 / 14)
-    # Grid p = [.21875, 1, .21875]. Holm: .65625, 1, .65625. BH: .328125, 1, .328125.
-    np.testing.assert_allclose(table["p_holm"], [0.65625, 1.0, 0.65625])
-    np.testing.assert_allclose(table["q_bh"], [0.328125, 1.0, 0.328125])
+    # p = [.21875, 1, .21875]. The verdict family is the one "all" row (q = p); the category rows are their own
+    # exploratory family: Holm .4375, 1; BH .21875 * 2 / 1 = .4375, 1.
+    np.testing.assert_allclose(table["p_holm"], [0.4375, 1.0, 0.21875])
+    np.testing.assert_allclose(table["q_bh"], [0.4375, 1.0, 0.21875])
+    assert list(table["verdict_family"]) == [False, False, True]
     for _, row in table.iterrows():
         assert row["flip_rate_ci_low"] <= row["flip_rate"] <= row["flip_rate_ci_high"]
         assert row["srs_change_ci_low"] <= row["srs_change"] <= row["srs_change_ci_high"]
-    # One seed and no llama.cpp records: both null baselines are not measured.
+    # One seed and no llama.cpp or float32 records: no null is measured, so the excess is the flip rate itself.
     assert table["null_seed_flip_rate"].isna().all() and table["null_runtime_flip_rate"].isna().all()
+    assert table["flip_null"].isna().all() and (table["flip_excess"] == table["flip_rate"]).all()
 
 
 def test_comparison_table_reference_backend_and_baseline_variants():

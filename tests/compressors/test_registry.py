@@ -68,7 +68,9 @@ def test_unknown_name_lists_every_valid_spec():
     ("rtn@5", r"5 bits not supported \(valid: 3, 4, 8\)"),
     ("rtn@2:g64", r"valid: 3, 4, 8"),
     ("rtn", r"bits are required.*3, 4, 8"),
-    ("rtn@4:g0", "group size must be positive"),
+    ("rtn@4:g0", r"group size 0 is outside \[1, 16384\]"),
+    ("rtn@8:g100000000000", r"group size 100000000000 is outside \[1, 16384\]"),
+    ("wanda@2:100000", r"N:M needs 0 < N < M <= 64"),
     ("rtn@4:gx", "BITS"),
     ("bnb-int8@8", "takes no level"),
 ])

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from auditor.core.files import TEMP_MARK
 from auditor.data import fetch, sources
 from auditor.data.fetch import MANIFEST, FetchError, fetch_bbq, fetched_bbq
 from tests.conftest import SAMPLE_BBQ
+from tests.helpers_http import serve
 
 SAMPLE_FILES = sorted(p.name for p in SAMPLE_BBQ.glob("*.jsonl"))
 
@@ -23,38 +21,15 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@contextmanager
-def serve(folder: Path, *, truncate: str | None = None):
-    """http://127.0.0.1:PORT serving `folder`; the file named `truncate` announces its full length
-    but sends only half, then closes the connection."""
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(folder), **kwargs)
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            if truncate and self.path.endswith("/" + truncate):
-                body = (folder / self.path.lstrip("/")).read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            super().do_GET()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def truncated(request) -> None:
+    """Announce the file's full length but send only half, then close the connection."""
+    body = Path(request.directory, request.path.lstrip("/")).read_bytes()
+    request.send_response(200)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    request.wfile.write(body[: len(body) // 2])
+    request.wfile.flush()
+    request.close_connection = True
 
 
 @pytest.fixture
@@ -107,7 +82,7 @@ def test_truncated_download_writes_nothing(mirror, tmp_path):
     root, pins = mirror
     last = SAMPLE_FILES[-1]  # unpinned: only the length can tell that it is cut short
     dest = tmp_path / "bbq"
-    with serve(root.parent, truncate=last) as url, pytest.raises(FetchError, match=f"{last}: download truncated"):
+    with serve(root.parent, {"/" + last: truncated}) as url, pytest.raises(FetchError, match=f"{last}: download truncated"):
         fetch_bbq(dest, base_url=f"{url}/data", files=pins)
     assert last not in _left_behind(dest) and MANIFEST not in _left_behind(dest)
     assert not [n for n in _left_behind(dest) if TEMP_MARK in n]

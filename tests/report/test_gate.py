@@ -25,14 +25,17 @@ def test_planted_high_flip_variant_fails(reports, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert f"FAIL {PLANTED_HIGH} [torch]" in out
-    assert re.search(r"flip rate 100\.0% \(answer-order sensitivity \d+\.\d%\) vs max-flip-rate 60\.0%", out), out
-    assert "PASS magnitude@0.5 [torch]" in out  # 51.3% is under 60%
+    # judged on the interval's upper bound, with the same-prompt null named (none in this run)
+    assert re.search(r"flip rate 100\.0% \(95% CI upper bound 100\.0%; no same-prompt null measured n/a\) vs "
+                     r"max-flip-rate 60\.0%", out), out
+    assert "PASS magnitude@0.5 [torch]" in out  # 51.3%, its upper bound under 60%
     assert "3 of 4 variants pass" in out
 
 
 def test_thresholds_met_exit_0(reports, capsys):
-    code = main(["gate", str(reports / "mild"), "--max-flip-rate", "0.2", "--max-srs-increase", "0.1",
-                 "--max-mcnemar-q", "0.05", "--min-accuracy", "0.6", "--max-accuracy-drop", "0.05"])
+    # the limits hold for the upper bounds (40 items: magnitude@0.3's 10.3% flips reach 26.3%)
+    code = main(["gate", str(reports / "mild"), "--max-flip-rate", "0.3", "--max-srs-increase", "0.15",
+                 "--max-mcnemar-q", "0.05", "--min-accuracy", "0.6", "--max-accuracy-drop", "0.07"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "2 of 2 variants pass" in out
@@ -44,7 +47,7 @@ def test_only_given_thresholds_are_checked(reports, capsys):
     assert "FAIL" not in capsys.readouterr().out
     assert main(["gate", "planted", "--reports", str(reports), "--max-accuracy-drop", "0.1"]) == 1
     out = capsys.readouterr().out
-    assert "accuracy drop +24.4 pts vs max-accuracy-drop +10.0 pts" in out
+    assert "accuracy drop +24.4 pts (95% CI upper bound +25.0 pts) vs max-accuracy-drop +10.0 pts" in out
 
 
 def test_significance_threshold(reports, capsys):
@@ -90,9 +93,10 @@ def test_junit_xml(reports, tmp_path, capsys):
     cases = {c.get("name"): c for c in suite.findall("testcase")}
     variants = {f"{v} [torch]" for v in ("magnitude@0.3", "magnitude@0.5", PLANTED_HIGH, "rtn@4")}
     assert set(cases) == variants | {"dense reference validity"}
-    assert suite.get("tests") == "5" and suite.get("failures") == "2"
+    # magnitude@0.3 (10.3%, upper bound 26.3%) fails too: a gate judges what the interval shows
+    assert suite.get("tests") == "5" and suite.get("failures") == "3"
     failure = cases[f"{PLANTED_HIGH} [torch]"].find("failure")
-    assert "max-flip-rate 20.0%" in failure.get("message") and "answer-order sensitivity" in failure.get("message")
+    assert "max-flip-rate 20.0%" in failure.get("message") and "95% CI upper bound" in failure.get("message")
     assert cases["rtn@4 [torch]"].find("failure") is None
     assert cases["dense reference validity"].find("failure") is None  # the planted dense model reads the content
     assert cases[f"{PLANTED_HIGH} [torch]"].find("system-out").text.startswith("verdict HIGH: ")

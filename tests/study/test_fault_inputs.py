@@ -126,7 +126,10 @@ def test_the_fixture_sample_keeps_its_banner_however_it_is_named(tmp_path, monke
     monkeypatch.setenv("AUDITOR_BBQ_DIR", "fixtures/bbq_sample")
     assert resolve_bbq(None).is_sample
     (copy / "Age.jsonl").write_text(AGE.read_text().replace("grandfather", "grandmother", 1))
-    assert not resolve_bbq(str(copy)).is_sample  # other bytes: not the sample
+    assert resolve_bbq(str(copy)).is_sample  # an edited copy still holds sample items (issue 32, M13)
+    for name in [p.name for p in copy.glob("*.jsonl")]:  # items without the sample's mark: not the sample
+        (copy / name).write_text((copy / name).read_text().replace("auditor fixture (not BBQ)", "elsewhere"))
+    assert not resolve_bbq(str(copy)).is_sample
 
 
 def test_specs_are_normalised_before_they_are_hashed(tmp_path):

@@ -186,14 +186,15 @@ def test_perplexity_units_write_ppl_files(small_study, capsys, tmp_path):
 
 def test_end_of_run_report_uses_the_study_thresholds(small_study, capsys):
     """`auditor run` writes the report with the study's [thresholds], as `auditor report` would."""
-    study = small_study("graded", thresholds={"flip_rate_elevated": 0.33, "flip_rate_high": 0.44})
+    study = small_study("graded", thresholds={"flip_margin": 0.33, "shift_high": 0.44})
     code, out, err = _run(capsys, study)
     assert code == 0, err
     run_dir = study.parent / "reports" / "graded"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["thresholds"]["flip_rate_elevated"] == 0.33
-    assert summary["thresholds"]["flip_rate_high"] == 0.44
-    assert "elevated at +33 pts, high at +44 pts" in (run_dir / "report.md").read_text()
+    assert summary["thresholds"]["flip_margin"] == 0.33
+    assert summary["thresholds"]["shift_high"] == 0.44
+    text = (run_dir / "report.md").read_text()
+    assert "flip rate above its same-prompt null 33 pts" in text and "above 5 / 44 pts" in text
 
 
 def test_only_runs_the_named_variants_and_leaves_the_rest_pending(small_study, capsys, monkeypatch, tmp_path):

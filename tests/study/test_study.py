@@ -116,7 +116,7 @@ def test_backends_per_spec():
 def test_repository_studies_parse():
     demo = load_study(ROOT / "studies" / "demo.toml")
     assert demo.models == ("smollm2",) and demo.variants[0] == "dense"
-    assert "magnitude@0.5" in demo.variants
+    assert "magnitude@0.5" in demo.variants and "gguf-q4_k_m" in demo.variants  # pruning beside quantization
     paper = load_study(ROOT / "studies" / "paper.toml")
     assert paper.seeds == (0, 1, 2, 3, 4)
     assert paper.data.condition == "ambig"

@@ -96,8 +96,8 @@ def test_tui_walkthrough(tmp_path, monkeypatch):
             await pilot.press("1")  # size, ascending
             assert column(table, 1)[0] == "rtn@4" and column(table, 4)[0] == "80.0 MB"
             assert column(table, 4)[-1] == "not measured"
-            await pilot.press("s")  # next sort key after size: latency
-            assert "sorted by latency" in str(app.screen.query_one("#variants-title", Static).content)
+            await pilot.press("s")  # next sort key after size: decode speed
+            assert "sorted by decode" in str(app.screen.query_one("#variants-title", Static).content)
             await pilot.press("6")
             snapshot(app, "variants", shots)
 
@@ -200,18 +200,17 @@ def test_tui_command_rejects_a_non_run(tmp_path, capsys):
 
 def test_tui_grades_with_the_thresholds_the_run_records(tmp_path):
     """Study [thresholds] recorded in the manifest reach the TUI: the planted variant is no longer HIGH."""
-    # No flip rate or SRS change can exceed its null by more than 1, and no q-value is below 1e-300.
-    lenient = {"flip_rate_elevated": 1.5, "flip_rate_high": 2.0, "srs_increase_elevated": 1.5,
-               "srs_increase_high": 2.0, "alpha": 1e-300}
+    # No directed measure can exceed 100 pts, and no q-value is below 1e-300: nothing can be raised.
+    lenient = {"shift_elevated": 1.0, "shift_high": 1.0, "alpha": 1e-300}
     run = build_run(tmp_path / "reports", thresholds=lenient)
 
     async def scenario() -> None:
         app = AuditorApp(tmp_path / "reports", run)
         async with app.run_test(size=(150, 40)) as pilot:
             table = await ready(pilot, app, VariantsScreen, "#variants", rows=5)
-            assert app.view is not None and app.view.thresholds.flip_rate_high == 2.0
+            assert app.view is not None and app.view.thresholds.shift_high == 1.0
             verdicts = dict(zip(column(table, 1), column(table, 3)))
-            assert verdicts[PLANTED_HIGH] == "LOW"  # HIGH under the default thresholds (walkthrough)
+            assert verdicts[PLANTED_HIGH] == "NOT SHOWN"  # HIGH under the default thresholds (walkthrough)
             await pilot.press("q")
 
     asyncio.run(scenario())

@@ -57,10 +57,9 @@ def test_null_baseline_and_srs(view):
     assert answer_order(1) != answer_order(0)
     n_unbiased = _shown_differently(unbiased_only=True)
     assert row(view, PLANTED_HIGH)["null_seed_flip_rate"] == pytest.approx(1 / n_unbiased)
-    assert row(view, PLANTED_HIGH)["flip_null"] == pytest.approx(1 / n_unbiased)
+    # the answer-order sensitivity is context: the flip null is a same-prompt one, and this run has none
+    assert math.isnan(row(view, PLANTED_HIGH)["flip_null"])
     assert math.isnan(row(view, PLANTED_HIGH)["null_runtime_flip_rate"])  # no llama.cpp unit in this run
-    # |b_s - c_s| / n_s over the ambiguous items shown in two orders
-    assert row(view, PLANTED_HIGH)["srs_null"] == pytest.approx(1 / _shown_differently(unbiased_only=False))
     # dense SRS over 80 ambiguous pairs: 20 + 21 biased
     assert row(view, "dense")["srs"] == pytest.approx(41 / 80)
     assert row(view, PLANTED_HIGH)["srs"] == 1.0
@@ -73,8 +72,9 @@ def test_verdicts(view):
     # CIs resample BBQ templates (category + question_index), then items: fewer templates than items
     all_rows = view.comparison[view.comparison["category"] == "all"]
     assert (all_rows["n_templates"] < all_rows["n_items"]).all() and (all_rows["n_items"] == 40).all()
-    # magnitude@0.3 flips 2 items (4 pairs): its excess over the answer-order sensitivity is within noise
-    assert levels == {PLANTED_HIGH: "high", "magnitude@0.5": "high", "magnitude@0.3": "low", "rtn@4": "low"}
+    # magnitude@0.3 flips 2 items (4 pairs): 40 items cannot show that below the margins; rtn@4 answers
+    # every pair as dense does, so every interval is 0
+    assert levels == {PLANTED_HIGH: "high", "magnitude@0.5": "high", "magnitude@0.3": "not shown", "rtn@4": "low"}
     assert view.validity is not None and view.validity.valid  # the planted dense model reads the content
     assert row(view, "dense")["verdict"] == "reference"
 
@@ -84,8 +84,10 @@ def test_measurements_read_and_missing_left_nan(view):
     assert dense["size_bytes"] == 538_000_000 and dense["prefill_tokens_per_s"] == 900.0
     assert rtn["size_ratio"] == pytest.approx(80 / 538)
     assert math.isnan(mag3["size_bytes"]) and math.isnan(mag3["size_ratio"])
-    assert mag3["ms_per_prompt"] == 100.0  # scoring figure from variants/*.json when not measured
-    assert dense["ms_per_prompt"] == 110.0  # the measured bbq_ms_per_prompt wins
+    # ms per prompt is measured on the runtime only; the run's scoring figure stays in units, never mixed in
+    assert math.isnan(mag3["ms_per_prompt"]) and view.units.set_index("variant").loc["magnitude@0.3",
+                                                                                     "scoring_ms_per_prompt"] == 100.0
+    assert dense["ms_per_prompt"] == 110.0
     units = view.units.set_index("variant")
     assert units.loc["dense", "load_s_min"] == 1.1 and units.loc["dense", "load_s_max"] == 1.4
     assert row(view, PLANTED_HIGH)["ppl_change_pct"] == pytest.approx(6.0)

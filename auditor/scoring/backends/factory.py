@@ -32,18 +32,21 @@ def available(backend: str) -> bool:
 
 
 def make_backend(variant, backend: str, *, tokenizer, batch_size: int, pad_id: int, workdir: Path,
-                 n_threads: int | None = None, dtype: str = FLOAT32) -> ScoringBackend:
+                 n_threads: int | None = None, dtype: str = FLOAT32, in_place: bool = False) -> ScoringBackend:
     """The backend `backend` ("torch" | "llama.cpp") serving `variant` (a compressors.base.Variant).
 
-    torch computes in `dtype` (a cast copy of the float32 variant; bitsandbytes keeps its own
-    path); llama.cpp computes in the GGUF's own types whatever `dtype` says.
+    torch computes in `dtype`: a cast copy of the float32 variant, or with `in_place` the
+    variant's own model cast tensor by tensor (no second copy; its float32 weights are gone
+    after, so only a caller that needs them no more passes it); bitsandbytes keeps its own
+    path. llama.cpp computes in the GGUF's own types whatever `dtype` says.
     """
     if backend == TORCH:
         if variant.model is None:
             raise AuditorError(f"{variant.spec}: exists only as GGUF ({variant.gguf_path}); "
                                "it can be scored by llama.cpp only")
 
-        return TorchBackend(cast_for_scoring(variant.model, dtype), batch_size=batch_size, pad_id=pad_id)
+        model = cast_for_scoring(variant.model, dtype, in_place=in_place)
+        return TorchBackend(model, batch_size=batch_size, pad_id=pad_id)
     if backend == LLAMA_CPP:
         if not available(LLAMA_CPP):
             raise AuditorError(f"{variant.spec}: the llama.cpp backend needs llama-cpp-python and the "

@@ -11,6 +11,19 @@ are placed last and `logits_to_keep` computes the full-vocabulary head only
 there. Rows are left-padded; a pad token attends only to itself so no softmax
 row is empty, and no real token attends to a pad.
 
+The head is computed in float32 at every scored position, whatever the model's
+dtype: while scoring, the output head's forward is replaced (`float32_head`) by
+hidden.float() @ W.float().T (+ bias), W cast HEAD_CHUNK_ROWS rows at a time into
+one reused buffer so no float32 copy of the whole head exists, and the model's
+own post-head steps (Gemma's final-logit soft-capping, a logit scale) then run
+on float32 logits. In bfloat16 the logits themselves would be rounded to 8
+significant bits: on a 1.5B model 19% of ambiguous prompts had exactly equal
+top-two letter log-probs (steps of 0.125), and argmax broke those ties by index.
+The price is a float32 instead of a bf16 matmul at the kept positions only (a
+few % of the CPU time on SmolLM2, docs/engine.md). A quantized head
+(bitsandbytes Linear8bitLt / Linear4bit) keeps its own kernel; its logits are
+cast to float32 and the backend logs why at construction.
+
 Sliding-window attention (Gemma 2/3 local layers, Mistral): the tree mask is
 passed to every layer as it is, so it equals the model's own sliding mask only
 while no prompt is longer than the smallest window (every ancestor is then
@@ -34,6 +47,10 @@ from auditor.scoring.backends.trees import (MAX_ITEMS_PER_TREE, MAX_TREE_NODES, 
                                             plan_trees)
 
 log = logging.getLogger(__name__)
+
+# Rows of the output head cast to float32 at a time: 4,096 x hidden 2,560 x 4 bytes = 40 MiB beside
+# the model, where a whole float32 head (262k x 2,560 for Gemma 3 4B) would be 2.7 GB.
+HEAD_CHUNK_ROWS = 4096
 
 
 class TorchBackend(ScoringBackend):
@@ -62,6 +79,9 @@ class TorchBackend(ScoringBackend):
         self.max_items_per_tree = max_items_per_tree
         self.max_tree_nodes = max_tree_nodes
         self.tree_attention = tree_attention  # auto: eager for tree batches on CPU (_tree_attention)
+        if (reason := float32_head_problem(model)) is not None:
+            log.warning("letter log-probs from the model's own logits cast to float32, not a float32 head: %s "
+                        "(exact ties between letters stay possible in %s)", reason, self.compute_dtype)
 
     @property
     def device(self):
@@ -90,7 +110,7 @@ class TorchBackend(ScoringBackend):
         out = [np.empty((len(g.suffix_ids), len(letter_ids))) for g in groups]
         letters = torch.tensor(list(letter_ids), device=self.device)
         n_prompts = sum(len(g.suffix_ids) for g in groups)
-        with torch.inference_mode(), progress(n_prompts, "prompts") as bar, \
+        with torch.inference_mode(), progress(n_prompts, "prompts") as bar, float32_head(self.model), \
                 _tree_attention(self.model, self.tree_attention == "auto"):
             prefix_kv = self._prefix_kv(plan.prefix_ids)
             for idx in _batches(plan, self.batch_size):
@@ -112,7 +132,8 @@ class TorchBackend(ScoringBackend):
 
         out = [np.empty((len(g.suffix_ids), len(letter_ids))) for g in groups]
         letters = torch.tensor(list(letter_ids), device=self.device)
-        with torch.inference_mode(), progress(sum(len(g.suffix_ids) for g in groups), "prompts") as bar:
+        with torch.inference_mode(), progress(sum(len(g.suffix_ids) for g in groups), "prompts") as bar, \
+                float32_head(self.model):
             for g, group in enumerate(groups):
                 for s in range(len(group.suffix_ids)):
                     x = torch.tensor([list(group.full_ids(s))], dtype=torch.long, device=self.device)
@@ -132,7 +153,7 @@ class TorchBackend(ScoringBackend):
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _answer_logprobs(self, packed: PackedBatch, prefix_kv):
-        """Log-softmax over the full vocabulary at the last n_keep columns: (B, n_keep, V)."""
+        """Log-softmax over the full vocabulary at the last n_keep columns: (B, n_keep, V), float32."""
         import torch
         from transformers import DynamicCache
 
@@ -173,7 +194,8 @@ class TorchBackend(ScoringBackend):
                               continuations: Sequence[Sequence[int]]) -> np.ndarray:
         """Summed log-likelihood of each continuation after the context: one right-padded forward pass.
 
-        The context runs once and its keys/values are shared by every continuation row.
+        The context runs once and its keys/values are shared by every continuation row;
+        the head runs in float32 (`float32_head`), as for the letters.
         """
         import torch
         from transformers import DynamicCache
@@ -188,9 +210,9 @@ class TorchBackend(ScoringBackend):
         for r, cont in enumerate(continuations):
             rows[r, :len(cont)], keep[r, :len(cont)] = cont, True
         dev = self.device
-        with torch.inference_mode():
+        with torch.inference_mode(), float32_head(self.model):
             ctx = torch.tensor([list(context_ids)], dtype=torch.long, device=dev)
-            out = self.model(input_ids=ctx, use_cache=True)
+            out = self.model(input_ids=ctx, use_cache=True, logits_to_keep=1)
             last = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
             n = len(continuations)
             cache = DynamicCache([(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1))
@@ -203,6 +225,79 @@ class TorchBackend(ScoringBackend):
             rest = logp[:, :-1].gather(2, x[:, 1:, None])[:, :, 0] if width > 1 else logp[:, :0, 0]
             per_token = torch.cat([first[:, None], rest], dim=1).double().cpu().numpy()
         return np.where(keep, per_token, 0.0).sum(axis=1)
+
+
+def float32_head_logits(hidden, weight, bias=None, chunk_rows: int = HEAD_CHUNK_ROWS):
+    """hidden @ weight.T + bias in float32: (..., V).
+
+    A weight in another dtype is cast `chunk_rows` rows at a time into one reused float32
+    buffer, so memory beyond the model is that buffer plus the float32 logits of `hidden`'s
+    positions (a fresh float32 copy per chunk would cost an allocation and its page faults
+    every time, several times the cast itself on a CPU).
+    """
+    import torch
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    h = hidden.float()
+    n_rows = weight.shape[0]
+    out = h.new_empty(*h.shape[:-1], n_rows)
+    buf = None if weight.dtype == torch.float32 else h.new_empty(min(chunk_rows, n_rows), weight.shape[1])
+    for start in range(0, n_rows, chunk_rows):
+        w = weight[start:start + chunk_rows]
+        rows = slice(start, start + w.shape[0])
+        if buf is not None:
+            w = buf[:w.shape[0]].copy_(w)
+        out[..., rows] = torch.nn.functional.linear(h, w, None if bias is None else bias[rows].float())
+    return out
+
+
+def float32_head_problem(model) -> str | None:
+    """Why the model's output head cannot be recomputed in float32, or None when it can.
+
+    It can when it is a plain nn.Linear with floating-point weights (any dtype). A
+    bitsandbytes head (Linear8bitLt, Linear4bit: subclasses of nn.Linear holding
+    int8 or packed 4-bit weights) runs its own kernel and is left alone.
+    """
+    import torch
+
+    head = model.get_output_embeddings()
+    if head is None:
+        return "the model has no output embeddings"
+    kind = f"{type(head).__module__}.{type(head).__qualname__}"
+    if type(head) is not torch.nn.Linear:
+        return f"its output head is a {kind}, not a plain torch.nn.Linear"
+    if not head.weight.is_floating_point():
+        return f"its output head holds {head.weight.dtype} weights"
+    return None
+
+
+@contextmanager
+def float32_head(model):
+    """Inside the block the model's output head computes float32 logits (`float32_head_logits`).
+
+    The head's forward is replaced, not the model's, so the architecture's own steps
+    after the head (Gemma 2/3 `final_logit_softcapping`, Cohere's `logit_scale`,
+    Granite's `logits_scaling`) run unchanged, on float32 logits. A head that
+    `float32_head_problem` rejects is left as it is. Yields whether the head was replaced.
+    """
+    if float32_head_problem(model) is not None:
+        yield False
+        return
+    head = model.get_output_embeddings()
+    own = head.__dict__.get("forward")  # an instance-level forward (an accelerate hook) is put back after
+
+    def forward(hidden):
+        return float32_head_logits(hidden, head.weight, head.bias)
+
+    head.forward = forward
+    try:
+        yield True
+    finally:
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Category breakdown: flip rate, significance and SRS change per variant and BBQ category."""
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
@@ -23,7 +24,7 @@ class CategoriesScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"Run {self.view.name}: per category, ambiguous items vs dense", classes="title")
+        yield Static(Text(f"Run {self.view.name}: per category, ambiguous items vs dense"), classes="title")
         yield DataTable(cursor_type="row", id="categories")
         yield Footer()
 

@@ -14,12 +14,16 @@ from auditor.view.items import VariantComparison
 FIGURES = (
     ("verdict", "verdict", None), ("size", "size_bytes", size_mb),
     ("bits / weight", "bits_per_weight", lambda x: fixed(x, 2, NOT_MEASURED)),
-    ("ms / prompt", "ms_per_prompt", lambda x: fixed(x, 1, NOT_MEASURED)),
+    ("decode tokens/s (measured)", "decode_tokens_per_s", lambda x: fixed(x, 1, NOT_MEASURED)),
+    ("same top letter as dense", "same_top_share", pct), ("3-letter KL from dense", "kl_mean",
+                                                           lambda x: fixed(x, 4, NOT_MEASURED)),
     ("perplexity", "ppl", lambda x: fixed(x, 2, NOT_MEASURED)), ("accuracy", "accuracy", pct),
     ("accuracy (ambiguous)", "accuracy_ambig", pct), ("accuracy (disambiguated)", "accuracy_disambig", pct),
     ("SRS", "srs", pct), ("SRS change vs dense", "srs_change", pts), ("flip rate vs dense", "flip_rate", pct),
-    ("answer-order sensitivity", "flip_null", pct), ("SRS shift q (item-level, two-sided, BH)", "q_bh", pvalue),
-    ("direction q (b vs b_anti)", "q_direction", pvalue), ("abstention", "abstention", str),
+    ("same-prompt null (flip rate)", "flip_null", pct), ("answer-order sensitivity (context)", "null_seed_flip_rate", pct),
+    ("directed shift toward the stereotype", "directed_shift", pts),
+    ("directed shift q (template-level, BH)", "q_direction", pvalue),
+    ("selective abstention", "selective_abstention", pts), ("abstention", "abstention", str),
 )
 
 

@@ -13,7 +13,7 @@ HELP = (
                   ("g", "category breakdown"), ("i", "item browser"), ("c", "compare the two marked variants"),
                   ("escape", "back"))),
     ("Runs", (("enter", "open the run under the cursor"),)),
-    ("Variants", (("s", "sort by the next column (size, latency, ppl, accuracy, SRS, flip rate, verdict)"),
+    ("Variants", (("s", "sort by the next column (size, decode speed, ppl, accuracy, SRS, flip rate, verdict)"),
                   ("1-7", "sort by that column; again to reverse"), ("click a header", "sort by it"),
                   ("space", "mark / unmark a variant for compare (two at most)"),
                   ("enter", "compare the variant under the cursor with dense"))),

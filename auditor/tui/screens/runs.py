@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -23,7 +24,7 @@ class RunsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"Runs in {self.reports_dir}", classes="title")
+        yield Static(Text(f"Runs in {self.reports_dir}"), classes="title")
         yield DataTable(cursor_type="row", id="runs")
         yield Footer()
 
@@ -40,7 +41,7 @@ class RunsScreen(Screen[None]):
                        f"{r.n_units}/{r.n_planned:.0f}" if r.n_planned == r.n_planned and r.n_planned else r.n_units,
                        "SAMPLE" if r.is_sample else "BBQ", r.state]) for r in runs.itertuples()])
         if not len(runs):
-            self.query_one(Static).update(f"No run directories in {self.reports_dir} (run `auditor audit` first)")
+            self.query_one(Static).update(Text(f"No run directories in {self.reports_dir} (run `auditor audit` first)"))
 
     def action_open(self) -> None:
         table = self.query_one(DataTable)

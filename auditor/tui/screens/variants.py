@@ -1,6 +1,7 @@
 """The variants table: headline figures per variant, sortable, with marks for compare."""
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -11,8 +12,9 @@ from auditor.view.format import NOT_MEASURED, fixed, pct, pts, pvalue, size_mb
 from auditor.view.run import KIND_VARIANT, SORT_KEYS, RunView, sort_overview
 
 COLUMNS = [("mark", " "), ("variant", "variant"), ("backend", "runtime"), ("verdict", "verdict"),
-           ("size", "size"), ("latency", "ms/prompt"), ("ppl", "ppl"), ("accuracy", "accuracy"), ("srs", "SRS"),
-           ("srs_change", "SRS change"), ("flip rate", "flip rate"), ("null", "order sens."), ("q", "shift q")]
+           ("size", "size"), ("bits", "bits/w"), ("decode", "decode tok/s"), ("ppl", "ppl"),
+           ("accuracy", "accuracy"), ("same_top", "same top"), ("srs", "SRS"), ("flip rate", "flip rate"),
+           ("null", "same-prompt null"), ("shift", "directed shift"), ("q", "shift q")]
 SORT_ORDER = list(SORT_KEYS)  # the `s` key cycles through these; keys 1-7 pick one
 
 
@@ -56,16 +58,18 @@ class VariantsScreen(Screen[None]):
         incomplete = f"{status.incomplete_text()} - " if status is not None and not status.is_complete else ""
         invalid = self.view.validity is not None and not self.view.validity.valid
         warning = f" - DENSE REFERENCE NOT VALID, verdicts INCONCLUSIVE: {self.view.validity.short}" if invalid else ""
-        self.query_one("#variants-title", Static).update(
+        self.query_one("#variants-title", Static).update(Text(
             f"{incomplete}Run {self.view.name}: {self.view.reference_precision} - {order}; {len(self.marked)}/2 marked"
-            f"{warning}")
+            f"{warning}"))
         rows = []
         for r in o.itertuples():
             key = (r.variant, r.backend)
             rows.append((row_key(*key), [
                 cell("*" if key in self.marked else ""), r.variant, r.backend, verdict_cell(r.verdict),
-                size_mb(r.size_bytes), fixed(r.ms_per_prompt, 1, NOT_MEASURED), fixed(r.ppl, 2, NOT_MEASURED),
-                pct(r.accuracy), pct(r.srs), pts(r.srs_change), pct(r.flip_rate), pct(r.flip_null), pvalue(r.q_bh)]))
+                size_mb(r.size_bytes), fixed(r.bits_per_weight, 2, NOT_MEASURED),
+                fixed(r.decode_tokens_per_s, 1, NOT_MEASURED), fixed(r.ppl, 2, NOT_MEASURED), pct(r.accuracy),
+                pct(r.same_top_share), pct(r.srs), pct(r.flip_rate), pct(r.flip_null), pts(r.directed_shift),
+                pvalue(r.q_direction)]))
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         fill(table, COLUMNS, rows)

@@ -1,0 +1,311 @@
+"""Which variant to ship: constraints over measured figures, the variants that meet them, and the Pareto front.
+
+Pure over a table of variant rows (``DECISION_COLUMNS``: one row per (variant,
+backend) with size_bytes, bits_per_weight, decode_tokens_per_s, peak_rss_bytes,
+verdict, same_top_share, kl, accuracy; ``decision_rows`` builds it from a run's
+overview and fidelity tables). ``decide(rows, constraints)`` returns a
+``Decision``: every row with the constraints it meets, misses or cannot be
+judged on, the rows that fit (ranked), the Pareto front, and, when nothing fits,
+the nearest row and what it misses.
+
+Rules:
+
+- A figure that was not measured (NaN, None) never passes a constraint: the row
+  does not fit and the check reads "not measured".
+- Risk grades rank low < not shown < elevated < high. "inconclusive" and "n/a"
+  never satisfy a max-grade constraint (their risk is unknown). The dense
+  reference and the null baselines (verdict "reference" / "baseline": the
+  uncompressed weights, e.g. the dense GGUF F16) carry no compression risk and
+  satisfy every max-grade constraint.
+- Ranking of the rows that fit: lowest risk grade first, then highest same-top
+  share, lowest KL, smallest size, fastest decode (missing figures last).
+- Pareto front over size (smaller), decode tokens/s (higher), same-top share
+  (higher) and risk (lower; inconclusive, n/a or ungraded count as the worst):
+  a row is on it when no other row is at least as good on all four and better on
+  one. Rows lacking size, decode speed or same-top share are left off the front
+  (``pareto_note`` says why), never guessed.
+- Nearest row when nothing fits: fewest constraints not met (misses plus "not
+  measured"), then fewest "not measured", then the smallest sum of shortfalls:
+  |value - limit| / limit for a numeric miss, the number of grade steps above
+  the limit for a grade miss (one step weighs as a 100% shortfall; an unknown
+  grade counts as one step above "high").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from auditor.core.errors import AuditorError
+from auditor.view.format import NOT_MEASURED, is_missing, pct, size_mb
+
+DECISION_COLUMNS = ["variant", "backend", "kind", "size_bytes", "bits_per_weight", "decode_tokens_per_s",
+                    "peak_rss_bytes", "verdict", "same_top_share", "kl", "accuracy"]
+
+#: Risk grades a max-grade constraint can name, in order of risk.
+GRADE_ORDER = {"low": 0, "not shown": 1, "elevated": 2, "high": 3}
+#: Grades whose risk is unknown: they never satisfy a max-grade constraint.
+UNGRADED = ("inconclusive", "n/a")
+#: Verdicts of the uncompressed rows (overview kinds): no compression risk, every max-grade constraint met.
+UNCOMPRESSED = ("reference", "baseline")
+_WORST = len(GRADE_ORDER)  # the Pareto front's rank for an unknown risk
+
+PASS, MISS, UNMEASURED = "pass", "miss", NOT_MEASURED
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits a shippable variant must meet; None = not constrained. Sizes in bytes, speed in tokens/s."""
+
+    max_size_bytes: float | None = None
+    min_decode_tokens_per_s: float | None = None
+    max_peak_rss_bytes: float | None = None
+    max_grade: str | None = None
+    min_same_top: float | None = None
+    max_kl: float | None = None
+    min_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_grade is not None and self.max_grade not in GRADE_ORDER:
+            raise AuditorError(f"max grade {self.max_grade!r}: valid grades are {', '.join(GRADE_ORDER)}")
+        for name in ("max_size_bytes", "min_decode_tokens_per_s", "max_peak_rss_bytes", "max_kl"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise AuditorError(f"{name}: must be a number >= 0, got {value}")
+        for name in ("min_same_top", "min_accuracy"):
+            value = getattr(self, name)
+            if value is not None and not (0 <= value <= 1):
+                raise AuditorError(f"{name}: must be a share between 0 and 1, got {value}")
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def describe(self) -> str:
+        """The constraints as one phrase ("size <= 300.0 MB, decode >= 20 tok/s"), or "none"."""
+        parts = [_CHECKS[k].describe(v) for k, v in self.given().items()]
+        return ", ".join(parts) if parts else "none"
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One constraint: the row column it reads, its direction and how its values read."""
+
+    column: str
+    label: str
+    upper: bool  # True: value <= limit; False: value >= limit
+    show: Any
+
+    def describe(self, limit: Any) -> str:
+        return f"{self.label} {'<=' if self.upper else '>='} {self.show(limit)}"
+
+
+def _tps(x: Any) -> str:
+    return NOT_MEASURED if is_missing(x) else f"{float(x):.1f} tok/s"
+
+
+def _kl(x: Any) -> str:
+    return NOT_MEASURED if is_missing(x) else f"{float(x):.4f}"
+
+
+_CHECKS = {
+    "max_size_bytes": _Check("size_bytes", "size", True, size_mb),
+    "min_decode_tokens_per_s": _Check("decode_tokens_per_s", "decode", False, _tps),
+    "max_peak_rss_bytes": _Check("peak_rss_bytes", "peak memory", True, size_mb),
+    "max_grade": _Check("verdict", "grade", True, str),
+    "min_same_top": _Check("same_top_share", "same-top", False, pct),
+    "max_kl": _Check("kl", "KL", True, _kl),
+    "min_accuracy": _Check("accuracy", "accuracy", False, pct),
+}
+
+
+def grade_rank(verdict: Any) -> int | None:
+    """Risk rank of a verdict: -1 uncompressed, 0..3 low..high, None when unknown (inconclusive, n/a, missing)."""
+    if isinstance(verdict, str) and verdict.lower() in UNCOMPRESSED:
+        return -1
+    return GRADE_ORDER.get(verdict.lower()) if isinstance(verdict, str) else None
+
+
+def check(row: dict, key: str, limit: Any) -> tuple[str, str, float]:
+    """(status, text, shortfall) of one constraint on one row; status pass, miss or not measured."""
+    spec = _CHECKS[key]
+    value = row.get(spec.column)
+    if key == "max_grade":
+        if is_missing(value) or str(value) == "":
+            return UNMEASURED, "grade not measured", 0.0
+        rank = grade_rank(value)
+        if rank is None:
+            return MISS, f"grade {value} (never meets a max-grade constraint)", float(_WORST - GRADE_ORDER[limit])
+        if rank <= GRADE_ORDER[limit]:
+            return PASS, f"grade {value}", 0.0
+        return MISS, f"grade {value} > {limit}", float(rank - GRADE_ORDER[limit])
+    if is_missing(value):
+        return UNMEASURED, f"{spec.label} not measured", 0.0
+    value = float(value)
+    ok = value <= limit if spec.upper else value >= limit
+    if ok:
+        return PASS, f"{spec.label} {spec.show(value)}", 0.0
+    shortfall = abs(value - limit) / abs(limit) if limit else math.inf
+    return MISS, f"{spec.label} {spec.show(value)} {'>' if spec.upper else '<'} {spec.show(limit)}", shortfall
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of ``decide``. ``table``: every row plus fits, on_front, misses, not_measured;
+    ``fits``: the rows that meet every constraint, ranked; ``pareto``: the Pareto front;
+    ``nearest``: when nothing fits, the nearest row (a dict with its ``misses``), else None."""
+
+    constraints: Constraints
+    table: pd.DataFrame
+    fits: pd.DataFrame
+    pareto: pd.DataFrame
+    nearest: dict | None
+    pareto_note: tuple[str, ...] = field(default_factory=tuple)
+
+    def lines(self) -> list[str]:
+        """The decision as text: constraints, the ranked fits or the "nothing fits" line, the Pareto front."""
+        out = [f"constraints: {self.constraints.describe()}"]
+        if not len(self.table):
+            return out + ["no variant rows to decide on"]
+        if len(self.fits):
+            out.append(f"{len(self.fits)} of {len(self.table)} variants fit, best first:")
+            out += [f"  {i}. {describe_row(r)}" for i, r in enumerate(self.fits.to_dict(orient="records"), 1)]
+        else:
+            near = self.nearest or {}
+            out.append(f"nothing fits {self.constraints.describe()}: the nearest is {_name(near)}, which misses: "
+                       + "; ".join(near.get("misses", [])))
+        unjudged: dict[str, list[str]] = {}  # rows that miss nothing measured, grouped by what was not measured
+        for r in self.table[~self.table["fits"] & (self.table["n_missed"] == 0)].to_dict(orient="records"):
+            unjudged.setdefault(", ".join(r["not_measured"]), []).append(_name(r))
+        out += [f"not judged ({what}): {', '.join(names)}" for what, names in unjudged.items()]
+        names = ", ".join(_name(r) for r in self.pareto.to_dict(orient="records")) or "none"
+        out.append(f"Pareto front (size x decode x same-top x risk): {names}")
+        out += [f"  {note}" for note in self.pareto_note]
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-ready: constraints, every row with its checks, the ranked fits, the front, the nearest."""
+        def records(frame: pd.DataFrame) -> list[dict]:
+            return [{k: (None if not isinstance(v, (list, str)) and is_missing(v) else v) for k, v in r.items()}
+                    for r in frame.to_dict(orient="records")]
+        nearest = None
+        if self.nearest is not None:
+            nearest = {"variant": self.nearest["variant"], "backend": self.nearest["backend"],
+                       "misses": list(self.nearest["misses"])}
+        return {"constraints": self.constraints.given(), "rows": records(self.table),
+                "fits": [{"variant": r["variant"], "backend": r["backend"]} for r in records(self.fits)],
+                "pareto": [{"variant": r["variant"], "backend": r["backend"]} for r in records(self.pareto)],
+                "nearest": nearest, "lines": self.lines()}
+
+
+def _name(row: dict) -> str:
+    return f"{row.get('variant', '?')} [{row.get('backend', '?')}]"
+
+
+def describe_row(row: dict) -> str:
+    """One row's figures in one line ("not measured" where missing)."""
+    bits = row.get("bits_per_weight")
+    return (f"{_name(row)}: {size_mb(row.get('size_bytes'))}, "
+            f"{NOT_MEASURED if is_missing(bits) else f'{float(bits):.2f}'} bits/weight, "
+            f"decode {_tps(row.get('decode_tokens_per_s'))}, peak memory {size_mb(row.get('peak_rss_bytes'))}, "
+            f"grade {row.get('verdict') if not is_missing(row.get('verdict')) else NOT_MEASURED}, "
+            f"same-top {pct(row.get('same_top_share'), NOT_MEASURED)}, KL {_kl(row.get('kl'))}, "
+            f"accuracy {pct(row.get('accuracy'), NOT_MEASURED)}")
+
+
+def decide(rows: pd.DataFrame, constraints: Constraints) -> Decision:
+    """Judge every row against ``constraints``: fits ranked, Pareto front, nearest (see the module docstring)."""
+    missing = [c for c in DECISION_COLUMNS if c not in rows.columns and c != "kind"]
+    if missing:
+        raise ValueError(f"decision rows lack column(s) {', '.join(missing)}")
+    given = constraints.given()
+    judged = []
+    for row in rows.to_dict(orient="records"):
+        misses, unmeasured, shortfall = [], [], 0.0
+        for key, limit in given.items():
+            status, text, short = check(row, key, limit)
+            if status == MISS:
+                misses.append(text)
+                shortfall += short
+            elif status == UNMEASURED:
+                unmeasured.append(text)
+        row.update(fits=not misses and not unmeasured, misses=misses + unmeasured, not_measured=unmeasured,
+                   n_missed=len(misses), shortfall=shortfall, risk_rank=grade_rank(row.get("verdict")))
+        judged.append(row)
+    table = pd.DataFrame(judged, columns=[*rows.columns, "fits", "misses", "not_measured", "n_missed",
+                                          "shortfall", "risk_rank"])
+    front, note = _pareto(table)
+    table["on_front"] = table.index.isin(front)
+    fits = _ranked(table[table["fits"]])
+    nearest = None
+    if len(table) and not len(fits):
+        order = table.assign(_n=table["n_missed"] + table["not_measured"].map(len),
+                             _u=table["not_measured"].map(len), _r=table["risk_rank"].fillna(_WORST))
+        order = order.sort_values(["_n", "_u", "shortfall", "_r"], kind="stable")
+        nearest = order.drop(columns=["_n", "_u", "_r"]).iloc[0].to_dict()
+    return Decision(constraints, table, fits, table.loc[front], nearest, tuple(note))
+
+
+def _ranked(fits: pd.DataFrame) -> pd.DataFrame:
+    """Lowest risk, then highest same-top, lowest KL, smallest size, fastest decode; missing figures last."""
+    keys = pd.DataFrame({"risk": fits["risk_rank"].astype(float).fillna(_WORST),
+                         "same": -fits["same_top_share"].astype(float), "kl": fits["kl"].astype(float),
+                         "size": fits["size_bytes"].astype(float), "speed": -fits["decode_tokens_per_s"].astype(float)},
+                        index=fits.index)
+    order = keys.sort_values(list(keys.columns), na_position="last", kind="stable").index
+    return fits.loc[order]
+
+
+_FRONT = (("size_bytes", 1.0, "size"), ("decode_tokens_per_s", -1.0, "decode tok/s"),
+          ("same_top_share", -1.0, "same-top"))
+
+
+def _pareto(table: pd.DataFrame) -> tuple[list, list[str]]:
+    """Index labels of the rows on the Pareto front (all objectives minimised after sign), and notes."""
+    left_off: dict[str, list[str]] = {}
+    candidates = []
+    for idx, row in table.iterrows():
+        lacking = [label for col, _, label in _FRONT if is_missing(row[col])]
+        if lacking:
+            left_off.setdefault(", ".join(lacking), []).append(_name(row))
+        else:
+            risk = row["risk_rank"]
+            candidates.append((idx, [sign * float(row[col]) for col, sign, _ in _FRONT]
+                               + [float(_WORST if is_missing(risk) else risk)]))
+    front = [i for i, v in candidates
+             if not any(all(a <= b for a, b in zip(w, v)) and any(a < b for a, b in zip(w, v))
+                        for j, w in candidates if j != i)]
+    notes = [f"not on the front ({what} not measured): {', '.join(rows)}" for what, rows in left_off.items()]
+    return front, notes
+
+
+def decision_rows(overview: pd.DataFrame, fidelity: pd.DataFrame, protocol: str | None = None,
+                  units: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``DECISION_COLUMNS`` from a run's overview (``RunView.overview``) and fidelity table (``fidelity_table``).
+
+    Fidelity is joined on (variant, backend), on ``protocol`` when given (the
+    fidelity table may hold several); kl is the mean 3-letter KL. The dense
+    reference is its own yardstick: same-top 1 and KL 0 by definition. A
+    measured column the overview lacks (peak_rss_bytes) is taken from ``units``
+    (``RunView.units``) when given; NaN otherwise.
+    """
+    fid = fidelity
+    if protocol is not None and "protocol" in fid.columns:
+        fid = fid[fid["protocol"] == protocol]
+    fid = fid[["variant", "backend", "same_top_share", "kl_mean"]].rename(columns={"kl_mean": "kl"})
+    if fid.duplicated(["variant", "backend"]).any():
+        raise ValueError("fidelity table holds several protocols: pass protocol=")
+    cols = [c for c in DECISION_COLUMNS if c in overview.columns and c not in ("same_top_share", "kl")]
+    rows = overview[cols].merge(fid, on=["variant", "backend"], how="left")
+    extra = [c for c in DECISION_COLUMNS if c not in rows.columns and units is not None and c in units.columns]
+    if extra:
+        rows = rows.merge(units[["variant", "backend", *extra]].drop_duplicates(["variant", "backend"]),
+                          on=["variant", "backend"], how="left")
+    if "kind" in rows.columns:
+        ref = rows["kind"] == "reference"
+        rows.loc[ref, "same_top_share"], rows.loc[ref, "kl"] = 1.0, 0.0
+    for col in DECISION_COLUMNS:
+        if col not in rows.columns:
+            rows[col] = float("nan") if col not in ("verdict", "kind") else ""
+    return rows[DECISION_COLUMNS].reset_index(drop=True)

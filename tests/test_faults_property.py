@@ -1,0 +1,158 @@
+"""Property: however one file of a finished run is damaged, status, report, gate and the TUI stay in control.
+
+Hypothesis picks a file of a finished run (tests/helpers_faults.build_planned_run: planned units, commit
+records, a sealed manifest, the digest of items.parquet) and a damage: truncated, one byte flipped, deleted,
+replaced with `{}`, `[]` or non-UTF-8 bytes, or made read-only. Then:
+
+- no command prints a traceback; an error is one `auditor: error:` line naming the damaged file;
+- exit codes are the documented ones (docs/study.md): status and report 0 or 2, gate 2 (bad input) or 4
+  (incomplete or damaged), never 1 (a broken file is not a threshold verdict);
+- the gate never exits 0 on a run whose content changed (read-only changes no content: the verdict stays);
+- the TUI lists the run (as broken, or with its state) and either opens it or says why, without crashing.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auditor.cli import main
+from tests.helpers_faults import build_planned_run
+
+GATE = ("--max-flip-rate", "0.9", "--accept-invalid-reference")
+DAMAGES = ("truncate", "flip", "delete", "empty_object", "empty_list", "not_utf8", "read_only")
+#: Files the gate's verdict rests on: any change to them must fail it. The others are damaged too, for the
+#: no-traceback and one-line properties: state.json (advisory: the state comes from the commit records; an
+#: unreadable one fails the gate, a changed pid does not), variants/*.json (merged timings and sizes; an
+#: unreadable or foreign one fails the gate, a changed figure does not) and files the plan does not list.
+VERDICT_DIRS = ("records", "units", "commits")
+VERDICT_FILES = ("manifest.json", "items.parquet")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    return build_planned_run(tmp_path_factory.mktemp("template"), "run", variants=("magnitude@0.5", "rtn@4"))
+
+
+def run_files(run: Path) -> list[str]:
+    return sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
+
+
+def damage(path: Path, how: str, position: float) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: int(len(data) * position)])
+    elif how == "flip":
+        data = bytearray(data)
+        data[min(int(len(data) * position), len(data) - 1)] ^= 0x20
+        path.write_bytes(bytes(data))
+    elif how == "delete":
+        path.unlink()
+    elif how == "empty_object":
+        path.write_bytes(b"{}")
+    elif how == "empty_list":
+        path.write_bytes(b"[]")
+    elif how == "not_utf8":
+        path.write_bytes(b"\xff\xfe\xfa" + data[:16])
+    else:
+        path.chmod(0o444)
+        path.parent.chmod(0o555)
+
+
+def names_for(rel: str) -> tuple[str, ...]:
+    """How an error may name the file: its path in the run, its name, or the unit it belongs to."""
+    name = rel.rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0].removeprefix("score__")
+    return rel, name, stem
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def check_output(code: int, out: str, err: str, rel: str, allowed: set[int]) -> None:
+    assert "Traceback" not in out + err, err
+    assert code in allowed, (code, out, err)
+    if code == 2:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("auditor: error: "), err
+        assert any(n in lines[0] for n in names_for(rel)), (rel, err)
+
+
+def changed_content(rel: str, how: str) -> bool:
+    """Whether the damage changes what the gate's verdict rests on (a deleted state.json is a hand-made run)."""
+    if how == "read_only" or (rel == "state.json" and how == "delete"):
+        return False
+    return rel in VERDICT_FILES or rel.split("/", 1)[0] in VERDICT_DIRS
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), how=st.sampled_from(DAMAGES), position=st.floats(0.0, 0.99))
+def test_a_damaged_run_is_named_and_never_passes_the_gate(template, tmp_path_factory, capsys, data, how,
+                                                         position):
+    run = tmp_path_factory.mktemp("case") / "run"
+    shutil.copytree(template, run)
+    rel = data.draw(st.sampled_from(run_files(template)), label="file")
+    damage(run / rel, how, position)
+    try:
+        code, out, err = cli(capsys, "status", run)
+        check_output(code, out, err, rel, {0, 2})
+        if code == 0 and changed_content(rel, how):
+            assert "state: complete" not in out and any(n in out for n in names_for(rel)), (rel, out)
+        code, out, err = cli(capsys, "gate", run, *GATE)
+        check_output(code, out, err, rel, {2, 4} if changed_content(rel, how) else {0, 2, 4})
+        if how == "read_only":
+            assert code == 0, (rel, out, err)  # nothing changed: the intact verdict
+        code, out, err = cli(capsys, "report", run, "--reports", run.parent)
+        check_output(code, out, err, rel, {0, 2})
+    finally:
+        for path in (run / rel, (run / rel).parent):
+            if path.exists():
+                path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), how=st.sampled_from(DAMAGES[:-1]))
+def test_the_tui_lists_a_damaged_run_and_opens_it_or_says_why(template, tmp_path_factory, data, how):
+    from auditor.tui.app import AuditorApp
+    from auditor.tui.screens.variants import VariantsScreen
+
+    reports = tmp_path_factory.mktemp("tui")
+    run = reports / "run"
+    shutil.copytree(template, run)
+    shutil.copytree(template, reports / "healthy")
+    rel = data.draw(st.sampled_from(run_files(template)), label="file")
+    damage(run / rel, how, 0.5)
+    notes: list[tuple[str, str]] = []
+
+    async def drive() -> tuple[list[str], bool]:
+        from auditor.tui.screens.runs import RunsScreen
+        from tests.tui.test_app import ready, until
+
+        app = AuditorApp(reports, run)
+        real = app.notify
+
+        def notify(message, **kw):
+            notes.append((str(message), kw.get("severity", "")))
+            return real(message, **kw)
+
+        app.notify = notify
+        async with app.run_test(size=(160, 50)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, VariantsScreen) or any(s == "error" for _, s in notes),
+                        "the run opened or an error shown")
+            opened = isinstance(app.screen, VariantsScreen)
+            if opened:
+                await ready(pilot, app, VariantsScreen, "#variants")
+                await pilot.press("r")
+            table = await ready(pilot, app, RunsScreen, "#runs", rows=2)
+            return [str(table.get_row_at(i)[0]) for i in range(table.row_count)], opened
+
+    listed, opened = asyncio.run(drive())
+    assert sorted(listed) == ["healthy", "run"]
+    assert opened or any(s == "error" for _, s in notes), notes
