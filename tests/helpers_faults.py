@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from auditor.core.files import write_json
-from auditor.data.rundir import SCORE, Unit, commit_record, file_digest, sealed
+from auditor.data.rundir import SCORE, Unit, commit_record, file_digest, merged_descriptor, sealed
 from tests.helpers_runs import build_run
 
 FINISHED_UTC = "2026-01-01T00:00:00+00:00"
@@ -39,8 +39,11 @@ def build_planned_run(root: Path, name: str = "planned", *, variants: Sequence[s
         write_json({**info, "unit": u.name, "unit_key": f"key-{u.name}", "finished_utc": FINISHED_UTC},
                    u.descriptor_path(run))
         write_json(commit_record(run, u, f"key-{u.name}", FINISHED_UTC), u.commit_path(run))
-    write_json({"state": "complete", "pid": 1, "n_units": len(units), "n_finished": len(units), "error": None},
-               run / "state.json")
+        # variants/<stem>.json as the runner writes it: the merge of the committed descriptors
+        desc = json.loads(u.descriptor_path(run).read_text())
+        write_json(merged_descriptor(u.stem, [desc], [u.name]), run / "variants" / f"{u.stem}.json")
+    write_json(sealed({"state": "complete", "pid": 1, "n_units": len(units), "n_finished": len(units),
+                       "error": None}), run / "state.json")
     return run
 
 

@@ -466,3 +466,29 @@ def test_m15_stale_artifacts_are_those_of_other_processes(tmp_path):
     removed = rundir.remove_stale_artifacts(tmp_path)
     assert removed == [tmp_path / "artifacts" / "dense-x.1"]
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [f"dense-x.{os.getpid()}", "notes.txt"]
+
+
+def test_a_changed_figure_in_a_merged_variant_descriptor_fails_the_gate(run, capsys):
+    """variants/<unit>.json carries timings and sizes the report shows: it must be the merge of the committed
+    unit descriptors, so an edited figure (valid JSON, right variant) is a damaged file, never a pass."""
+    import json as _json
+
+    path = next((run / "variants").glob("*.json"))
+    doc = _json.loads(path.read_text())
+    doc["scoring_wall_s"] = (doc.get("scoring_wall_s") or 0.0) + 123.0
+    path.write_text(_json.dumps(doc))
+    code = main(["gate", str(run), "--max-flip-rate", "0.9", "--accept-invalid-reference"])
+    out = capsys.readouterr().out
+    assert code != 0 and "differs from the committed descriptors of its units" in out
+
+
+def test_an_edited_state_file_differs_from_its_seal(run, capsys):
+    import json as _json
+
+    path = run / "state.json"
+    doc = _json.loads(path.read_text())
+    doc["pid"] = 4242
+    path.write_text(_json.dumps(doc))
+    code = main(["gate", str(run), "--max-flip-rate", "0.9", "--accept-invalid-reference"])
+    out = capsys.readouterr().out
+    assert code != 0 and "state.json differs from its seal" in out

@@ -25,12 +25,11 @@ from tests.helpers_faults import build_planned_run
 
 GATE = ("--max-flip-rate", "0.9", "--accept-invalid-reference")
 DAMAGES = ("truncate", "flip", "delete", "empty_object", "empty_list", "not_utf8", "read_only")
-#: Files the gate's verdict rests on: any change to them must fail it. The others are damaged too, for the
-#: no-traceback and one-line properties: state.json (advisory: the state comes from the commit records; an
-#: unreadable one fails the gate, a changed pid does not), variants/*.json (merged timings and sizes; an
-#: unreadable or foreign one fails the gate, a changed figure does not) and files the plan does not list.
-VERDICT_DIRS = ("records", "units", "commits")
-VERDICT_FILES = ("manifest.json", "items.parquet")
+#: Files the gate's verdict rests on: any change to them must fail it (manifest.json and state.json carry a
+#: seal, variants/*.json must equal the merge of the committed unit descriptors). The others (files the plan
+#: does not list) are damaged too, for the no-traceback and one-line properties.
+VERDICT_DIRS = ("records", "units", "commits", "variants")
+VERDICT_FILES = ("manifest.json", "items.parquet", "state.json")
 
 
 @pytest.fixture(scope="module")

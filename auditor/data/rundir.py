@@ -317,9 +317,36 @@ def manifest_problem(manifest: dict) -> str:
     return ""
 
 
+def merged_descriptor(stem: str, descriptors: list[dict], shard_names: list[str]) -> dict:
+    """variants/<stem>.json: the shards' unit descriptors merged (counts and times summed, ms/prompt pooled)."""
+    merged = {k: v for k, v in descriptors[0].items() if k not in ("shard", "unit", "unit_key", "finished_utc")}
+    n_prompts = sum(d.get("n_prompts", 0) for d in descriptors)
+    wall = sum(d.get("scoring_wall_s", 0.0) or 0.0 for d in descriptors)
+    merged.update(unit=stem, shards=shard_names, n_items=sum(d.get("n_items", 0) for d in descriptors),
+                  n_prompts=n_prompts, scoring_wall_s=wall,
+                  ms_per_prompt=1000 * wall / n_prompts if n_prompts else None,
+                  unit_wall_s=sum(d.get("unit_wall_s", 0.0) or 0.0 for d in descriptors))
+    return merged
+
+
+def _committed_merge(run_dir: Path, manifest: dict, stem: str) -> dict | None:
+    """The merge of the committed descriptors of `stem`'s score units, None when one is missing or unreadable
+    (the unit's own status reports that)."""
+    units = [Unit.from_manifest(raw) for raw in manifest.get("units") or [] if raw["kind"] == SCORE]
+    units = [u for u in units if u.stem == stem and u.descriptor_path(run_dir).is_file()]
+    try:
+        descs = [json.loads(u.descriptor_path(run_dir).read_text(encoding="utf-8")) for u in units]
+    except (OSError, ValueError):
+        return None
+    if not descs or not all(isinstance(d, dict) for d in descs):
+        return None
+    return json.loads(json.dumps(json_safe(merged_descriptor(stem, descs, [u.name for u in units]))))
+
+
 def variants_problems(run_dir: Path, manifest: dict) -> list[str]:
     """variants/*.json that are not the merged descriptor of a planned (variant, backend): unreadable, not a
-    JSON object, or naming another variant or backend. The view makes a row of each such file, so a
+    JSON object, naming another variant or backend, or differing from the merge of its units' committed
+    descriptors (``merged_descriptor``; the descriptors are in the commit records). The view makes a row of each such file, so a
     damaged one would be judged as a variant of its own. [] when the manifest plans no units."""
     planned = {unit_name(raw["variant"], raw["backend"]): (raw["variant"], raw["backend"])
                for raw in manifest.get("units") or [] if raw["kind"] == SCORE}
@@ -337,6 +364,11 @@ def variants_problems(run_dir: Path, manifest: dict) -> list[str]:
         if not isinstance(doc, dict) or want is None or (doc.get("variant"), doc.get("backend")) != want:
             out.append(f"{rel} is not the descriptor of a planned variant"
                        + (f" ({want[0]} on {want[1]})" if want else ""))
+            continue
+        merged = _committed_merge(run_dir, manifest, path.stem)
+        # its figures (times, sizes, step reports) must be those of the committed unit descriptors it merges
+        if merged is not None and {k: v for k, v in doc.items() if k in merged} != merged:
+            out.append(f"{rel} differs from the committed descriptors of its units")
     return out
 
 
@@ -548,6 +580,8 @@ def state_file_problem(run_dir: Path) -> str:
         return f"state.json is unreadable ({getattr(exc, 'strerror', None) or type(exc).__name__})"
     if not isinstance(doc, dict) or not isinstance(doc.get("state"), str):
         return "state.json is malformed (no \"state\")"
+    if SEAL in doc and doc[SEAL] != manifest_seal(doc):
+        return "state.json differs from its seal (edited or damaged since the run wrote it)"
     return ""
 
 

@@ -56,6 +56,7 @@ from auditor.data.rundir import (
     Unit,
     check_unit,
     commit_record,
+    merged_descriptor,
     file_digest,
     remove_stale_artifacts,
     remove_temp_files,
@@ -488,14 +489,8 @@ def _merge_variants(run_dir: Path, plan: RunPlan) -> None:
         units = [u for u in units if u.descriptor_path(run_dir).is_file()]  # a failed unit has none
         if not units:
             continue
-        descs = [json.loads(u.descriptor_path(run_dir).read_text()) for u in units]
-        merged = {k: v for k, v in descs[0].items() if k not in ("shard", "unit", "unit_key", "finished_utc")}
-        n_prompts = sum(d.get("n_prompts", 0) for d in descs)
-        wall = sum(d.get("scoring_wall_s", 0.0) or 0.0 for d in descs)
-        merged.update(unit=stem, shards=[u.name for u in units], n_items=sum(d.get("n_items", 0) for d in descs),
-                      n_prompts=n_prompts, scoring_wall_s=wall,
-                      ms_per_prompt=1000 * wall / n_prompts if n_prompts else None,
-                      unit_wall_s=sum(d.get("unit_wall_s", 0.0) or 0.0 for d in descs))
+        merged = merged_descriptor(stem, [json.loads(u.descriptor_path(run_dir).read_text()) for u in units],
+                                   [u.name for u in units])
         path = run_dir / "variants" / f"{stem}.json"
         _guard(write_json, path)(merged, path)
 
@@ -549,6 +544,6 @@ def _set_state(run_dir: Path, state: str, plan: RunPlan, *, n_finished: int, err
     doc = {"state": state, "pid": os.getpid(), "host": socket.gethostname(), "updated_utc": now_utc(),
            "n_units": len(plan.units), "n_finished": n_finished, "error": error}
     try:
-        write_json(doc, run_dir / "state.json")
+        write_json(sealed(doc), run_dir / "state.json")  # sealed like the manifest: an edit is a damaged file
     except OSError as exc:  # reporting the state must not hide the error that got us here
         log.warning("%s: cannot write state (%s)", run_dir / "state.json", exc.strerror)
