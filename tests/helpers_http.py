@@ -1,6 +1,7 @@
 """A loopback HTTP server for download tests (127.0.0.1 only, never the internet)."""
 from __future__ import annotations
 
+import hashlib
 import http.server
 import threading
 from contextlib import contextmanager
@@ -40,3 +41,16 @@ def serve(folder: Path, routes: dict | None = None):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def served_sample(tmp_path: Path, source: Path) -> tuple[Path, dict[str, str | None]]:
+    """(tmp_path/served/data holding `source`'s jsonl files, their pins: sha256 each, the last one unpinned)."""
+    root = tmp_path / "served" / "data"
+    root.mkdir(parents=True)
+    pins: dict[str, str | None] = {}
+    for path in sorted(source.glob("*.jsonl")):
+        data = path.read_bytes()
+        (root / path.name).write_bytes(data)
+        pins[path.name] = hashlib.sha256(data).hexdigest()
+    pins[sorted(pins)[-1]] = None  # recorded, not checked
+    return root, pins

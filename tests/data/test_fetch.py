@@ -12,7 +12,7 @@ from auditor.core.files import TEMP_MARK
 from auditor.data import fetch, sources
 from auditor.data.fetch import MANIFEST, FetchError, fetch_bbq, fetched_bbq
 from tests.conftest import SAMPLE_BBQ
-from tests.helpers_http import serve
+from tests.helpers_http import serve, served_sample
 
 SAMPLE_FILES = sorted(p.name for p in SAMPLE_BBQ.glob("*.jsonl"))
 
@@ -35,15 +35,7 @@ def truncated(request) -> None:
 @pytest.fixture
 def mirror(tmp_path):
     """A served folder holding the fixture jsonl files; the pins: their digests, one left unpinned."""
-    root = tmp_path / "served" / "data"
-    root.mkdir(parents=True)
-    pins = {}
-    for name in SAMPLE_FILES:
-        data = (SAMPLE_BBQ / name).read_bytes()
-        (root / name).write_bytes(data)
-        pins[name] = _digest(data)
-    pins[SAMPLE_FILES[-1]] = None  # recorded, not checked
-    return root, pins
+    return served_sample(tmp_path, SAMPLE_BBQ)
 
 
 def _left_behind(dest: Path) -> list[str]:

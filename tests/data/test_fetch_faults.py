@@ -5,7 +5,6 @@ written, and an earlier complete copy keeps its manifest (issue 32, M16-M19, L10
 from __future__ import annotations
 
 import errno
-import hashlib
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from auditor.core.files import TEMP_MARK
 from auditor.data import fetch
 from auditor.data.fetch import MANIFEST, FetchError, fetch_bbq, fetched_bbq
 from tests.conftest import SAMPLE_BBQ
-from tests.helpers_http import serve
+from tests.helpers_http import serve, served_sample
 
 SAMPLE_FILES = sorted(p.name for p in SAMPLE_BBQ.glob("*.jsonl"))
 UNPINNED = SAMPLE_FILES[-1]
@@ -34,14 +33,7 @@ def _send(request, status: int, body: bytes = b"", headers: dict | None = None) 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
     """A served data/ folder of the fixture files; they are the pins (the last one unpinned), also for the CLI."""
-    root = tmp_path / "served" / "data"
-    root.mkdir(parents=True)
-    pins = {}
-    for name in SAMPLE_FILES:
-        data = (SAMPLE_BBQ / name).read_bytes()
-        (root / name).write_bytes(data)
-        pins[name] = hashlib.sha256(data).hexdigest()
-    pins[UNPINNED] = None
+    root, pins = served_sample(tmp_path, SAMPLE_BBQ)
     monkeypatch.setattr(fetch, "BBQ_FILES", pins)
     return root, pins
 
