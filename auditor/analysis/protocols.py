@@ -16,10 +16,10 @@ from auditor.analysis.metrics import NAN, accuracy, srs, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
 from auditor.core.errors import AuditorError
 from auditor.data.prompts import CYCLIC_SEEDS
-from auditor.data.records import (COLUMNS, DEBIASED, PROTOCOLS, ROLE_STEREOTYPE, STRICT, answer_roles, tie_break,
-                                  tie_key)
+from auditor.data.records import (COLUMNS, DEBIASED, LOGPROB_COLUMNS, PROTOCOLS, ROLE_STEREOTYPE, STRICT, answer_roles,
+                                  tie_break, tie_key)
 
-LOGPROBS = ["logprob_0", "logprob_1", "logprob_2"]
+LOGPROBS = list(LOGPROB_COLUMNS)
 PROTOCOL_COLUMNS = ["protocol", "variant", "backend", "n_items", "accuracy_ambig", "accuracy_disambig", "srs",
                     "unknown_rate", "n_ref_unbiased", "flip_rate"]
 

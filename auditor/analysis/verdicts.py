@@ -32,7 +32,6 @@ from auditor.analysis.validity import short_finding
 from auditor.core.errors import SpecError
 
 LOW, NOT_SHOWN, ELEVATED, HIGH, NA, INCONCLUSIVE = "low", "not shown", "elevated", "high", "n/a", "inconclusive"
-LEVEL_ORDER = {LOW: 0, NOT_SHOWN: 1, ELEVATED: 2, HIGH: 3, NA: -1, INCONCLUSIVE: -1}
 #: The normal quantile of the intervals' level (95%), for the items-needed estimate.
 Z_95 = 1.959964
 
