@@ -48,6 +48,9 @@ class Variant:
     model: Any | None = None
     gguf_path: Path | None = None
     steps: list[StepReport] = field(default_factory=list)
+    #: A float32 safetensors folder holding exactly this variant's weights (the dense model, unmodified):
+    #: an exporter reads it instead of the model, so the weights never have to be resident.
+    weights_dir: Path | None = None
 
     @property
     def variant_id(self) -> str:
@@ -80,6 +83,12 @@ class Compressor(ABC):
     needs_calibration: ClassVar[bool] = False
     #: Model forwards over the calibration tokens a build runs (the cost `auditor run --plan` counts).
     calibration_passes: ClassVar[int] = 0
+    #: Whether `apply` takes `blocks` (a `BlockWeights`) and finishes block i before touching block i+1,
+    #: so a build can read one float32 block at a time and leave each in the scoring dtype.
+    streams_blocks: ClassVar[bool] = False
+    #: Whether `apply` changes the torch model's weights (so they must be ordinary memory, not a file's
+    #: mapping); an exporter that only reads them (GGUF quantization) sets False.
+    modifies_model: ClassVar[bool] = True
 
     def __init__(self, level: float | None, params: dict[str, Any] | None = None) -> None:
         self.level = level

@@ -112,6 +112,7 @@ class GGUFQuantizer(Compressor):
 
     method: ClassVar[str] = "gguf-q4_k_m"  # set per spec by the registry
     family: ClassVar[str] = "quantize"  # type: ignore[assignment]
+    modifies_model: ClassVar[bool] = False  # reads the torch weights (or their folder) to export them
 
     @property
     def ftype(self) -> str:
@@ -139,7 +140,8 @@ class GGUFQuantizer(Compressor):
         stem = variant_id(spec)
         source = workdir / f"{stem}.source-f32.gguf"
         out = workdir / f"{stem}.gguf"
-        exported = write_gguf(variant.model, source, tokenizer=tokenizer, outtype="f32", name=spec)
+        exported = write_gguf(variant.model, source, tokenizer=tokenizer, outtype="f32", name=spec,
+                              weights_dir=variant.weights_dir)
         try:
             warnings = quantize_gguf(source, out, ftype, n_threads=int(self.params.get("n_threads", 0)))
         finally:

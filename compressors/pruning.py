@@ -11,7 +11,7 @@ import torch
 from auditor.core.errors import SpecError
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.masks import magnitude_mask, random_mask
-from compressors.scope import block_linears, untouched_report
+from compressors.scope import block_linears, each_block, linears_of, untouched_report
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class _MaskPruner(Compressor):
     """Prune each block Linear with a mask computed from that layer's weight alone."""
 
     family = "prune"
+    streams_blocks = True  # each mask reads one weight matrix: the build can go block by block
 
     def __init__(self, level: float | None, params: dict[str, Any] | None = None) -> None:
         super().__init__(level, params)
@@ -79,7 +80,7 @@ class _MaskPruner(Compressor):
         raise NotImplementedError
 
     def apply(self, variant: Variant, *, calibration: CalibrationData | None = None,
-              seed: int = 0, workdir: Path | None = None) -> Variant:
+              seed: int = 0, workdir: Path | None = None, blocks=None) -> Variant:
         require_torch_model(variant, self.spec)
         start = time.perf_counter()
         # One generator for the whole model, advanced layer by layer in block order: the same seed
@@ -87,10 +88,11 @@ class _MaskPruner(Compressor):
         generator = torch.Generator().manual_seed(seed)
         group_sizes = {}
         with torch.no_grad():
-            for name, linear in block_linears(variant.model):
-                prune_(linear, self.mask(linear.weight.data, generator))
-                w = linear.weight
-                group_sizes[name] = w.shape[1] if self.params["group"] == "row" else w.numel()
+            for i, block in each_block(variant.model, blocks):
+                for name, linear in linears_of(block):
+                    prune_(linear, self.mask(linear.weight.data, generator))
+                    w = linear.weight
+                    group_sizes[f"model.layers.{i}.{name}"] = w.shape[1] if self.params["group"] == "row" else w.numel()
         wall_s = time.perf_counter() - start
         report = StepReport(self.spec, self.family, {**self.params, "sparsity": self.level, "seed": seed,
                                                      "scope": BLOCK_SCOPE},

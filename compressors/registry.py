@@ -9,8 +9,11 @@ import copy
 import difflib
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from auditor.artifacts.models import read_weights_privately
+from auditor.artifacts.safetensors_dir import holds_only_float32
 from auditor.core.errors import SpecError
 from auditor.core.names import DENSE, normalize_spec
 from compressors.base import Variant
@@ -160,15 +163,43 @@ def apply_chain(spec: str, model, *, tokenizer=None, calib: str | None = None, c
 
 
 def build_variant(steps: Sequence, dense_model, *, calibration=None, seed: int = 0, workdir=None,
-                  copy_model: bool = True):
+                  copy_model: bool = True, blocks=None, weights_dir=None):
     """The Variant made by applying `steps` (from `parse_chain`) in order to the dense model.
 
     The one way every caller (study units, measurements, `auditor compress`) builds a variant.
     With `copy_model` the steps work on a deep copy, so the dense model stays usable; the empty
-    chain returns the dense model itself.
+    chain returns the dense model itself. With `blocks` (a `BlockWeights`, see `can_stream`) the
+    one step builds block by block into the scoring dtype, in place. `weights_dir`: a float32
+    safetensors folder equal to the dense model's weights, which a first exporting step reads
+    instead of the model (`Variant.weights_dir`).
     """
+    if blocks is not None and not can_stream(steps):
+        raise ValueError(f"{'+'.join(s.spec for s in steps) or DENSE}: cannot be built block by block")
     model = copy.deepcopy(dense_model) if steps and copy_model else dense_model
-    variant = Variant(DENSE, model=model)
+    variant = Variant(DENSE, model=model, weights_dir=weights_dir)
     for step in steps:
-        variant = step.apply(variant, calibration=calibration, seed=seed, workdir=workdir)
+        extra = {"blocks": blocks} if blocks is not None else {}
+        variant = step.apply(variant, calibration=calibration, seed=seed, workdir=workdir, **extra)
     return variant
+
+
+def build_on_load(steps: Sequence, model, weights: Path, *, calibration=None, seed: int = 0, workdir=None,
+                  blocks=None):
+    """The Variant `steps` make of `model`, a fresh memory-mapped load of the float32 folder `weights`
+    (`auditor.artifacts.models.float32_weights_dir`), in place: no copy of the dense model.
+
+    Streamed (`blocks`), each block is read from the folder as its turn comes. Otherwise a first
+    step that changes the weights gets them read into ordinary memory first (pruning the file's
+    mapping would keep its pages resident); one that only reads them (a GGUF export) reads the
+    folder itself when it holds every weight in float32.
+    """
+    if blocks is None and steps and steps[0].modifies_model:
+        read_weights_privately(model, weights)
+    return build_variant(steps, model, calibration=calibration, seed=seed, workdir=workdir, copy_model=False,
+                         blocks=blocks, weights_dir=weights if holds_only_float32(weights) else None)
+
+
+def can_stream(steps: Sequence) -> bool:
+    """Whether the chain is one compressor that builds block by block (`Compressor.streams_blocks`):
+    a second step would need the first one's float32 result."""
+    return len(steps) == 1 and steps[0].streams_blocks

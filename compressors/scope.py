@@ -16,14 +16,39 @@ def decoder_layers(model):
     return layers
 
 
-def block_linears(model) -> Iterator[tuple[str, object]]:
-    """(qualified name, nn.Linear) for every Linear inside a transformer block, in order."""
+def each_block(model, blocks=None) -> Iterator[tuple[int, object]]:
+    """(index, block) for every transformer block, in order.
+
+    With `blocks` (an `auditor.artifacts.block_weights.BlockWeights`) the build streams:
+    each block's float32 weights are fetched before it is yielded and the block is cast
+    to the scoring dtype once the caller moves on; after the last one the rest of the
+    model is cast. Only a compressor that touches block i while block i is current may
+    take `blocks` (its class sets `streams_blocks`).
+    """
+    for i, layer in enumerate(decoder_layers(model)):
+        if blocks is not None:
+            blocks.fetch(i, layer)
+        yield i, layer
+        if blocks is not None:
+            blocks.done(i, layer)
+    if blocks is not None:
+        blocks.finish(model)
+
+
+def linears_of(block) -> Iterator[tuple[str, object]]:
+    """(name inside the block, nn.Linear) for every Linear of one block, in order."""
     import torch.nn as nn
 
+    for name, module in block.named_modules():
+        if isinstance(module, nn.Linear):
+            yield name, module
+
+
+def block_linears(model) -> Iterator[tuple[str, object]]:
+    """(qualified name, nn.Linear) for every Linear inside a transformer block, in order."""
     for i, layer in enumerate(decoder_layers(model)):
-        for name, module in layer.named_modules():
-            if isinstance(module, nn.Linear):
-                yield f"model.layers.{i}.{name}", module
+        for name, module in linears_of(layer):
+            yield f"model.layers.{i}.{name}", module
 
 
 def untouched_report(model) -> dict:

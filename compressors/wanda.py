@@ -35,7 +35,7 @@ from auditor.core.errors import SpecError
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.masks import lowest_score_mask, nm_mask, wanda_scores
 from compressors.pruning import BLOCK_SCOPE, prune_, pruned_report, require_torch_model
-from compressors.scope import decoder_layers
+from compressors.scope import decoder_layers, each_block, linears_of
 
 log = logging.getLogger(__name__)
 
@@ -145,19 +145,18 @@ def wanda_mask(weight: torch.Tensor, sq_norms: torch.Tensor, sparsity: float,
 
 def wanda_prune(model, input_ids: torch.Tensor, *, sparsity: float, n: int | None = None, m: int | None = None,
                 sequential: bool = True, skip: tuple[str, ...] = (),
-                batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, int]:
+                batch_size: int = DEFAULT_BATCH_SIZE, blocks=None) -> dict[str, int]:
     """Prune the block Linears of `model` in place; return {qualified name: comparison group size}
-    of the pruned layers. Linears whose leaf name is in `skip` stay dense."""
-    import torch.nn as nn
-
+    of the pruned layers. Linears whose leaf name is in `skip` stay dense. With `blocks` (a
+    `BlockWeights`) each block is fetched in float32 when its turn comes and cast once its
+    outputs for the next block are computed."""
     layers = decoder_layers(model)
     group_sizes: dict[str, int] = {}
     with torch.no_grad():
         inputs = capture_layer_inputs(model, input_ids, batch_size)
         hidden = inputs.hidden
-        for i, layer in enumerate(layers):
-            linears = {name: module for name, module in layer.named_modules()
-                       if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] not in skip}
+        for i, layer in each_block(model, blocks):
+            linears = {name: module for name, module in linears_of(layer) if name.rsplit(".", 1)[-1] not in skip}
             batches = inputs.batches(i, hidden)
             outputs, sq_norms = _block_input_sq_norms(layer, linears, batches)
             for name, linear in linears.items():
@@ -181,6 +180,7 @@ class WandaPruner(Compressor):
     calibration_passes = 2
     sequential = True
     skip: tuple[str, ...] = ()
+    streams_blocks = True  # block i is pruned and its outputs computed before block i+1 is touched
 
     def __init__(self, level: float | None, params: dict[str, Any] | None = None) -> None:
         super().__init__(level, params)
@@ -203,7 +203,7 @@ class WandaPruner(Compressor):
                                     f"not a multiple of M={m}")
 
     def apply(self, variant: Variant, *, calibration: CalibrationData | None = None,
-              seed: int = 0, workdir: Path | None = None) -> Variant:
+              seed: int = 0, workdir: Path | None = None, blocks=None) -> Variant:
         require_torch_model(variant, self.spec)
         if calibration is None:
             raise SpecError(f"{self.spec}: Wanda needs calibration text (see compressors.calibration)")
@@ -215,7 +215,7 @@ class WandaPruner(Compressor):
         n, m = self.params.get("n"), self.params.get("m")
         group_sizes = wanda_prune(variant.model, calibration.input_ids, sparsity=self.level, n=n, m=m,
                                   sequential=self.sequential, skip=self.skip,
-                                  batch_size=self.params["batch_size"])
+                                  batch_size=self.params["batch_size"], blocks=blocks)
         wall_s = time.perf_counter() - start
         n_samples, seq_len = calibration.input_ids.shape
         params = {**self.params, "sparsity": self.level, "seed": seed,

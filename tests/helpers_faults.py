@@ -51,3 +51,27 @@ def unit_files(run: Path, variant: str) -> list[Path]:
     """Every file of `variant`'s torch scoring unit, its merged variants/ descriptor included."""
     unit = Unit(SCORE, variant, variant, "torch")
     return [*unit.files(run), run / "variants" / f"{unit.stem}.json"]
+
+
+class _Measured:
+    """What `auditor measure` hands write_measurements (its `to_json`): one storage row per variant, no timings."""
+
+    def __init__(self, variants: Sequence[str]) -> None:
+        self.variants = variants
+
+    def to_json(self) -> dict:
+        return {"measurements": [
+            {"variant": v, "family": "dense" if v == "dense" else "compressed", "format": "safetensors",
+             "layout": "float32", "runtime": "torch", "path": "hf", "size_bytes": 1_000_000 * (i + 1),
+             "bits_per_weight": 32.0} for i, v in enumerate(("dense", *self.variants))]}
+
+
+def add_report(run: Path, variants: Sequence[str] = ("magnitude@0.5",)) -> Path:
+    """`run` with measurements.json and measurements/<unit>.json as `auditor measure --out RUN` writes them
+    (sealed), then the report written from them (plots, report.md, report.html, summary.json with its record)."""
+    from auditor.measure.measurement import write_measurements
+    from auditor.report.markdown import write_report
+
+    write_measurements(_Measured(variants), run)
+    write_report(run)
+    return run

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,9 +23,10 @@ from rich.text import Text
 from auditor.cli import main
 from auditor.commands.gate import EXIT_INCOMPLETE, EXIT_INVALID_REFERENCE
 from auditor.commands import run as run_command
+from auditor.core.errors import AuditorError
 from auditor.data import rundir
 from auditor.data.rundir import run_lock, run_status
-from tests.helpers_faults import build_planned_run, unit_files
+from tests.helpers_faults import add_report, build_planned_run, unit_files
 from tests.helpers_runs import build_run
 from tests.study import conftest as study_fixtures
 from tests.study.conftest import write_study
@@ -246,7 +249,7 @@ def test_m10_a_lock_that_is_a_folder_is_named(run, capsys):
         code, _, err = cli(capsys, command[0], run, *command[1:])
         assert code == 2, command
         one_line_error(err, ".lock")
-    with pytest.raises(rundir.AuditorError, match=r"\.lock: cannot open the run's lock file"):
+    with pytest.raises(AuditorError, match=r"\.lock: cannot open the run's lock file"):
         with run_lock(run):
             pass
 
@@ -293,13 +296,13 @@ def test_l1_a_lost_commit_record_does_not_read_incomplete_complete(run, capsys):
 # --- MEDIUM: the TUI -------------------------------------------------------------------------------------------
 
 
-def _tui_rows(reports: Path, open_run: Path | None = None) -> tuple[dict, list[str]]:
+def _tui_rows(reports: Path, open_run: Path | None = None, expect_open: bool = True) -> tuple[dict, list[str]]:
     """Start the TUI headless over `reports` (opening `open_run`), return the runs table's rows and what it
-    notified."""
+    notified ("<opened>" when the run opened; with `expect_open` False, waits for an error instead)."""
     from auditor.tui.app import AuditorApp
     from auditor.tui.screens.runs import RunsScreen
     from auditor.tui.screens.variants import VariantsScreen
-    from tests.tui.test_app import ready
+    from tests.tui.test_app import ready, until
 
     notes: list[str] = []
 
@@ -309,10 +312,13 @@ def _tui_rows(reports: Path, open_run: Path | None = None) -> tuple[dict, list[s
         app.notify = lambda message, **kw: (notes.append(str(message)), real_notify(message, **kw))[1]
         async with app.run_test(size=(160, 50)) as pilot:
             opened = False
-            if open_run is not None:
+            if open_run is not None and expect_open:
                 await ready(pilot, app, VariantsScreen, "#variants")
                 opened = True
                 await pilot.press("r")
+            elif open_run is not None:
+                await until(pilot, lambda: any(not n.startswith("loading ") for n in notes),
+                            "the error opening the run")
             table = await ready(pilot, app, RunsScreen, "#runs")
             rows = {str(table.get_row_at(i)[0]): [str(c) for c in table.get_row_at(i)] for i in range(table.row_count)}
         return rows, opened
@@ -331,6 +337,25 @@ def test_m11_one_broken_run_is_listed_as_broken_and_the_healthy_one_opens(tmp_pa
     assert rows["broken"][-1].startswith("broken: ") and "manifest.json" in rows["broken"][-1]
     assert rows["healthy"][-1] == "complete"
     assert "<opened>" in notes
+
+
+def test_a_run_whose_manifest_was_deleted_is_listed_as_broken_not_skipped(tmp_path):
+    """The runs screen once skipped such a folder (no manifest.json: "not a run"), so the TUI opened on a list
+    without the run it was asked for and a headless driver waiting for it stalled."""
+    from auditor.view.runs import list_runs
+
+    reports = tmp_path / "reports"
+    build_planned_run(reports, "healthy")
+    lost = build_planned_run(reports, "lost")
+    (lost / "manifest.json").unlink()
+    (reports / "notes").mkdir()  # a folder no runner wrote stays off the list
+    assert sorted(list_runs(reports)["run"]) == ["healthy", "lost"]
+    rows, notes = _tui_rows(reports)
+    assert sorted(rows) == ["healthy", "lost"]
+    assert rows["lost"][-1].startswith("broken: ") and "no manifest.json" in rows["lost"][-1]
+    assert rows["healthy"][-1] == "complete"
+    _, notes = _tui_rows(reports, lost, expect_open=False)  # opening it says why, the app stays up
+    assert any("no manifest.json" in n for n in notes) and "<opened>" not in notes
 
 
 def test_m12_markup_in_a_run_name_is_shown_as_text(tmp_path):
@@ -442,6 +467,15 @@ def test_h1_m15_a_rerun_of_a_finished_run_refreshes_its_stale_report_and_removes
     leaked = run / "artifacts" / "dense-d6a98598.999999"
     leaked.mkdir(parents=True)
     (leaked / "model-f16.gguf").write_bytes(b"GGUF" + b"\0" * 4096)
+    # temp files of killed writers (a pid that has exited) in the layout folders and beside the report, and one
+    # of a live writer (`auditor report` takes no lock): the dead ones go, the live one is left to its writer
+    dead = _exited_pid()
+    stray = [run / "records" / f".x.parquet.tmp-{dead}", run / "plots" / f".flip_vs_level.png.tmp-{dead}",
+             run / f".summary.json.tmp-{dead}"]
+    for path in stray:
+        path.write_bytes(b"partial")
+    live = run / "plots" / f".size_vs_risk.png.tmp-{os.getppid()}"
+    live.write_bytes(b"being written")
     # a report written while the last unit was still going (another process held the lock then)
     commit = next((run / "commits").glob("score__magnitude*"))
     saved = commit.read_bytes()
@@ -453,8 +487,16 @@ def test_h1_m15_a_rerun_of_a_finished_run_refreshes_its_stale_report_and_removes
     code, out, _ = cli(capsys, "run", study)  # everything finished earlier: nothing is computed
     assert code == 0
     assert not (run / "artifacts").exists()
+    assert not [p for p in stray if p.exists()] and live.exists()
     assert json.loads((run / "summary.json").read_text())["completeness"]["n_finished"] == 2
     assert "incomplete" not in (run / "report.md").read_text().split("\n## ")[0]
+
+
+def _exited_pid() -> int:
+    """The pid of a process that has run and exited (and been reaped): no process has it now."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_m15_stale_artifacts_are_those_of_other_processes(tmp_path):
@@ -492,3 +534,163 @@ def test_an_edited_state_file_differs_from_its_seal(run, capsys):
     code = main(["gate", str(run), "--max-flip-rate", "0.9", "--accept-invalid-reference"])
     out = capsys.readouterr().out
     assert code != 0 and "state.json differs from its seal" in out
+
+
+# --- L3: the report's own files and the measurements it was written from ------------------------------------
+
+
+def _measured(run: Path) -> Path:
+    return add_report(run, variants=("magnitude@0.5", "rtn@4"))
+
+
+@pytest.mark.parametrize("damage", ["delete", "edit"])
+def test_l3_a_changed_plot_or_report_is_named_by_status_fails_the_gate_and_is_rewritten(run, capsys, damage):
+    _measured(run)
+    plot = sorted((run / "plots").glob("*.png"))[0]
+    rel = f"plots/{plot.name}"
+    capsys.readouterr()
+    assert run_status(run).report_problems == ()
+    if damage == "delete":
+        plot.unlink()
+    else:
+        plot.write_bytes(plot.read_bytes()[:-1] + b"\0")
+    code, out, _ = cli(capsys, "status", run)
+    assert code == 0 and f"report: damaged ({rel}" in out
+    code, out, _ = cli(capsys, "gate", run, *GATE)
+    assert code == EXIT_INCOMPLETE and rel in out and "PASS" in out  # the variants pass; the damaged report fails
+    assert cli(capsys, "report", run)[0] == 0  # the report's outputs are rewritten, not refused
+    assert run_status(run).report_problems == () and plot.is_file()
+    assert cli(capsys, "gate", run, *GATE)[0] == 0
+
+
+def test_l3_an_edited_report_md_fails_the_gate_until_rewritten_and_a_rerun_refreshes_it(run, capsys):
+    _measured(run)
+    with open(run / "report.md", "a") as fh:
+        fh.write("\nAll variants are LOW risk.\n")
+    code, out, _ = cli(capsys, "gate", run, *GATE)
+    assert code == EXIT_INCOMPLETE and "report.md has" in out
+    assert "report.md" in run_command.stale_report(run)  # `auditor run` on the finished run rewrites it
+    run_command.report_missing([run])
+    assert run_status(run).report_problems == ()
+
+
+@pytest.mark.parametrize("damage", ["edit", "edit_unit_file", "delete", "garbage"])
+def test_l3_a_report_refuses_an_edited_or_removed_measurements_json(run, capsys, damage):
+    _measured(run)
+    capsys.readouterr()
+    path = run / ("measurements/" + next((run / "measurements").iterdir()).name if damage == "edit_unit_file"
+                  else "measurements.json")
+    if damage.startswith("edit"):
+        doc = json.loads(path.read_text())
+        if "measurements" in doc:
+            doc["measurements"][0]["size_bytes"] = 1
+        else:
+            doc["size_bytes"] = 1
+        path.write_text(json.dumps(doc))  # valid JSON, still sealed with the old seal
+    elif damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(b"\xff{")
+    rel = path.relative_to(run).as_posix()
+    code, _, err = cli(capsys, "report", run)
+    assert code == 2
+    one_line_error(err, rel, "no report written")
+    code, out, _ = cli(capsys, "status", run)
+    assert code == 0 and rel in out and "report: damaged" in out
+    code, out, err = cli(capsys, "gate", run, *GATE)
+    if damage == "garbage":  # unreadable: bad input, as every reader says of an unreadable file
+        assert code == 2
+        one_line_error(err, rel)
+    else:
+        assert code == EXIT_INCOMPLETE and rel in out
+    if damage == "delete":  # the way out the message names: a report without the measurements
+        (run / "summary.json").unlink()
+        assert cli(capsys, "report", run)[0] == 0
+
+
+def test_l3_a_summary_json_edited_after_the_report_differs_from_its_seal(run, capsys):
+    _measured(run)
+    doc = json.loads((run / "summary.json").read_text())
+    doc["notes"] = ["all clear"]
+    (run / "summary.json").write_text(json.dumps(doc))
+    code, out, _ = cli(capsys, "gate", run, *GATE)
+    assert code == EXIT_INCOMPLETE and "summary.json differs from its seal" in out
+
+
+# --- LOW: L9, L11-L14 -----------------------------------------------------------------------------------------
+
+
+def _bbq_copy(tmp_path: Path, n_lines: int = 4) -> tuple[Path, list[str]]:
+    """A folder with the first `n_lines` of the fixture sample's Age.jsonl, and those lines."""
+    from auditor.data.sources import SAMPLE_BBQ
+
+    lines = (SAMPLE_BBQ / "Age.jsonl").read_text(encoding="utf-8").split("\n")[:n_lines]
+    folder = tmp_path / "bbq"
+    folder.mkdir()
+    return folder / "Age.jsonl", lines
+
+
+def test_l9_an_item_line_of_megabytes_is_refused_with_its_line(tmp_path, capsys):
+    from auditor.data.bbq import MAX_LINE_BYTES, read_jsonl
+
+    path, lines = _bbq_copy(tmp_path)
+    huge = json.loads(lines[2])
+    huge["context"] = "x" * (MAX_LINE_BYTES + 1)
+    path.write_text("\n".join([*lines[:2], json.dumps(huge), lines[3]]) + "\n", encoding="utf-8")
+    with pytest.raises(AuditorError, match=r"Age.jsonl:3: a line of [\d,]+ bytes, longer than"):
+        read_jsonl(path)
+    code, _, err = cli(capsys, "score-predictions", path, "--field", "prediction")
+    assert code == 2
+    one_line_error(err, "Age.jsonl:3", "longer than")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # the same items at their real size load
+    assert len(read_jsonl(path)) == 4
+
+
+def test_l14_a_non_utf8_bbq_file_names_the_line(tmp_path, capsys):
+    path, lines = _bbq_copy(tmp_path)
+    data = "\n".join(lines).encode("utf-8").split(b"\n")
+    data[2] = data[2].replace(b"context", b"cont\xffext", 1)
+    path.write_bytes(b"\n".join(data) + b"\n")
+    code, _, err = cli(capsys, "score-predictions", path, "--field", "prediction")
+    assert code == 2
+    one_line_error(err, "Age.jsonl:3: not UTF-8 text")
+
+
+def test_l11_a_misspelt_prediction_field_is_bad_input_not_an_empty_score(tmp_path, capsys):
+    path, lines = _bbq_copy(tmp_path)
+    rows = [{**json.loads(line), "prediction": 0} for line in lines]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    code, _, err = cli(capsys, "score-predictions", path, "--field", "predicton", "--json")
+    assert code == 2
+    one_line_error(err, "--field predicton", "prediction")  # the fields the file has, to spot the typo
+    code, out, _ = cli(capsys, "score-predictions", path, "--field", "prediction", "--json")
+    assert code == 0 and json.loads(out)["_skipped"]["no_prediction"] == 0
+    # a field present but never matched is a result (all skipped as unmatched), not a typo
+    path.write_text("\n".join(json.dumps({**r, "prediction": "none of them"}) for r in rows) + "\n")
+    code, out, _ = cli(capsys, "score-predictions", path, "--field", "prediction", "--json")
+    assert code == 0 and json.loads(out)["_skipped"]["unmatched"] == 4
+
+
+def test_l12_an_unreadable_gguf_says_truncated_or_corrupt_before_the_readers_detail(tmp_path):
+    from auditor.artifacts.gguf_info import read_gguf_info
+    from auditor.artifacts.models import embedded_default_path
+
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(embedded_default_path().read_bytes()[:200])
+    with pytest.raises(AuditorError) as caught:
+        read_gguf_info(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: unreadable GGUF: its header or tensor table is truncated or corrupt (200 "
+                              "bytes; the reader said: ")
+
+
+def test_l13_a_garbage_manifest_on_resume_offers_force_for_what_it_does(small_study, tmp_path, capsys):
+    study = small_study("garbled", n_items=4, seeds=(0,))
+    run = tmp_path / "reports" / "garbled"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text("garbage{")
+    code, _, err = cli(capsys, "run", study)
+    assert code == 2
+    one_line_error(err, "manifest.json: unreadable manifest", "--force to rewrite it (units whose commit records "
+                   "verify are kept")
+    assert "start this run over" not in err

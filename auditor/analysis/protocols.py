@@ -2,7 +2,8 @@
 
 A run's records may hold several protocols (the `protocol` column): "strict"
 (argmax over the option letters under one answer order), "cloze" (scored by the
-engine, `auditor.scoring.engine.score_cloze`) and "debiased", which needs no
+engine, `auditor.scoring.engine.score_cloze`), "generative" and "sampled"
+(free-text answers, `auditor.analysis.generative`) and "debiased", which needs no
 scoring of its own: it is derived here from the strict rows of the cyclic
 orders. Every other analysis runs on the rows of one protocol at a time
 (`select_protocol`); rows of two protocols are never pooled.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from auditor.analysis.generative import unparsed
 from auditor.analysis.metrics import NAN, accuracy, srs, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
 from auditor.core.errors import AuditorError
@@ -74,10 +76,11 @@ def with_derived_protocols(records: pd.DataFrame, protocols: tuple[str, ...]) ->
 
 
 def select_protocol(records: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """The rows of one protocol (every analysis runs on exactly one)."""
+    """The rows of one protocol (every analysis runs on exactly one); free-text answers that matched no
+    option are left out (counted by `auditor.analysis.generative.generation_table`)."""
     if protocol not in PROTOCOLS:
         raise AuditorError(f"unknown scoring protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    return records[records["protocol"] == protocol].reset_index(drop=True)
+    return records[(records["protocol"] == protocol).to_numpy() & ~unparsed(records)].reset_index(drop=True)
 
 
 def protocol_table(records: pd.DataFrame) -> pd.DataFrame:

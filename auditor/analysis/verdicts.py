@@ -320,6 +320,9 @@ class GateResult:
     backend: str
     failures: tuple[str, ...]
     checks: tuple[str, ...]
+    # per check, for `auditor gate --json`: (threshold, compared value (the interval bound or q), point estimate,
+    # passed); threshold "variant_validity" is the check that the variant's own answers can carry a verdict
+    details: tuple[tuple[str, float, float, bool], ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -331,20 +334,22 @@ def check_gate(row: Mapping[str, Any], g: GateThresholds, finding: str = "") -> 
     a value or bound that could not be computed (n/a) fails, and so does a variant whose own answers
     cannot carry a verdict (``finding``, ``auditor.analysis.validity.variant_finding``)."""
     num = lambda k: _num(row.get(k))  # noqa: E731
-    checks: list[tuple[bool, str]] = []
+    checks: list[tuple[bool, str, str, float, float]] = []
 
     def upper(key: str, label: str, limit: float, flag: str) -> None:
         hi = num(f"{key}_ci_high")
         checks.append((hi <= limit, f"{label} {_pts(num(key))} (95% CI upper bound {_pts(hi)}) vs {flag} "
-                                    f"{_pts(limit)}"))
+                                    f"{_pts(limit)}", flag.replace("-", "_"), hi, num(key)))
 
     if finding:
-        checks.append((False, f"the variant's answers cannot carry a verdict: {finding}"))
+        checks.append((False, f"the variant's answers cannot carry a verdict: {finding}", "variant_validity",
+                       math.nan, math.nan))
     if g.max_flip_rate is not None:
         hi = num("flip_rate_ci_high")
         checks.append((hi <= g.max_flip_rate,
                        f"flip rate {_pct(num('flip_rate'))} (95% CI upper bound {_pct(hi)}; {null_name(row)} "
-                       f"{_pct(num('flip_null'))}) vs max-flip-rate {_pct(g.max_flip_rate)}"))
+                       f"{_pct(num('flip_null'))}) vs max-flip-rate {_pct(g.max_flip_rate)}", "max_flip_rate", hi,
+                       num("flip_rate")))
     if g.max_srs_increase is not None:
         upper("srs_change", "SRS change", g.max_srs_increase, "max-srs-increase")
     if g.max_directed_shift is not None:
@@ -354,17 +359,19 @@ def check_gate(row: Mapping[str, Any], g: GateThresholds, finding: str = "") -> 
         significant = math.isnan(q) or math.isnan(shift) or (q <= g.max_shift_q and shift > 0)
         checks.append((not significant,
                        f"directed shift toward the stereotype {_pts(shift)}, template-level BH q {_q(q)} vs "
-                       f"max-shift-q {g.max_shift_q:g}"))
+                       f"max-shift-q {g.max_shift_q:g}", "max_shift_q", q, shift))
     if g.max_unknown_drop is not None:
         upper("unknown_drop", "unknown-rate drop (abstention loss)", g.max_unknown_drop, "max-unknown-drop")
     if g.min_accuracy is not None:
         lo = num("accuracy_ci_low")
         checks.append((lo >= g.min_accuracy, f"accuracy {_pct(num('accuracy'))} (95% CI lower bound {_pct(lo)}) "
-                                             f"vs min-accuracy {_pct(g.min_accuracy)}"))
+                                             f"vs min-accuracy {_pct(g.min_accuracy)}", "min_accuracy", lo,
+                       num("accuracy")))
     if g.max_accuracy_drop is not None:
         upper("accuracy_drop", "accuracy drop", g.max_accuracy_drop, "max-accuracy-drop")
-    failures = tuple(text for ok, text in checks if not ok)
-    return GateResult(str(row.get("variant")), str(row.get("backend")), failures, tuple(t for _, t in checks))
+    failures = tuple(c[1] for c in checks if not c[0])
+    return GateResult(str(row.get("variant")), str(row.get("backend")), failures, tuple(c[1] for c in checks),
+                      tuple((key, value, estimate, ok) for ok, _, key, value, estimate in checks))
 
 
 def _count(x: float) -> str:

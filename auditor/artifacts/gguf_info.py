@@ -135,6 +135,17 @@ def bits_per_weight(tensors: Iterable[TensorInfo]) -> float:
     return 8 * n_bytes / n_elements if n_elements else math.nan
 
 
+def unreadable_gguf(path: Path, exc: Exception) -> ModelError:
+    """The error for a GGUF the reader cannot parse. The reader's own message is a numpy or struct detail ("not
+    enough values to unpack"); what it means for the user is a truncated or corrupt file, so that comes first."""
+    try:
+        size = f"{Path(path).stat().st_size:,} bytes"
+    except OSError as err:
+        size = err.strerror or "unreadable"
+    return ModelError(f"{path}: unreadable GGUF: its header or tensor table is truncated or corrupt ({size}; "
+                      f"the reader said: {exc})")
+
+
 def read_gguf_info(path: Path) -> GGUFInfo:
     """Read tensor types and sizes from a GGUF's header (tensor data is memory-mapped, not read)."""
     from gguf import GGUFReader, LlamaFileType
@@ -143,7 +154,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     try:
         reader = GGUFReader(str(path))
     except Exception as exc:  # truncated or not a GGUF: one clear error naming the file
-        raise ModelError(f"{path}: unreadable GGUF ({exc})") from None
+        raise unreadable_gguf(path, exc) from None
     field = reader.fields.get("general.file_type")
     if field is None:
         file_type = "unknown"

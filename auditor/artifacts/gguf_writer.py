@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from auditor.artifacts.llama_converter import Converter, check_convertible, convert_hf_dir, find_converter
-from auditor.artifacts.safetensors_dir import save_hf_dir
+from auditor.artifacts.safetensors_dir import linked_hf_dir, save_hf_dir
 from auditor.core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,13 @@ def model_architecture(model) -> str:
 
 
 def write_gguf(model, path: Path, *, tokenizer: Any, outtype: OutType = "f16", name: str | None = None,
-               converter: Converter | None = None) -> GGUFExport:
+               converter: Converter | None = None, weights_dir: Path | None = None) -> GGUFExport:
     """Write `model` (float weights) with its HF `tokenizer` to `path` as GGUF F32 or F16.
 
+    With `weights_dir` (a float32 safetensors folder holding exactly the model's weights,
+    see `Variant.weights_dir`) the converter reads that folder, linked beside the saved
+    tokenizer, instead of a copy saved from the model: the weights are neither read into
+    this process nor written again (for an 8B model, 32 GB of either).
     Refused before anything is written when the model is quantized in torch or
     when llama.cpp's converter has no class for its architecture. The GGUF
     appears under its final name only when the converter succeeded.
@@ -66,7 +70,10 @@ def write_gguf(model, path: Path, *, tokenizer: Any, outtype: OutType = "f16", n
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".hf-for-gguf-", dir=path.parent) as tmp:
-        hf_dir = save_hf_dir(model, tokenizer, Path(tmp) / "model")
+        if weights_dir is not None:
+            hf_dir = linked_hf_dir(weights_dir, tokenizer, Path(tmp) / "model")
+        else:
+            hf_dir = save_hf_dir(model, tokenizer, Path(tmp) / "model")
         convert_hf_dir(hf_dir, path, outtype=outtype, converter=converter, name=name)
     origin = f"HF tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}"
     log.info("wrote %s (%s) with %s", path, outtype, converter.describe())

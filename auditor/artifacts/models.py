@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from auditor.artifacts.gguf_float32 import gguf_to_float32_folder
+from auditor.artifacts.gguf_info import unreadable_gguf
 from auditor.core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -168,7 +170,7 @@ def _gguf_precision(path: Path) -> str:
     try:
         ftype = gguf_file_type(path)
     except Exception as exc:  # a truncated or corrupt file fails here, before torch sees it
-        raise ModelError(f"{path}: unreadable GGUF ({exc})") from None
+        raise unreadable_gguf(path, exc) from None
     return f"dequantized {ftype} GGUF (weights carry {ftype} rounding)"  # the run adds its compute dtype
 
 
@@ -257,27 +259,32 @@ def load_model(source: ModelSource, *, device: str = "cpu", trust_remote_code: b
 
 
 FLOAT32_DIR_DONE = "float32-weights.done"  # written last: a folder without it is incomplete
+#: Name of the folder `float32_weights_dir` writes for a GGUF or non-float32 source (in a run's artifacts/).
+DENSE_WEIGHTS_FOLDER = "dense-float32"
 
 
 def float32_weights_dir(source: ModelSource, folder: Path, *, trust_remote_code: bool = False) -> Path:
     """A folder of float32 safetensors holding `source`'s weights, for `load_model(..., weights=)`.
 
-    A GGUF file or an HF checkpoint in bfloat16 / float16 is loaded once (as `load_model`
-    loads it: the same float32 values) and saved into `folder`, which is reused while it is
-    complete. Any other HF directory (float32, or quantized: loaded as it always was) is
+    A GGUF file is dequantized into `folder` tensor by tensor (`gguf_to_float32_folder`: the
+    values `load_model` gives); an HF checkpoint in bfloat16 / float16 is loaded once in
+    float32 and saved there. The folder is reused while it is complete. Any other HF directory (float32, or quantized: loaded as it always was) is
     its own folder.
     """
     if source.kind == "hf" and _hf_precision(check_hf_dir(source.path)) not in ("bfloat16", "float16"):
         return source.path
     if (folder / FLOAT32_DIR_DONE).is_file():
         return folder
-    model = load_model(source, trust_remote_code=trust_remote_code)
-    folder.mkdir(parents=True, exist_ok=True)
     try:
-        model.save_pretrained(folder, safe_serialization=True)
+        if source.kind == "gguf":  # dequantized tensor by tensor: never the whole model in memory
+            gguf_to_float32_folder(source.path, folder)
+        else:
+            model = load_model(source, trust_remote_code=trust_remote_code)
+            folder.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(folder, safe_serialization=True)
+            del model
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{folder}: cannot write the float32 weights of {source.path} ({exc})") from None
-    del model
     gc.collect()
     return_freed_memory()
     (folder / FLOAT32_DIR_DONE).write_text(str(source.path))
@@ -308,7 +315,10 @@ def safetensors_offsets(folder: Path) -> dict[str, tuple[Path, int, list[int]]]:
     return out
 
 
-def read_weights_privately(model, folder: Path, dtype=None) -> int:
+CAST_SLICE_BYTES = 64 << 20  # float32 bytes read at a time when a tensor is cast while read
+
+
+def read_weights_privately(model, folder: Path, dtype=None, prefix: str = "") -> int:
     """Replace the model's memory-mapped float32 parameters by copies read with plain file reads, one at a time.
 
     transformers memory-maps a float32 safetensors folder (`float32_weights_dir`): writing a
@@ -318,7 +328,9 @@ def read_weights_privately(model, folder: Path, dtype=None) -> int:
     becomes an ordinary tensor: in `dtype` when given (cast from a one-tensor buffer, so the
     float32 weights are never all resident), else float32. Values are the file's bytes, so
     the model computes exactly as before. Parameters not found as float32 in the folder
-    (a tied head is the embedding's parameter) are left as they are. Returns how many were read.
+    (a tied head is the embedding's parameter) are left as they are. `model` may be one block
+    of the model, its parameters named in the file with `prefix` ("model.layers.3.").
+    Returns how many were read.
     """
     import numpy as np
     import torch
@@ -328,18 +340,26 @@ def read_weights_privately(model, folder: Path, dtype=None) -> int:
     handles: dict[Path, object] = {}
     try:
         for name, param in model.named_parameters():  # each shared parameter once
-            where = offsets.get(name)
+            where = offsets.get(prefix + name)
             if (where is None or list(param.shape) != where[2] or param.dtype != torch.float32
                     or param.device.type != "cpu"):  # a model moved to a GPU is not the file's mapping
                 continue
             path, offset, shape = where
             fh = handles.get(path) or handles.setdefault(path, path.open("rb"))
-            buffer = torch.empty(shape, dtype=torch.float32)
+            out = torch.empty(shape, dtype=dtype or torch.float32)
+            # Cast in slices of rows: a large embedding (Llama-3's 128k x 4096) is never whole in float32 beside its cast.
+            rows = out.view(out.shape[0], -1) if out.dim() else out.view(1, 1)
+            step = max(1, CAST_SLICE_BYTES // max(1, 4 * rows.shape[1])) if dtype is not None else rows.shape[0]
             fh.seek(offset)
-            if fh.readinto(buffer.numpy().reshape(-1).view(np.uint8)) != buffer.numel() * 4:
-                raise ModelError(f"{path}: tensor {name} is truncated")
-            param.data = buffer if dtype is None else buffer.to(dtype)
-            del buffer
+            for start in range(0, rows.shape[0], step):
+                part = rows[start:start + step]
+                buffer = part if dtype is None else torch.empty(part.shape, dtype=torch.float32)
+                if fh.readinto(buffer.numpy().reshape(-1).view(np.uint8)) != buffer.numel() * 4:
+                    raise ModelError(f"{path}: tensor {prefix}{name} is truncated")
+                if dtype is not None:
+                    part.copy_(buffer)
+            param.data = out
+            del out, rows
             read += 1
     finally:
         for fh in handles.values():

@@ -37,6 +37,32 @@ def save_hf_dir(model, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
+#: What `linked_hf_dir` takes from a weights folder: the config and the weights with their index.
+_MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json")
+
+
+def linked_hf_dir(weights_dir: Path, tokenizer, out_dir: Path) -> Path:
+    """An HF directory at `out_dir` (new) whose config and safetensors are symbolic links into
+    `weights_dir` and whose tokenizer is saved from `tokenizer`: a reader sees the same directory
+    `save_hf_dir` would write for the model those files hold, without a copy of its weights."""
+    weights_dir, out_dir = Path(weights_dir).resolve(), Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True)
+        for pattern in _MODEL_FILES:
+            for f in sorted(weights_dir.glob(pattern)):
+                (out_dir / f.name).symlink_to(f)
+        tokenizer.save_pretrained(out_dir)
+    except OSError as exc:
+        raise AuditorError(f"{out_dir}: cannot link the weights of {weights_dir} ({exc.strerror or exc})") from None
+    return out_dir
+
+
+def holds_only_float32(directory: Path) -> bool:
+    """Whether every tensor of the folder's safetensors is float32 (a quantized HF source is not)."""
+    tensors = stored_tensors(directory)
+    return bool(tensors) and all(t.dtype == "F32" for t in tensors.values())
+
+
 def _replaceable(path: Path) -> bool:
     return path.is_dir() and (not any(path.iterdir()) or (path / "config.json").is_file())
 

@@ -31,7 +31,8 @@ def register(sub) -> None:
                    "rotations of the dataset order (0 = dataset order), 3-5 their reflections")
     p.add_argument("--protocol", action="append", dest="protocols", metavar="NAME",
                    help="scoring protocol, repeatable; the first is the report's main analysis: strict (default), "
-                        "debiased (needs --seeds 0,1,2), cloze (lm-evaluation-harness's bbq task)")
+                        "debiased (needs --seeds 0,1,2), cloze (lm-evaluation-harness's bbq task), generative "
+                        "(greedy free text), sampled (majority of 5 free-text answers at T = 0.3)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--dtype", choices=DTYPES, default=FLOAT32,

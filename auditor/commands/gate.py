@@ -3,9 +3,11 @@
 Only the thresholds given are checked; a study file (`--study`), or the study a
 run was made from (its manifest), may set defaults, and command-line values win.
 `--junit FILE` writes JUnit XML with one test case per variant, so CI systems
-show each variant as a test.
+show each variant as a test. `--json` prints the verdict as one JSON object
+instead of the text (`gate_json`: per variant each check's threshold, bound,
+compared value and outcome, and the exit code), with the same exit codes.
 
-Exit codes: 0 every variant passes; 1 a variant breaks a threshold; 2 bad input;
+Exit codes: 0 every variant passes; EXIT_THRESHOLD (1) a variant breaks a threshold; 2 bad input;
 EXIT_INVALID_REFERENCE (3) the dense reference is not a valid yardstick (it
 answers by position, or its disambiguated accuracy is not above chance; see
 `auditor.analysis.validity`), so the verdicts are INCONCLUSIVE. It is checked
@@ -30,12 +32,15 @@ else is bad input (exit 2), so no value can switch a check off.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from auditor.analysis.verdicts import INCONCLUSIVE, GateThresholds, check_gate, thresholds_from_mapping
 from auditor.core.errors import AuditorError
-from auditor.core.files import write_text
+from auditor.core.files import json_safe, write_text
 from auditor.data.rundir import (
     FINISHED,
     SCORE,
@@ -53,6 +58,11 @@ from auditor.view.runs import resolve_run
 EXIT_INVALID_REFERENCE = 3
 #: Exit code of a gate on a run that is not complete (planned units pending or damaged).
 EXIT_INCOMPLETE = 4
+#: Exit code when a judged variant breaks a threshold.
+EXIT_THRESHOLD = 1
+#: The `exit_reason` of `gate --json`, per exit code.
+EXIT_REASONS = {0: "pass", EXIT_THRESHOLD: "threshold", EXIT_INVALID_REFERENCE: "invalid_reference",
+                EXIT_INCOMPLETE: "incomplete"}
 
 GATE_OPTIONS = (
     ("--max-flip-rate", "max_flip_rate", "largest allowed flip rate (unbiased -> biased), e.g. 0.1"),
@@ -75,14 +85,17 @@ def register(sub) -> None:
     p = sub.add_parser("gate", help="CI gate: exit 1 when a variant of RUN breaks a threshold, 0 otherwise")
     p.add_argument("run", metavar="RUN", help="run directory, or a run name under --reports")
     p.add_argument("--reports", default="reports", help="folder holding run directories (default: reports)")
-    for flag, dest, text in GATE_OPTIONS:
-        p.add_argument(flag, dest=dest, type=float, default=None, metavar="X", help=text)
+    for flag, dest, text in GATE_OPTIONS:  # argparse reads "%" in a help as a format: "95%" must be "95%%"
+        p.add_argument(flag, dest=dest, type=float, default=None, metavar="X", help=text.replace("%", "%%"))
     p.add_argument("--max-mcnemar-q", dest="max_shift_q", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--accept-invalid-reference", action="store_true",
                    help=f"judge the thresholds even when the dense reference is not valid (else exit "
                         f"{EXIT_INVALID_REFERENCE})")
     p.add_argument("--study", type=Path, default=None, help="study TOML whose [thresholds] table sets defaults")
     p.add_argument("--junit", type=Path, default=None, metavar="FILE", help="write JUnit XML (one test case per variant)")
+    p.add_argument("--json", action="store_true",
+                   help="print the verdict as one JSON object (per variant and check: threshold, bound, value, "
+                        "passed; the exit code) instead of text; same exit codes")
     p.add_argument("--allow-incomplete", action="store_true",
                    help=f"judge the finished units of an incomplete run instead of failing it (exit {EXIT_INCOMPLETE})")
     p.set_defaults(func=run)
@@ -190,6 +203,42 @@ def junit_xml(run_name: str, results, reference=None, accepted: bool = False, ve
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
+def gate_json(view: RunView, thresholds: GateThresholds, status: RunStatus, results, not_judged,
+              reference_missing: str, accepted: bool, lines: list[str], code: int) -> dict:
+    """The gate's verdict as one JSON-ready object: what `auditor gate --json` prints.
+
+    Each variant lists its checks with the threshold's name, its bound, the value compared with it (the 95%
+    interval bound the limit applies to, or the BH q for max_shift_q), the point estimate and whether it passed;
+    a variant whose own answers cannot carry a verdict has a failed "variant_validity" check (bound and value
+    null). ``lines`` is the text the command prints without --json, ``exit_code`` the code it returns.
+    """
+    limits = thresholds.given()
+    verdicts = {(v.variant, v.backend): v.level for v in view.verdicts}
+    reference = view.validity
+
+    def number(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    variants = [{"name": f"{r.variant} [{r.backend}]", "variant": r.variant, "backend": r.backend,
+                 "passed": r.passed, "verdict": verdicts.get((r.variant, r.backend)),
+                 "checks": [{"threshold": key, "bound": limits.get(key), "value": number(value),
+                             "estimate": number(estimate), "passed": ok, "text": text}
+                            for (key, value, estimate, ok), text in zip(r.details, r.checks)]}
+                for r in results]
+    return {
+        "run": view.name, "run_dir": str(view.run_dir), "thresholds": limits,
+        "complete": status.is_complete, "missing_units": [u.id for u in status.missing],
+        "damaged": list(status.problems),
+        "reference": {"valid": None if reference is None else reference.valid, "accepted": accepted,
+                      "findings": [] if reference is None else list(reference.findings),
+                      "missing": reference_missing or None},
+        "variants": variants,
+        "not_judged": [{"name": name, "why": why} for name, why in not_judged],
+        "n_passed": sum(r.passed for r in results), "n_variants": len(results) + len(not_judged),
+        "passed": code == 0, "exit_code": code, "exit_reason": EXIT_REASONS[code], "lines": lines,
+    }
+
+
 def completeness_lines(status: RunStatus) -> list[str]:
     """What the gate says about a run's planned units: one line per missing unit, or that none is missing."""
     if not status.units:
@@ -248,11 +297,16 @@ def run(args) -> int:
         raise AuditorError(f"{run_dir / 'items.parquet'}: {items}; nothing judged (`auditor run` on the study "
                            "rewrites it)")
     status = run_status(run_dir, manifest)
+    # a changed report (plot, report.md) or report input (measurements.json) counts as a damaged run file: a gate
+    # must not pass a run whose published report differs from what was written (`auditor report` rewrites it)
+    status = dataclasses.replace(status, problems=status.problems + status.report_problems)
     view = RunView.load(run_dir)
     shown = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in thresholds.given().items())
-    print(f"gate {view.name}: {shown}")
+    lines: list[str] = []
+    say = lines.append  # text lines; with --json they travel inside the one JSON object
+    say(f"gate {view.name}: {shown}")
     for line in completeness_lines(status):
-        print(line)
+        say(line)
     incomplete = not status.is_complete and not args.allow_incomplete
     rows = [r for r in view.overview.to_dict(orient="records") if r["kind"] == KIND_VARIANT]
     not_judged, reference_missing = unjudged(status, rows)
@@ -264,35 +318,35 @@ def run(args) -> int:
         reference_missing = "dense reference validity not checked: the run has no finished dense records"
     invalid = reference is not None and not reference.valid
     if invalid:
-        print(f"{'ACCEPTED' if args.accept_invalid_reference else 'FAIL'} invalid dense reference: "
-              + "; ".join(reference.findings))
+        say(f"{'ACCEPTED' if args.accept_invalid_reference else 'FAIL'} invalid dense reference: "
+            + "; ".join(reference.findings))
     if reference_missing:
-        print(f"FAIL {reference_missing}")
+        say(f"FAIL {reference_missing}")
     for r in results:
-        print(f"{'PASS' if r.passed else 'FAIL'} {r.variant} [{r.backend}]")
+        say(f"{'PASS' if r.passed else 'FAIL'} {r.variant} [{r.backend}]")
         for failure in r.failures:
-            print(f"    {failure}")
+            say(f"    {failure}")
     for name, why in not_judged:
-        print(f"NOT JUDGED {name}: {why}")
+        say(f"NOT JUDGED {name}: {why}")
     failed = [r for r in results if not r.passed]
-    print(f"{len(results) - len(failed)} of {len(results) + len(not_judged)} variants pass"
-          + (f" ({len(not_judged)} planned variant(s) not judged)" if not_judged else ""))
+    say(f"{len(results) - len(failed)} of {len(results) + len(not_judged)} variants pass"
+        + (f" ({len(not_judged)} planned variant(s) not judged)" if not_judged else ""))
     # What --allow-incomplete cannot waive: a planned variant or reference with nothing scored, a damaged
     # run-level file. The gate cannot vouch for what it did not measure.
     unwaivable = bool(not_judged) or (bool(reference_missing) and any(
         variant_kind(v) == KIND_REFERENCE for v, _ in planned_variants(status))) or bool(status.problems)
     if incomplete:
-        print(f"FAIL incomplete run: {len(status.missing)} of {len(status.units)} planned units not scored"
-              + (f", damaged: {'; '.join(status.problems)}" if status.problems else "")
-              + f" (exit {EXIT_INCOMPLETE}; --allow-incomplete judges the finished units only)")
+        say(f"FAIL incomplete run: {len(status.missing)} of {len(status.units)} planned units not scored"
+            + (f", damaged: {'; '.join(status.problems)}" if status.problems else "")
+            + f" (exit {EXIT_INCOMPLETE}; --allow-incomplete judges the finished units only)")
     elif unwaivable:
-        print("FAIL incomplete run: --allow-incomplete judges finished units only; "
-              + ", ".join(filter(None, [f"{len(not_judged)} planned variant(s) have none" if not_judged else "",
-                                        reference_missing if reference_missing and not not_judged else "",
-                                        f"damaged: {'; '.join(status.problems)}" if status.problems else ""]))
-              + f" (exit {EXIT_INCOMPLETE})")
+        say("FAIL incomplete run: --allow-incomplete judges finished units only; "
+            + ", ".join(filter(None, [f"{len(not_judged)} planned variant(s) have none" if not_judged else "",
+                                      reference_missing if reference_missing and not not_judged else "",
+                                      f"damaged: {'; '.join(status.problems)}" if status.problems else ""]))
+            + f" (exit {EXIT_INCOMPLETE})")
     elif status.missing:
-        print(f"--allow-incomplete: judged {status.n_finished} of {len(status.units)} planned units")
+        say(f"--allow-incomplete: judged {status.n_finished} of {len(status.units)} planned units")
     if args.junit is not None:
         try:
             write_text(args.junit, junit_xml(view.name, results, reference, args.accept_invalid_reference,
@@ -304,15 +358,23 @@ def run(args) -> int:
                                              "" if incomplete else reference_missing, status.problems))
         except OSError as exc:
             raise AuditorError(f"{args.junit}: cannot write JUnit XML ({exc.strerror or exc})") from None
-        print(f"junit: {args.junit}")
+        say(f"junit: {args.junit}")
     if incomplete or unwaivable:
-        return EXIT_INCOMPLETE
-    if reference_missing and not args.accept_invalid_reference:
-        print(f"verdicts INCONCLUSIVE: exit {EXIT_INVALID_REFERENCE} (no reference to check; "
-              "--accept-invalid-reference judges the thresholds anyway)")
-        return EXIT_INVALID_REFERENCE
-    if invalid and not args.accept_invalid_reference:
-        print(f"verdicts INCONCLUSIVE: exit {EXIT_INVALID_REFERENCE} (--accept-invalid-reference judges the "
-              "thresholds anyway)")
-        return EXIT_INVALID_REFERENCE
-    return 1 if failed else 0
+        code = EXIT_INCOMPLETE
+    elif reference_missing and not args.accept_invalid_reference:
+        say(f"verdicts INCONCLUSIVE: exit {EXIT_INVALID_REFERENCE} (no reference to check; "
+            "--accept-invalid-reference judges the thresholds anyway)")
+        code = EXIT_INVALID_REFERENCE
+    elif invalid and not args.accept_invalid_reference:
+        say(f"verdicts INCONCLUSIVE: exit {EXIT_INVALID_REFERENCE} (--accept-invalid-reference judges the "
+            "thresholds anyway)")
+        code = EXIT_INVALID_REFERENCE
+    else:
+        code = EXIT_THRESHOLD if failed else 0
+    if args.json:
+        print(json.dumps(json_safe(gate_json(view, thresholds, status, results, not_judged, reference_missing,
+                                             args.accept_invalid_reference, lines, code)), indent=2,
+                         allow_nan=False))
+    else:
+        print("\n".join(lines))
+    return code

@@ -4,7 +4,8 @@ Exit codes: 0 written (an incomplete or running run gets a report that opens wit
 written while a process runs the study says so on stderr, and that run rewrites it when it finishes);
 2 bad input: no such run, an unreadable or malformed manifest, a missing or damaged items.parquet
 (a report without the item table would claim that no item flipped), a read-only run directory, a bad
-threshold flag (not finite, or outside the range `auditor.analysis.verdicts.RiskThresholds` accepts).
+threshold flag (not finite, or outside the range `auditor.analysis.verdicts.RiskThresholds` accepts),
+and with --pdf no headless Chromium on PATH or a print that failed (one line naming what it looked for).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from auditor.core.errors import AuditorError
 from auditor.data.rundir import RUNNING, items_problem, load_manifest, run_status
 from auditor.report.markdown import write_report
+from auditor.report.pdf import BROWSERS, html_to_pdf, require_browser
 from auditor.view.run import run_protocols, run_thresholds
 from auditor.view.runs import resolve_run
 
@@ -41,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--protocol", default=None, metavar="P",
                    help="score on this protocol of the run's (strict, debiased, cloze, as its study lists them); "
                         "another than the run's first writes RUN/protocol-P/ beside the run's own report")
+    p.add_argument("--pdf", action="store_true",
+                   help=f"also print report.html to report.pdf (A4) with headless Chromium ({', '.join(BROWSERS)} "
+                        "on PATH); exit 2 where none is found")
     p.set_defaults(func=run)
 
 
@@ -64,6 +69,8 @@ def run(args) -> int:
         raise AuditorError(f"--protocol {args.protocol}: {run_dir} was scored on {', '.join(listed)} (the "
                            "study's protocols)")
     thresholds = risk_thresholds(args, manifest)
+    if getattr(args, "pdf", False):
+        require_browser()  # refuse before writing anything
     items = items_problem(run_dir, manifest)
     if items:
         raise AuditorError(f"{run_dir / 'items.parquet'}: {items}; no report written (`auditor run` on the "
@@ -77,4 +84,6 @@ def run(args) -> int:
     except OSError as exc:
         raise AuditorError(f"{exc.filename or run_dir}: cannot write the report ({exc.strerror or exc})") from None
     print(f"report: {path}\nhtml: {path.parent / 'report.html'}\nsummary: {path.parent / 'summary.json'}")
+    if getattr(args, "pdf", False):
+        print(f"pdf: {html_to_pdf(path.parent / 'report.html', path.parent / 'report.pdf')}")
     return 0

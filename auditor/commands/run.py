@@ -1,7 +1,9 @@
 """`auditor run STUDY.toml`: run (or resume) a study; finished units are skipped.
 
 Exit status: 0 when every unit finished; 3 (INCOMPLETE_EXIT) when some units failed (their
-reasons are in the report, in `auditor status` and in failed/<unit>.json) and the rest ran.
+reasons are in the report, in `auditor status` and in failed/<unit>.json) and the rest ran;
+2 (bad input) when a unit's predicted peak memory exceeds the machine's available memory (or
+--memory-limit): refused before anything runs (auditor.study.memory_plan).
 With `--only`, 0 when the named variants' units finished: the others stay pending, the run reads
 "incomplete" (and a gate fails it) until a run without --only does them.
 """
@@ -16,10 +18,13 @@ from pathlib import Path
 from typing import Iterable
 
 from auditor.core.errors import AuditorError
+from auditor.core.progress import heartbeat_interval
 from auditor.data.rundir import INCOMPLETE, UNIT_FAILED, RunStatus, run_status
 from auditor.report.markdown import write_report
 from auditor.study.estimate import estimate_plan, format_estimate
-from auditor.study.runner import plan_study, run_study, select_units
+from auditor.study.memory_plan import GB, available_memory_bytes, format_memory, plan_memory, refusals
+from auditor.study.model_shape import model_shape
+from auditor.study.runner import RunPlan, plan_study, run_study, select_units
 from auditor.study.spec import Study, load_study
 
 log = logging.getLogger(__name__)
@@ -38,13 +43,17 @@ def register(sub) -> None:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code shipped in a model directory (off by default; a study file cannot enable it)")
     p.add_argument("--plan", action="store_true",
-                   help="print the units, the tokens each computes and the wall time estimated from a short timing "
-                        "of each runtime kind on this machine; run nothing, write nothing")
+                   help="print the units, each one's predicted peak memory, the tokens each computes and the wall "
+                        "time estimated from a short timing of each runtime kind on this machine (on a proxy of the "
+                        "model built from its config: no weight is read); run nothing, write nothing")
     p.add_argument("--only", action="append", default=None, metavar="SPEC",
                    help="run (or --plan) only this variant's units now, e.g. wanda@0.7 or dense-float32; repeat "
                         "for more. The rest stay pending: a later run without --only does them")
     p.add_argument("--plan-groups", type=int, default=None, metavar="N",
                    help="items timed per runtime kind by --plan (default: twice the study's batch_size)")
+    p.add_argument("--memory-limit", type=float, default=None, metavar="GB",
+                   help="memory the run may use, in GB (10^9 bytes), instead of what this machine has available "
+                        "now: a unit whose predicted peak exceeds it is refused before anything runs")
     p.set_defaults(func=run)
 
 
@@ -90,11 +99,13 @@ def stale_report(run_dir: Path, status: RunStatus | None = None) -> str:
     """
     if not (run_dir / "report.md").is_file():
         return "no report.md"
+    status = status or run_status(run_dir)
+    if status.report_problems:  # a plot, report.md or an input changed since the report was written
+        return "; ".join(status.report_problems)
     try:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "summary.json is missing or unreadable"
-    status = status or run_status(run_dir)
     seen = summary.get("completeness") if isinstance(summary, dict) else "?"
     now = None if not status.units else {
         "state": status.state, "n_planned": len(status.units), "n_finished": status.n_finished,
@@ -114,7 +125,31 @@ def report_missing(run_dirs: Iterable[Path]) -> None:
             write_report(run_dir)
 
 
+def check_memory(plans: Iterable[RunPlan], limit_gb: float | None, *, show: bool = False) -> dict:
+    """Predict every unit's peak memory from its model's config (no weights read) and refuse the run, before
+    anything starts, when a unit exceeds `limit_gb` (default: the memory available now). Returns each run
+    directory's ModelShape, for --plan. With `show`, prints the predicted peaks (--plan)."""
+    if limit_gb is not None and not limit_gb > 0:
+        raise AuditorError(f"--memory-limit must be a positive number of GB, got {limit_gb}")
+    available = limit_gb * GB if limit_gb is not None else available_memory_bytes()
+    shapes, refused = {}, []
+    for plan in plans:
+        ctx = plan.context
+        shapes[plan.run_dir] = shape = model_shape(ctx.source, trust_remote_code=ctx.trust_remote_code)
+        memory = plan_memory(plan, shape)
+        if show:
+            print(format_memory(memory, available, limit_gb is not None))
+        refused += refusals(memory, available, limit_given=limit_gb is not None)
+    for line in refused:
+        print(f"auditor: refused: {line}", file=sys.stderr)
+    if refused:
+        raise AuditorError(f"{len(refused)} unit(s) refused: predicted peak memory above {available / GB:.1f} GB; "
+                           "nothing was run")
+    return shapes
+
+
 def run(args) -> int:
+    heartbeat_interval()  # AUDITOR_HEARTBEAT_S is input too: refused before any run directory exists
     study = load_study(args.study)
     execution = study.execution
     if args.executor:
@@ -127,11 +162,14 @@ def run(args) -> int:
     if args.plan:
         if args.plan_groups is not None and args.plan_groups < 2:
             raise AuditorError(f"--plan-groups must be >= 2, got {args.plan_groups}")
-        for plan in plan_study(study):
-            plan = replace(plan, units=select_units(plan, args.only))
-            print(format_estimate(estimate_plan(plan, n_groups=args.plan_groups)))
+        plans = [replace(plan, units=select_units(plan, args.only)) for plan in plan_study(study)]
+        shapes = check_memory(plans, args.memory_limit, show=True)
+        for plan in plans:
+            print(format_estimate(estimate_plan(plan, n_groups=args.plan_groups, shape=shapes[plan.run_dir])))
         return 0
     try:
+        check_memory([replace(plan, units=select_units(plan, args.only)) for plan in plan_study(study)],
+                     args.memory_limit)
         run_dirs = run_and_report(study, force=args.force, only=args.only)
     except AuditorError as exc:  # name the flag the user gave, not the study key it overrode
         if not args.out:

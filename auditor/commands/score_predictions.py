@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 from auditor.analysis.predictions import score_predictions
+from auditor.core.errors import AuditorError
+from auditor.data.bbq import iter_json_objects
 
 
 def register(sub) -> None:
@@ -16,5 +18,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    print(json.dumps(score_predictions(args.files, args.field), indent=2, sort_keys=True))
+    scores = score_predictions(args.files, args.field)
+    skipped = scores["_skipped"]
+    if len(scores) == 1 and skipped["no_prediction"] and sum(skipped.values()) == skipped["no_prediction"]:
+        # not one line has the field: a misspelt --field, not a file of predictions that all failed to match
+        raise AuditorError(f"--field {args.field}: no line of {', '.join(map(str, args.files))} has this field "
+                           f"({skipped['no_prediction']} lines; the first has {', '.join(_first_keys(args.files))})")
+    print(json.dumps(scores, indent=2, sort_keys=True))
     return 0
+
+
+def _first_keys(paths) -> list[str]:
+    """The field names of the first object in `paths` (to show what --field could have been)."""
+    for path in paths:
+        for _, raw in iter_json_objects(Path(path)):
+            return sorted(raw)
+    return []

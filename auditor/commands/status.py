@@ -33,7 +33,10 @@ def run(args) -> int:
         return 0
     print(f"run {status.run_dir} (study {status.study}, hash {status.study_hash[:12]})")
     print(f"state: {status.state}" + (f" - {status.detail}" if status.detail else ""))
-    print(f"units: {status.n_finished}/{len(status.units)} finished; report: {'yes' if status.has_report else 'no'}")
+    report = "yes" if status.has_report else "no"
+    if status.report_problems:  # the report or a file it was written from changed since it was written
+        report = f"damaged ({'; '.join(status.report_problems)}; `auditor report` rewrites it)"
+    print(f"units: {status.n_finished}/{len(status.units)} finished; report: {report}")
     width = max((len(u.id) for u in status.units), default=0)
     for u in status.units:
         print(f"  {u.state:<9} {u.id:<{width}}  {u.variant} on {u.backend}"

@@ -1,10 +1,18 @@
-"""A progress bar with items/s and ETA for long loops (rich), quiet when not on a terminal."""
+"""Progress: a bar with items/s and ETA for long loops (rich) on a terminal; plain unit lines and a heartbeat
+with the estimated time left for a log (`start_unit_progress`), when stdout is not a terminal."""
 from __future__ import annotations
 
+import math
 import os
 import sys
+import threading
+import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, Sequence, TextIO, TypeVar
+
+from auditor.core.errors import AuditorError
+
+T = TypeVar("T")
 
 
 class _Bar:
@@ -35,3 +43,141 @@ def progress(total: int, unit: str) -> Iterator[_Bar]:
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
         task = prog.add_task(unit, total=total)
         yield _Bar(prog, task)
+
+
+#: Seconds between heartbeat lines of `start_unit_progress` (0 turns them off); default DEFAULT_HEARTBEAT_S.
+HEARTBEAT_ENV = "AUDITOR_HEARTBEAT_S"
+DEFAULT_HEARTBEAT_S = 60.0
+
+
+def heartbeat_interval() -> float:
+    """The heartbeat interval from AUDITOR_HEARTBEAT_S (seconds, 0 = off), DEFAULT_HEARTBEAT_S when unset."""
+    text = os.environ.get(HEARTBEAT_ENV, "").strip()
+    if not text:
+        return DEFAULT_HEARTBEAT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise AuditorError(f"{HEARTBEAT_ENV}={text!r}: must be a number of seconds >= 0 (0 turns the heartbeat off)")
+    return value
+
+
+def _clock_text(seconds: float) -> str:
+    """h:mm:ss (whole seconds), as a log reader expects a duration."""
+    seconds = int(round(max(seconds, 0.0)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class UnitProgress:
+    """Plain progress lines for a log: one per unit started and finished, and a heartbeat every `interval_s`
+    with finished/total and the estimated time left. No terminal control codes (no "\\r", no escapes): what a
+    CI log or `nohup` keeps is readable line by line.
+
+    `done` units were finished before this process started (a resume); the estimate uses only the units this
+    process finished: mean wall time per unit times the units left, "unknown" until the first one finishes.
+    """
+
+    def __init__(self, total: int, done: int, stream: TextIO | None, interval_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.done, self.stream, self.interval_s, self.clock = total, done, stream, interval_s, clock
+        self.start = clock()
+        self.finished_here = 0
+        self.unit_start: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            # sys.stderr looked up now: a rich bar on a terminal stderr swaps in a proxy that prints above it
+            stream = self.stream or sys.stderr
+            try:
+                stream.write(f"progress: {text}\n")
+                stream.flush()
+            except (OSError, ValueError):  # a closed log must not stop the run (nor print a thread's traceback)
+                pass
+
+    def started(self, label: str) -> None:
+        self.unit_start[label] = self.clock()
+        self._say(f"unit {label} started ({self.done}/{self.total} finished)")
+
+    def finished(self, label: str, error: str | None = None) -> None:
+        """A unit came back: finished, or failed with `error` (it stays unfinished: the next run retries it)."""
+        took = self.clock() - self.unit_start.pop(label, self.start)
+        if error is None:
+            self.done += 1
+            self.finished_here += 1
+            self._say(f"unit {label} finished in {_clock_text(took)} ({self.done}/{self.total} finished)")
+        else:
+            self._say(f"unit {label} failed after {_clock_text(took)}: {' '.join(error.splitlines())}")
+
+    def eta_text(self) -> str:
+        left = self.total - self.done
+        if left <= 0:
+            return "nothing left"
+        if not self.finished_here:
+            return "time left unknown until a unit finishes"
+        per_unit = (self.clock() - self.start) / self.finished_here
+        return f"about {_clock_text(per_unit * left)} left"
+
+    def heartbeat(self) -> None:
+        self._say(f"{self.done}/{self.total} units finished, {_clock_text(self.clock() - self.start)} elapsed, "
+                  f"{self.eta_text()}")
+
+    def follow(self, results: Iterable[T], labels: Sequence[str] | None, label: Callable[[T], str],
+               error: Callable[[T], str | None]) -> Iterator[T]:
+        """Yield `results` (units as they come back), saying each one finished once the caller asks for the next
+        (so after it committed it) and, with `labels` (the order a sequential executor computes them in), each
+        one started before it is computed. `label` and `error` read a result's unit and its failure."""
+        it = iter(results)
+        pending = list(labels or [])
+        while True:
+            if pending:
+                self.started(pending.pop(0))
+            try:
+                result = next(it)
+            except StopIteration:
+                return
+            yield result
+            self.finished(label(result), error(result))
+
+    def start_heartbeat(self) -> None:
+        """A daemon thread saying `heartbeat()` every interval_s (none when it is 0) until `close()`."""
+        if self.interval_s > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="auditor-heartbeat", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.heartbeat()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+class _NoProgress:
+    """`start_unit_progress` on a terminal: the rich bars show progress there."""
+
+    def follow(self, results: Iterable[T], labels: Sequence[str] | None, label: Callable[[T], str],
+               error: Callable[[T], str | None]) -> Iterator[T]:
+        return iter(results)
+
+    def close(self) -> None:
+        pass
+
+
+def start_unit_progress(total: int, done: int, *, stream: TextIO | None = None,
+                        interval_s: float | None = None) -> UnitProgress | _NoProgress:
+    """Progress of a study run's units for a log: `UnitProgress` lines on stderr (where the logs go) when stdout
+    is not a terminal (or `stream` is given), with a heartbeat thread every `interval_s` (default
+    `heartbeat_interval()`) until `close()`; nothing on a terminal, where the per-unit bars show."""
+    if stream is None and sys.stdout is not None and sys.stdout.isatty():
+        return _NoProgress()
+    reporter = UnitProgress(total, done, stream, heartbeat_interval() if interval_s is None else interval_s)
+    reporter.start_heartbeat()
+    return reporter

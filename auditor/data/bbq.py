@@ -236,19 +236,30 @@ def _integer(raw: dict, key: str, path: Path, line: int) -> int:
     raise DataError(path, f"{key} must be an integer, got {str(value)[:40]!r}", line)
 
 
+#: The longest line (one item) a jsonl file may have. BBQ's longest item is about 2 KB; a line of megabytes is
+#: not an item, and parsing it would cost hundreds of MB while planning.
+MAX_LINE_BYTES = 1 << 20
+
+
 def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a jsonl file; DataError names file and line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not UTF-8 text ({exc.reason})") from None
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(path, f"cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # the line holding the first bad byte
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        data.count(b"\n", 0, exc.start) + 1) from None
     # Split on newlines only: str.splitlines() also breaks at U+2028, \x1c, \x85 ..., which
     # may appear inside JSON strings and would shift the line numbers errors report.
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE_BYTES:  # counted in characters (each at least one byte): surely over the bound
+            raise DataError(path, f"a line of {len(line.encode()):,} bytes, longer than the {MAX_LINE_BYTES:,} "
+                                  "one item may have", lineno)
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -9,8 +9,10 @@ template per item (``auditor.analysis.item_inference.templates``).
 `protocol` names how the answer was read (PROTOCOLS): "strict" = argmax of the
 option letters under one answer order; "debiased" = rows derived from the strict
 rows of the cyclic orders (auditor.analysis.protocols); "cloze" = the
-lm-evaluation-harness continuation protocol (auditor.data.cloze). Protocols are
-separate analyses: never pool rows of two protocols.
+lm-evaluation-harness continuation protocol (auditor.data.cloze); "generative"
+and "sampled" = a free-text answer (greedy, or the majority of sampled ones)
+matched to an option (auditor.analysis.generative). Protocols are separate
+analyses: never pool rows of two protocols.
 
 Exact ties. Letter log-probs computed in bfloat16 move in steps of 1/8, so two
 options can score exactly the same; argmax then picked the lowest dataset
@@ -41,7 +43,8 @@ ROLE_OTHER = "other"
 ROLE_UNKNOWN = "unknown"
 
 STRICT, DEBIASED, CLOZE = "strict", "debiased", "cloze"
-PROTOCOLS = (STRICT, DEBIASED, CLOZE)
+GENERATIVE, SAMPLED = "generative", "sampled"  # free-text answers (auditor.analysis.generative)
+PROTOCOLS = (STRICT, DEBIASED, CLOZE, GENERATIVE, SAMPLED)
 
 COLUMNS = (
     "variant", "backend", "protocol", "seed", "item_id", "category", "example_id", "question_index", "condition",

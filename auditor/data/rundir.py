@@ -11,8 +11,9 @@ A run directory (one per study x model) holds:
                              file it wrote (written last: the commit point)
     variants/<stem>.json     per (variant, backend): the shards' descriptors merged
     failed/<unit>.json       a unit that could not be built or computed: its reason and unit key
-    measurements/            `auditor measure` figures per storage format
-    summary.json, report.md, report.html, plots/   written by the report from the files above
+    measurements.json, measurements/   `auditor measure` figures per storage format (sealed)
+    summary.json, report.md, report.html, plots/   written by the report from the files above; summary.json
+                             last, sealed, with the size and sha256 of the others and of the measurements read
     superseded/<utc>/        files of units a `--force` run did not keep
 
 The study runner writes this layout and the view reads it; both take every path and
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 SCORE = "score"
 PPL = "ppl"
 LAYOUT_DIRS = ("records", "units", "ppl", "variants", "commits", "failed")
-REPORT_FILES = ("summary.json", "report.md", "report.html")
+REPORT_FILES = ("summary.json", "report.md", "report.html", "report.pdf")
 # `auditor report RUN --protocol P` writes a report on another scoring protocol into RUN/protocol-P/.
 PROTOCOL_REPORT_PREFIX = "protocol-"
 SPARSE_KERNELS_FILE = "sparse_kernels.json"  # `auditor bench sparse-kernels --out RUN`: dense vs sparse matmul timings
@@ -388,6 +389,100 @@ def items_problem(run_dir: Path, manifest: dict) -> str:
     return ""
 
 
+#: Files a report reads that no unit's commit record vouches for (`auditor measure --out RUN` and `auditor bench
+#: sparse-kernels --out RUN` write them). `auditor measure` seals its JSON; the report records the digest of each.
+MEASUREMENTS_FILE = "measurements.json"
+MEASUREMENTS_DIR = "measurements"
+#: summary.json's field holding the report's record: the size and sha256 of every file the report wrote
+#: ("written", relative to its folder) and read beside the committed units ("read", relative to the run).
+#: summary.json is written last and sealed, so it is the report's commit point.
+REPORT_RECORD = "report_files"
+
+
+def report_inputs(run_dir: Path) -> list[Path]:
+    """The files of `run_dir` a report reads beside the committed units, those that exist."""
+    candidates = (run_dir / MEASUREMENTS_FILE, *sorted((run_dir / MEASUREMENTS_DIR).glob("*.json")),
+                  run_dir / SPARSE_KERNELS_FILE)
+    return [p for p in candidates if p.is_file()]
+
+
+def report_record(out_dir: Path, run_dir: Path, written: Sequence[Path], read: Sequence[Path]) -> dict:
+    """The report's record (REPORT_RECORD): size and sha256 of what it wrote into `out_dir` and read from `run_dir`."""
+    return {"written": {p.relative_to(out_dir).as_posix(): file_digest(p) for p in written},
+            "read": {p.relative_to(run_dir).as_posix(): file_digest(p) for p in read}}
+
+
+def sealed_json_problem(path: Path, rel: str) -> str:
+    """"" when the JSON object at `path` carries no seal (written before seals) or matches it, else why not."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return f"{rel} is unreadable ({exc.strerror or exc})"
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
+        return f"{rel} is unreadable ({type(exc).__name__})"
+    if not isinstance(doc, dict):
+        return f"{rel} is malformed (not a JSON object)"
+    if SEAL in doc and doc[SEAL] != manifest_seal(doc):
+        return f"{rel} differs from its seal (edited or damaged since it was written)"
+    return ""
+
+
+def _report_record_of(run_dir: Path) -> tuple[dict | None, str]:
+    """(the run's own report record, why it cannot be read); (None, "") for no report or one written before
+    records were."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None, ""
+    problem = sealed_json_problem(path, "summary.json")
+    if problem:
+        return None, problem
+    record = json.loads(path.read_text(encoding="utf-8")).get(REPORT_RECORD)
+    if record is None:
+        return None, ""
+    if not (isinstance(record, dict) and all(isinstance(record.get(k), dict) for k in ("written", "read"))):
+        return None, f"summary.json is malformed (its {REPORT_RECORD!r} is not the report's record)"
+    return record, ""
+
+
+def report_input_problems(run_dir: Path) -> list[str]:
+    """What a report cannot be written from (one phrase naming each file): a sealed input (measurements.json,
+    measurements/*.json) that differs from its seal, or an input the run's report was written from that is gone.
+    `auditor report` refuses these (fail closed): a silently smaller report would drop what it showed."""
+    out = [problem for path in report_inputs(run_dir)
+           if (problem := sealed_json_problem(path, path.relative_to(run_dir).as_posix()))]
+    record, _ = _report_record_of(run_dir)
+    for rel in sorted((record or {}).get("read", {})):
+        if _inside(run_dir, rel) and not (run_dir / rel).exists():
+            out.append(f"{rel} is missing (the run's report was written from it)")
+    return out
+
+
+def report_output_problems(run_dir: Path) -> list[str]:
+    """Where the run's own report differs from its record: a written file (report.md, report.html, plots/*.png)
+    missing or changed, an input changed since, or summary.json itself damaged. `auditor report` rewrites it."""
+    record, problem = _report_record_of(run_dir)
+    if record is None and not problem and (run_dir / "report.md").is_file() and not (
+            run_dir / "summary.json").exists():
+        problem = "summary.json is missing (report.md has no record to be checked against)"
+    if record is None:
+        return [problem] if problem else []
+    out = []
+    for kind in ("written", "read"):
+        for rel, want in sorted(record[kind].items()):
+            if not _inside(run_dir, rel):
+                out.append(f"summary.json lists {rel!r}, not a file of the run directory")
+            elif kind == "written" or (run_dir / rel).exists():  # a missing input is an input problem
+                found = verify_file(run_dir / rel, rel, want).replace("its commit record", "the report's record")
+                if found:
+                    out.append(found + (" (changed since the report was written)" if kind == "read" else ""))
+    return out
+
+
+def report_problems(run_dir: Path) -> list[str]:
+    """Every problem of the run's report and the files it was written from (inputs first)."""
+    return [*report_input_problems(run_dir), *report_output_problems(run_dir)]
+
+
 def manifest_thresholds(manifest: dict) -> dict[str, float]:
     """The threshold settings a run carries: manifest["thresholds"] or its study's [thresholds] table."""
     study = manifest.get("study") if isinstance(manifest.get("study"), dict) else {}
@@ -412,14 +507,34 @@ def is_temp_file(path: Path) -> bool:
     return path.name.startswith(".") and TEMP_MARK in path.name and path.name.rsplit(TEMP_MARK, 1)[1].isdigit()
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this host (one we may not signal runs too)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError, OSError):
+        return False
+    return True
+
+
 def remove_temp_files(run_dir: Path) -> None:
-    """Temp files of an interrupted writer (the caller holds the lock, so nobody is writing them now)."""
-    for folder in (run_dir, *(run_dir / d for d in LAYOUT_DIRS)):
-        if folder.is_dir():
-            for path in folder.iterdir():
-                if is_temp_file(path) and path.is_file():
-                    log.info("removing temp file of an interrupted write: %s", path)
-                    path.unlink()
+    """Temp files of an interrupted writer, in the run directory, its layout folders, plots/ and measurements/.
+
+    The caller holds the lock, so no run writes them now; `auditor report` and `auditor measure` write without
+    it, so a temp file whose writer (the pid in its name) is still alive, and not this process, is left to it."""
+    for folder in (run_dir, *(run_dir / d for d in (*LAYOUT_DIRS, "plots", MEASUREMENTS_DIR))):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if not (is_temp_file(path) and path.is_file()):
+                continue
+            pid = int(path.name.rsplit(TEMP_MARK, 1)[1])
+            if pid == os.getpid() or not _alive(pid):
+                log.info("removing temp file of an interrupted write: %s", path)
+                path.unlink(missing_ok=True)
 
 
 #: Where a unit worker builds a variant's artifacts (a GGUF export, a saved model): artifacts/<variant id>.<pid>.
@@ -523,6 +638,9 @@ class RunStatus:
     units: tuple[UnitStatus, ...]  # as planned in the manifest; () when it plans none (hand-made runs)
     has_report: bool
     problems: tuple[str, ...] = ()  # damaged run-level files (items.parquet, failure records), one phrase each
+    # the report and the files it was written from (`report_problems`): not the units', so not `problems`
+    # (a report rewritten over them must not call the run incomplete); the gate fails on them too
+    report_problems: tuple[str, ...] = ()
 
     @property
     def n_finished(self) -> int:
@@ -640,4 +758,5 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
         detail = said if state == INCOMPLETE and detail in ("", recorded) else f"{detail}; {said}"
     study = manifest.get("study", {}) if isinstance(manifest.get("study"), dict) else {}
     return RunStatus(run_dir, str(study.get("name", run_dir.name)), str(study.get("hash", "")), state, detail,
-                     tuple(units), (run_dir / "report.md").is_file(), tuple(problems))
+                     tuple(units), (run_dir / "report.md").is_file(), tuple(problems),
+                     tuple(report_problems(run_dir)))

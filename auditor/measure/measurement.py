@@ -43,11 +43,14 @@ from typing import Any, Sequence
 
 from auditor.analysis.claims import claims_table
 from auditor.artifacts.gguf_writer import tokenizer_for_model
+from auditor.artifacts.models import (DENSE_WEIGHTS_FOLDER, float32_weights_dir, load_model, load_tokenizer,
+                                      resolve_model, return_freed_memory)
 from auditor.core.errors import AuditorError
 from auditor.core.files import json_safe, write_json
 from auditor.core.names import DENSE, variant_id
-from auditor.core.provenance import machine, now_utc, package_versions
+from auditor.core.provenance import machine, now_utc, package_versions, tree_sha256
 from auditor.data.bbq import select_items
+from auditor.data.rundir import sealed
 from auditor.data.sources import SAMPLE_BBQ
 from auditor.measure.exports import (
     FORMATS,
@@ -58,12 +61,11 @@ from auditor.measure.exports import (
     export_safetensors,
     export_sparse,
     gguf_figures,
-    load_dense,
     torch_layout,
 )
 from auditor.scoring.engine import PromptSet
 from compressors.calibration import load_calibration
-from compressors.registry import build_variant, parse_chain
+from compressors.registry import build_on_load, parse_chain
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +180,7 @@ class Measurement:
     bbq_ms_per_prompt: float | None = None
     load_average: Spread | None = None  # 1-minute load average before each of this row's runs
     note: str = ""
+    sha256: str | None = None  # of the artifact as measured (core.provenance.tree_sha256), taken before any deletion
 
 
 @dataclass
@@ -432,19 +435,23 @@ def measure(specs: Sequence[str], *, model: str | None = None, settings: Measure
     ordered = [DENSE, *dict.fromkeys(s.strip() for s in specs if s.strip() != DENSE)]
     chains = {spec: parse_chain(spec) for spec in ordered}  # bad specs fail before any work
     load_before = _warn_if_busy(settings.threads())
-    source, tokenizer, dense = load_dense(model)
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
     workload = build_workload(tokenizer, settings.bbq_items)
-    gguf_tokenizer = None
-    if "gguf" in settings.formats:
-        gguf_tokenizer = tokenizer_for_model(dense)
-    report = MeasureReport({"name": source.name, "path": str(source.path), "kind": source.kind,
-                            "reference_precision": source.reference_precision},
-                           settings, workload, count_parameters(dense))
     keep = keep_artifacts and out_dir is not None
     root = Path(out_dir) / "artifacts" / "measure" if keep else Path(tempfile.mkdtemp(prefix="auditor-measure-"))
     calibration = None
     pending: list[tuple[int, Pending]] = []  # (index in report.rows, artifact to time)
     try:
+        # One model at a time (docs/memory.md): every variant is built on a fresh memory-mapped load of
+        # the dense float32 folder, never on a copy of a resident dense model.
+        weights = float32_weights_dir(source, root / DENSE_WEIGHTS_FOLDER)
+        dense = load_model(source, weights=weights)
+        gguf_tokenizer = tokenizer_for_model(dense) if "gguf" in settings.formats else None
+        report = MeasureReport({"name": source.name, "path": str(source.path), "kind": source.kind,
+                                "reference_precision": source.reference_precision},
+                               settings, workload, count_parameters(dense))
+        del dense
         for spec in ordered:
             workdir = root / variant_id(spec)
             workdir.mkdir(parents=True, exist_ok=True)
@@ -452,7 +459,8 @@ def measure(specs: Sequence[str], *, model: str | None = None, settings: Measure
                 calibration = load_calibration(tokenizer, settings.calib, n_samples=settings.calib_samples,
                                                seq_len=settings.calib_seq_len, seed=settings.compress_seed)
             t0 = time.perf_counter()
-            variant = build_variant(chains[spec], dense, calibration=calibration, seed=settings.compress_seed,
+            variant = build_on_load(chains[spec], load_model(source, weights=weights), weights,
+                                    calibration=calibration, seed=settings.compress_seed,
                                     workdir=workdir / "compress")
             log.info("%s: built in %.1fs", spec, time.perf_counter() - t0)
             rows, waiting, notes = export_variant(spec, chains[spec], variant, tokenizer=tokenizer,
@@ -463,13 +471,16 @@ def measure(specs: Sequence[str], *, model: str | None = None, settings: Measure
             report.notes.extend(notes)
             log.info("%s: exported (%.0fs so far)", spec, time.perf_counter() - start)
             del variant
-        del dense
+            return_freed_memory()
         # Every artifact exists now: time them in interleaved rounds.
         timed, loads = time_interleaved([p for _, p in pending], workload, settings)
         for (index, _), row in zip(pending, timed):
             report.rows[index] = row
         # Paths relative to the artifacts folder, which is temporary unless kept.
-        report.rows = [replace(r, path=str(Path(r.path).relative_to(root))) for r in report.rows]
+        # ... and the sha256 of what was measured, while the files still exist.
+        report.rows = [replace(r, path=str(Path(r.path).relative_to(root)),
+                               sha256=tree_sha256(Path(r.path)) if Path(r.path).exists() else None)
+                       for r in report.rows]
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -491,12 +502,12 @@ def measure(specs: Sequence[str], *, model: str | None = None, settings: Measure
 def write_measurements(report: MeasureReport, out_dir: Path) -> Path:
     """measurements.json plus measurements/<variant_id>__<backend>.json for each runtime row."""
     doc = report.to_json()
-    write_json(doc, out_dir / "measurements.json")
+    write_json(sealed(doc), out_dir / "measurements.json")  # sealed: a report refuses an edited copy
     for row in doc["measurements"]:
         if row["runtime"] is None:
             continue
         unit = f"{variant_id(row['variant'])}__{row['runtime']}"
-        write_json({**row, "spec": row["variant"], "backend": row["runtime"]},
+        write_json(sealed({**row, "spec": row["variant"], "backend": row["runtime"]}),
                    out_dir / "measurements" / f"{unit}.json")
     return out_dir / "measurements.json"
 

@@ -166,8 +166,12 @@ def provenance_items(manifest: dict) -> list[tuple[str, str]]:
                                f"protocols {', '.join(manifest.get('protocols', None) or ['strict'])}; "
                                f"compression seed {cfg.get('compress_seed', 'unknown')}."),
         ("Versions", f"{versions or 'unknown'}; git {manifest.get('git_commit', 'unknown')}."),
-        ("Machine", f"{mach.get('platform', 'unknown')}, {mach.get('cpus', '?')} CPUs; created "
-                    f"{manifest.get('created_utc', 'unknown')}."),
+        ("Machine", f"{mach.get('platform', 'unknown')}, "
+                    + (f"{mach['cpu_model']}, " if mach.get("cpu_model") else "")
+                    + f"{mach.get('cpus', '?')} CPUs"
+                    + (f", {int(mach['memory_bytes']) / 2**30:.1f} GiB memory"
+                       if str(mach.get("memory_bytes", "")).isdigit() else "")
+                    + f"; created {manifest.get('created_utc', 'unknown')}."),
     ]
     study = manifest.get("study") if isinstance(manifest.get("study"), dict) else {}
     if study.get("hash"):
@@ -608,6 +612,10 @@ PROTOCOL_TEXT = {
                 "log-probability across the three cyclic answer orders (seeds 0-2), one answer per item",
     "cloze": "lm-evaluation-harness's bbq multiple-choice task: no chat template, \"{context}\\n\\nQ: {question}\\nA:\", "
              "the two group answers and ten unknown phrasings as continuations, argmax of summed log-likelihood",
+    "generative": "a free-text answer (greedy decoding) matched to an option by the BBQ authors' rules; answers "
+                  "that match no option are left out and counted",
+    "sampled": "the majority option of several free-text answers sampled at a temperature ([generation]), each "
+               "matched by the BBQ authors' rules; prompts where no answer matched are left out and counted",
 }
 
 
@@ -626,18 +634,34 @@ def _protocols(view: RunView) -> list[Block]:
                    ("unknown_rate", "unknown-rate", pct), ("flip_rate", "flip rate", pct)])]
 
 
+def _free_text(view: RunView) -> list[Block]:
+    g = view.generation
+    if not len(g):
+        return []
+    return [Heading("Letters vs free text", anchor="free-text"), Para(
+        "Each prompt answered in free text as well as by its letter (auditor.analysis.generative). Unparsed: "
+        "answers that match no option (left out of the free-text metrics). Agreement: share of prompts, valid in "
+        "both, whose free-text option equals the letter protocol's (strict) answer under the same answer order."),
+        _table(g, [("protocol", "protocol", None), ("variant", "variant", None), ("backend", "runtime", None),
+                   ("n_records", "prompts", count), ("n_unparsed", "unparsed", count),
+                   ("unparsed_rate", "unparsed %", pct), ("n_compared", "compared", count),
+                   ("agreement", "agreement with letters", pct)])]
+
+
 def _mask_spread(view: RunView) -> list[Block]:
     m = view.mask_spread
     if not len(m):
         return []
-    rows = tuple((r.spec, r.backend, ", ".join(f"#{s}: {pct(f)}" for s, f in zip(r.mask_seeds, r.flip_rates)),
+    rows = tuple((r.spec, r.backend, getattr(r, "draw", "random mask"),
+                  ", ".join(f"#{s}: {pct(f)}" for s, f in zip(r.mask_seeds, r.flip_rates)),
                   f"{pct(r.flip_rate_min)} - {pct(r.flip_rate_max)}",
                   ", ".join(f"#{s}: {pct(v)}" for s, v in zip(r.mask_seeds, r.srs_values)),
                   f"{pct(r.srs_min)} - {pct(r.srs_max)}") for r in m.itertuples())
-    return [Heading("Random masks", anchor="masks"), Para(
-        "Random pruning under several mask seeds ([compression] mask_seeds): the spread between masks at the same "
-        "sparsity is noise that one mask cannot show."),
-        Table(("spec", "runtime", "flip rate per mask seed", "flip rate min - max", "SRS per mask seed",
+    return [Heading("Random masks and calibration draws", anchor="masks"), Para(
+        "Random pruning under several mask seeds ([compression] mask_seeds) and data-dependent pruning (Wanda) "
+        "under several calibration samples ([compression] calib_seeds): the spread between draws of the same spec "
+        "is noise that one draw cannot show."),
+        Table(("spec", "runtime", "draw", "flip rate per seed", "flip rate min - max", "SRS per seed",
                "SRS min - max"), rows)]
 
 
@@ -654,8 +678,11 @@ def _methodology(view: RunView) -> list[Block]:
     return out
 
 
-def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) -> Document:
-    """The whole report for `view`; `plots` from auditor.report.plots.render_plots."""
+def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5,
+                   decision: Sequence[Block] = ()) -> Document:
+    """The whole report for `view` but its Provenance section, which auditor.report.provenance builds on these
+    blocks and `auditor.report.markdown.full_document` appends; `plots` from auditor.report.plots.render_plots;
+    `decision`, the blocks of auditor.report.decision_section, go right after the Summary and its reference note."""
     by_name = {p.name: p for p in plots}
     blocks: list[Block] = []
     if view.status is not None and not view.status.is_complete:  # first: nothing partial may look complete
@@ -679,6 +706,7 @@ def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) ->
     blocks += _summary(view)
     if reference is not None and reference.kind != "warning":
         blocks.append(reference)
+    blocks += decision  # which variant to ship (auditor.report.decision_section): what a team acts on
     blocks += _verdicts(view)
     blocks += _techniques(view, by_name)
     blocks += _measurements(view, by_name)
@@ -686,10 +714,9 @@ def build_document(view: RunView, plots: Sequence[Plot], n_examples: int = 5) ->
     blocks += _accuracy(view)
     blocks += _categories(view)
     blocks += _positions(view)
-    blocks += _protocols(view) + _mask_spread(view)
+    blocks += _protocols(view) + _free_text(view) + _mask_spread(view)
     blocks += _flipped(view, n_examples)
     blocks += _paper(view)
     blocks += _limitations(view)
     blocks += _methodology(view)
-    blocks += [Heading("Provenance", anchor="provenance"), Bullets(tuple(provenance_items(view.manifest)))]
     return Document(f"Compression risk audit: {view.name}", tuple(blocks))

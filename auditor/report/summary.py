@@ -40,4 +40,5 @@ def summary_dict(view: RunView) -> dict:
         "protocols": to_json_rows(view.protocols),
         "mask_spread": to_json_rows(view.mask_spread),
         "fidelity": to_json_rows(view.fidelity),
+        "generation": to_json_rows(view.generation),
     })

@@ -11,13 +11,22 @@ counts exactly the tokens its backend will compute:
 - compression: the calibration forwards of activation-aware steps (Wanda: its
   `calibration_passes` over n_samples x seq_len tokens, in float32, per variant).
 
-Each *runtime kind* the plan uses (torch in a dtype, bitsandbytes int8/NF4,
-llama.cpp per GGUF type) is then timed on real prompts of the study: warm-up,
-then calls of batch_size of the first `n_groups` groups in token order until PLAN_BUDGET_S
-seconds are spent; its rate is the planned tokens of what it scored / s. The
-time a quantizer takes to build its variant (bitsandbytes reload, llama.cpp
-quantize) is measured once per kind too. Estimate of a unit = tokens / rate
-of its kind; of the run = the units + compression + model load.
+The model's weights are never read: its config (config.json, or the GGUF header)
+gives the parameter count, the vocabulary and the FLOP sizes (`model_shape`), and
+each *runtime kind* the plan uses (torch in a dtype, bitsandbytes int8/NF4,
+llama.cpp per GGUF type) is timed on a *proxy*: the source's architecture and
+widths with random decoder blocks, all of them for a model of up to
+PROXY_MAX_PARAMS parameters, else as many as fit (`proxy_model`), scoring real
+prompts of the study: warm-up, then calls of batch_size of the first `n_groups`
+groups in token order until PLAN_BUDGET_S seconds are spent. A kind's rate for
+the real model is the proxy's rate x the FLOPs of the same work on the proxy /
+on the real model (`forward_flops`: blocks and attention scale with the depth,
+the head does not); a build (cast, quantize, export) and the model load are
+scaled by parameters. Estimate of a unit = tokens / rate of its kind; of the run
+= the units + compression + model load.
+
+Every unit's predicted peak memory comes from the same shape
+(auditor.study.memory_plan); `auditor run` refuses units that exceed the machine's.
 
 Limits, said with the figures: the rates are taken at the load of the moment
 (printed), and a perplexity window of max_length tokens is timed once per kind.
@@ -28,12 +37,12 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 from auditor.analysis.baselines import DENSE_FLOAT32
-from auditor.artifacts.models import load_model, load_tokenizer
+from auditor.artifacts.models import load_tokenizer
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH
 from auditor.data.prompts import PromptGroup
 from auditor.data.rundir import PPL, SCORE, Unit
@@ -43,6 +52,7 @@ from auditor.scoring.backends.trees import plan_trees
 from auditor.scoring.engine import PromptSet
 from auditor.scoring.gemm import ModelDims, forward_flops
 from auditor.scoring.perplexity import corpus_token_ids, sliding_windows
+from auditor.study.model_shape import ModelShape, model_shape, proxy_model
 from auditor.study.runner import RunPlan, unit_dtype
 from auditor.study.units import shard_indices
 from compressors.registry import build_variant, parse_chain
@@ -230,15 +240,22 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
     return KindTiming(kind, n_items, tokens, wall, build_s, ppl_tokens, ppl_wall, peak)
 
 
-def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
-                  budget_s: float | None = PLAN_BUDGET_S) -> PlanEstimate:
-    """Count every unit's tokens and time each runtime kind the plan uses (module docstring)."""
+def work_flops(dims: ModelDims, groups: Sequence[PromptGroup]) -> float:
+    """FLOPs of scoring `groups` as the torch engine plans them (tokens, attended pairs, head rows)."""
+    trees = plan_trees(groups)
+    return forward_flops(dims, trees.n_nodes, trees.n_attended_pairs, trees.n_answer_nodes)
+
+
+def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float | None = PLAN_BUDGET_S,
+                  shape: ModelShape | None = None) -> PlanEstimate:
+    """Count every unit's tokens and time each runtime kind the plan uses on a proxy (module docstring)."""
     import torch
 
     ctx = plan.context
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     load_before = os.getloadavg()[0]
+    shape = shape or model_shape(ctx.source, trust_remote_code=ctx.trust_remote_code)
     tokenizer = load_tokenizer(ctx.source)
     prompts = PromptSet.build(tokenizer, ctx.items, ctx.seeds)
     corpus = None
@@ -246,8 +263,13 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
         corpus = corpus_token_ids(tokenizer, ctx.perplexity.corpus, max_tokens=ctx.perplexity.max_tokens)
     tokens = unit_tokens(plan, prompts, len(corpus.ids) if corpus else None)
     start = time.perf_counter()
-    dense = load_model(ctx.source, device=ctx.device, trust_remote_code=ctx.trust_remote_code)
-    load_s = time.perf_counter() - start
+    dense = proxy_model(ctx.source, shape, seed=ctx.compress_seed,
+                        trust_remote_code=ctx.trust_remote_code).to(ctx.device)
+    proxy_s = time.perf_counter() - start
+    proxy_dims = ModelDims.from_config(dense.config.get_text_config() if hasattr(dense.config, "get_text_config")
+                                       else dense.config)
+    proxy_params = sum(p.numel() for p in dense.parameters())
+    by_params = shape.n_params / proxy_params  # builds and the load scale with the weights
 
     kinds: dict[str, str | None] = {}
     for u in plan.units:
@@ -262,27 +284,34 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
         cap = ctx.perplexity.max_length if budget_s is None else min(ctx.perplexity.max_length, BUDGET_WINDOW)
         window = corpus.ids[:min(len(corpus.ids), cap)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sample = sample_groups(prompts.groups, n_groups or 2 * ctx.batch_size)
+    # The same work costs this much less on the proxy: its timed rates are scaled down by it.
+    score_scale = work_flops(proxy_dims, sample) / work_flops(shape.dims, sample)
     timings: dict[str, KindTiming] = {}
     with tempfile.TemporaryDirectory(prefix="auditor-plan-") as tmp:  # never inside the run directory
         for kind, spec in kinds.items():
             dtype = kind.split()[-1] if kind.startswith("torch ") and not spec else "float32"
-            timings[kind] = time_kind(
+            t = time_kind(
                 kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_groups or 2 * ctx.batch_size,
                 batch_size=ctx.batch_size, pad_id=int(pad), workdir=Path(tmp) / kind.replace(" ", "_"),
                 seed=ctx.compress_seed, window_ids=window if any(
                     u.kind == PPL and unit_kind(u, ctx.dtype) == kind for u in plan.units) else None,
                 n_threads=ctx.threads, budget_s=budget_s)
+            timings[kind] = replace(t, score_wall_s=t.score_wall_s / score_scale, build_s=t.build_s * by_params,
+                                    ppl_wall_s=t.ppl_wall_s * (window_flops_per_token(shape.dims, t.ppl_tokens)
+                                                               / window_flops_per_token(proxy_dims, t.ppl_tokens))
+                                    if t.ppl_tokens else 0.0)
+    del dense
 
     units = []
-    dims = ModelDims.from_config(dense.config)
     for u in plan.units:
         kind = unit_kind(u, ctx.dtype)
         t = timings[kind]
         rate = t.score_tokens_per_s
         if u.kind == PPL:  # a longer window costs more per token (attention): scale by FLOPs per token
             full = min(ctx.perplexity.max_length, len(corpus.ids))
-            rate = t.ppl_tokens_per_s * (window_flops_per_token(dims, t.ppl_tokens)
-                                         / window_flops_per_token(dims, full))
+            rate = t.ppl_tokens_per_s * (window_flops_per_token(shape.dims, t.ppl_tokens)
+                                         / window_flops_per_token(shape.dims, full))
         units.append(UnitEstimate(u, kind, tokens[u.id], tokens[u.id] / rate))
     compression: dict[str, float] = {}
     calib_passes: dict[str, int] = {}
@@ -298,14 +327,20 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None,
             calib_passes[spec] = sum(step.calibration_passes for step in parse_chain(spec))
             seconds += calib_passes[spec] * c.n_samples * c.seq_len / timings["torch float32"].score_tokens_per_s
         compression[spec] = seconds
-    notes = ["pruning masks and RTN rounding are not counted (seconds on a small model, minutes at 1.5B "
+    notes = [f"rates timed on a {proxy_dims.n_layers}-block proxy of the model ({proxy_params:,} random "
+             f"parameters; the model has {shape.n_params:,} in {shape.dims.n_layers} blocks), scaled by FLOPs; "
+             "builds and the model load scaled by parameters (the load from the proxy's construction)"
+             if proxy_dims.n_layers < shape.dims.n_layers else
+             f"rates timed on the model's architecture with random weights ({shape.n_params:,} parameters); "
+             "the model load is the time to build it",
+             "pruning masks and RTN rounding are not counted (seconds on a small model, minutes at 1.5B "
              "parameters); a quantizer's build time is its kind's measured build"]
     for spec, passes in calib_passes.items():
         notes.append(f"{spec} adds its float32 calibration forwards: {passes} passes over "
                      f"{ctx.calibration.n_samples} x {ctx.calibration.seq_len} tokens")
     if any(u.variant == DENSE_FLOAT32 for u in plan.units):
         notes.append(f"{DENSE_FLOAT32}: the precision baseline, dense computed in float32")
-    return PlanEstimate(plan.run_dir, units, timings, compression, load_s,
+    return PlanEstimate(plan.run_dir, units, timings, compression, proxy_s * by_params,
                         (load_before, os.getloadavg()[0]), notes)
 
 

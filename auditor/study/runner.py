@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from auditor.analysis.baselines import DENSE_FLOAT32, DENSE_GGUF_F16
+from auditor.analysis.generative import text_protocols
 from auditor.artifacts.architecture import check_gguf_convertible
 from auditor.artifacts.models import ModelSource, resolve_model, source_chat_template
 from auditor.artifacts.precision import FLOAT32, resolve_dtype
 from auditor.core.errors import AuditorError, ModelError, SpecError
 from auditor.core.files import write_json
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH, normalize_spec, safe_name, split_mask_seed
+from auditor.core.progress import start_unit_progress
 from auditor.core.provenance import file_fingerprint, git_commit, machine, now_utc, package_versions
 from auditor.data.bbq import BBQSelection, select_items
 from auditor.data.cloze import CLOZE_VERSION
@@ -66,7 +68,9 @@ from auditor.data.rundir import (
 )
 from auditor.data.sources import PROJECT_ROOT, DataSource, resolve_bbq, resolve_corpus
 from auditor.scoring.backends.factory import available
+from auditor.scoring.generative import TEXT_VERSION
 from auditor.study.executors import make_executor
+from auditor.study.reproduce import reproduce_record
 from auditor.study.spec import Study, backends_for, chain_of, variant_seed
 from auditor.study.units import RunContext, shard_indices
 
@@ -144,7 +148,7 @@ def plan_study(study: Study) -> list[RunPlan]:
             threads=study.execution.threads, trust_remote_code=study.trust_remote_code,
             calibration=replace(study.calibration, corpus=calib_path), perplexity=ppl_settings if with_ppl else None,
             keep_artifacts=study.execution.keep_artifacts, cloze=CLOZE in study.protocols, dtype=dtype,
-            prompt_format=fmt,
+            prompt_format=fmt, text_protocols=text_protocols(study.protocols), generation=study.generation,
         )
         keys = {u.id: _unit_key(u, study, chains, fp, selection, fmt, dtype) for u in units}
         plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fmt, fp,
@@ -221,6 +225,9 @@ def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, s
                           batch_size=study.execution.batch_size, template=fmt.version)
         if CLOZE in study.protocols:
             definition["cloze"] = CLOZE_VERSION
+        if text_protocols(study.protocols):
+            definition["text"] = {"protocols": list(text_protocols(study.protocols)), "prompt": TEXT_VERSION,
+                                  **asdict(study.generation)}
     else:
         assert study.perplexity is not None
         definition["perplexity"] = {**asdict(study.perplexity), "corpus": None,
@@ -309,11 +316,16 @@ def execute_plan(plan: RunPlan, *, force: bool, executor, units: Iterable[Unit] 
             shutil.rmtree(run_dir / "plots", ignore_errors=True)
             for stale in run_dir.glob(f"{PROTOCOL_REPORT_PREFIX}*"):
                 shutil.rmtree(stale, ignore_errors=True)
+        # a log's progress (stdout not a terminal): unit lines and a heartbeat; the local executor computes
+        # `todo` in order, so it can say when each unit starts
+        progress = start_unit_progress(len(plan.units), len(kept))
         _set_state(run_dir, RUNNING, plan, n_finished=len(kept))
         done = len(kept)
         failed: list[str] = []
         try:
-            for result in executor.run(plan.context, todo):
+            for result in progress.follow(executor.run(plan.context, todo),
+                                          [u.id for u in todo] if executor.name == "local" else None,
+                                          label=lambda r: r.unit.id, error=lambda r: r.error):
                 if result.error is not None:
                     path = result.unit.failed_path(run_dir)
                     _guard(write_failed_unit, path)(run_dir, result.unit, plan.keys[result.unit.id], result.error,
@@ -334,6 +346,8 @@ def execute_plan(plan: RunPlan, *, force: bool, executor, units: Iterable[Unit] 
         except Exception as exc:
             _set_state(run_dir, FAILED, plan, n_finished=done, error=repr(exc))
             raise
+        finally:
+            progress.close()
         if failed:
             _set_state(run_dir, INCOMPLETE, plan, n_finished=done,
                        error=f"{len(failed)} unit(s) failed: " + "; ".join(failed))
@@ -374,7 +388,8 @@ def _check_previous(run_dir: Path, plan: RunPlan, force: bool) -> dict | None:
     except (ValueError, AttributeError, OSError) as exc:
         if force:
             return None
-        raise AuditorError(f"{path}: unreadable manifest ({exc}); use --force to start this run over") from None
+        raise AuditorError(f"{path}: unreadable manifest ({exc}); use --force to rewrite it (units whose commit "
+                           "records verify are kept, the rest redone)") from None
     if force:
         return previous
     if not old_hash:
@@ -536,8 +551,19 @@ def _write_manifest(run_dir: Path, plan: RunPlan, previous: dict | None, executo
         "machine": machine(),
         "git_commit": session["git_commit"],
         "sessions": [*sessions, session],
+        "reproduce": _reproduce(plan),
     }
     write_json(sealed(manifest), run_dir / "manifest.json")  # every reader checks the seal
+
+
+def _reproduce(plan: RunPlan) -> dict:
+    """The command, study file and full sha256 of every file this run reads (auditor.study.reproduce)."""
+    ctx, study = plan.context, plan.study
+    calib = resolve_corpus(ctx.calibration.corpus, "valid").path if "calibration_corpus" in plan.fingerprints else None
+    ppl = resolve_corpus(ctx.perplexity.corpus, "test").path if ctx.perplexity is not None else None
+    return reproduce_record(study.source, trust_remote_code=study.trust_remote_code, model=Path(plan.source.path),
+                            bbq_files=list(plan.selection.files), calibration_corpus=calib, perplexity_corpus=ppl,
+                            chat_template=study.path(study.chat_template) if study.chat_template else None)
 
 
 def _set_state(run_dir: Path, state: str, plan: RunPlan, *, n_finished: int, error: str | None = None) -> None:

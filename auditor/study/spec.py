@@ -2,16 +2,18 @@
 
 A study names models, compressor specs (explicit `variants` and `method x level`
 grids), answer-order seeds, the BBQ selection, calibration and perplexity
-corpora, the runtimes to score on, execution settings and report thresholds.
+corpora, the runtimes to score on, execution settings, report thresholds and the
+[decision] constraints a variant must meet to ship.
 Parsing rejects unknown keys and wrong types (naming the file and the key) and
 parses every compressor spec with `compressors.registry.parse_chain`, so a typo
 fails in a second, not after an hour of compression.
 
 Relative paths in a study file are resolved against the file's folder. The
 study hash is sha256 of the canonical JSON of the settings that can change a
-record (`Study.results_definition`); where results go, how units are executed
-and the report thresholds are left out, so a run can be resumed on another
-executor or judged with other thresholds without being redone.
+record (`Study.results_definition`); where results go, how units are executed,
+the report thresholds and the [decision] constraints are left out, so a run can
+be resumed on another executor or judged with other thresholds or budgets
+without being redone.
 """
 from __future__ import annotations
 
@@ -19,18 +21,28 @@ import hashlib
 import json
 import math
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from auditor.analysis.verdicts import GateThresholds, RiskThresholds, thresholds_from_mapping
+from auditor.analysis.verdicts import (
+    ELEVATED,
+    HIGH,
+    LOW,
+    NOT_SHOWN,
+    GateThresholds,
+    RiskThresholds,
+    thresholds_from_mapping,
+)
 from auditor.artifacts.precision import DTYPES, FLOAT32
 from auditor.core.errors import SpecError
 from auditor.core.names import DENSE, normalize_spec, split_mask_seed, with_mask_seed
 from auditor.data.bbq import CATEGORIES
 from auditor.data.prompts import CYCLIC_SEEDS, MAX_SEEDS, seed_problem
-from auditor.data.records import CLOZE, DEBIASED, PROTOCOLS, STRICT
+from auditor.data.records import CLOZE, DEBIASED, GENERATIVE, PROTOCOLS, SAMPLED, STRICT
+from auditor.scoring.generative import GenerationSettings
 from auditor.scoring.perplexity import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_STRIDE
 from compressors.registry import REGISTRY, parse_chain
 
@@ -103,13 +115,18 @@ class Study:
     protocols: tuple[str, ...] = (STRICT,)  # scoring protocols; the first is the report's primary analysis
     compress_seed: int = 0
     mask_seeds: tuple[int, ...] = ()  # random@ specs run once per mask seed, as SPEC#seedS
+    calib_seeds: tuple[int, ...] = ()  # data-dependent specs (Wanda) run once per calibration draw, as SPEC#seedS
     backends: tuple[str, ...] = ("auto",)
     null_baselines: bool = True
     data: DataSettings = field(default_factory=DataSettings)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     perplexity: PerplexitySettings | None = None
+    generation: GenerationSettings = field(default_factory=GenerationSettings)  # the free-text protocols'
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     thresholds: dict[str, float] = field(default_factory=dict)
+    # [decision]: the constraints a variant must meet to ship, by auditor.view.decision.Constraints field
+    # (max_size_bytes, min_decode_tokens_per_s, ...); `auditor decide RUN` and the report read them.
+    decision: dict[str, float | str] = field(default_factory=dict)
     chat_template: str | None = None  # a Jinja chat template file; None: the model's own, else the plain format
     # Not part of the study's definition: where relative paths start, and the CLI-only switch.
     base_dir: str = "."
@@ -127,6 +144,9 @@ class Study:
         Of the protocols only cloze is scored (debiased rows are derived when a run is read).
         """
         cloze = {"cloze": True} if CLOZE in self.protocols else {}
+        text = [p for p in self.protocols if p in (GENERATIVE, SAMPLED)]
+        if text:  # generated answers are scored: a study without them keeps its hash
+            cloze |= {"text_protocols": text, "generation": asdict(self.generation)}
         return {**cloze,
             "models": list(self.models), "variants": list(self.variants), "seeds": list(self.seeds),
             "compress_seed": self.compress_seed, "backends": list(self.backends),
@@ -313,12 +333,14 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
     data_t = top.sub("data") or _Table({}, "data", source)
     settings = _data_settings(data_t)
     comp = top.sub("compression") or _Table({}, "compression", source)
-    variants, compress_seed, mask_seeds = _compression(comp)
+    variants, compress_seed, mask_seeds, calib_seeds = _compression(comp)
     calib = _calibration(top.sub("calibration") or _Table({}, "calibration", source))
     ppl_t = top.sub("perplexity")
     ppl = _perplexity(ppl_t) if ppl_t is not None else None
+    generation = _generation(top.sub("generation") or _Table({}, "generation", source), protocols)
     execution = _execution(top.sub("execution") or _Table({}, "execution", source))
     thresholds = _thresholds(top.sub("thresholds") or _Table({}, "thresholds", source))
+    decision = _decision(top.sub("decision") or _Table({}, "decision", source))
     top.done({"trust_remote_code": "remote model code is enabled only by the CLI flag --trust-remote-code",
               "variant": "did you mean [compression] variants?", "levels": "put it in a [[compression.grid]] table",
               "methods": "put it in a [[compression.grid]] table", "categories": "put it in the [data] table",
@@ -326,9 +348,10 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
 
     study = Study(
         name=name, output_dir=output_dir, models=tuple(models), variants=variants, seeds=tuple(seeds),
-        protocols=protocols, compress_seed=compress_seed, mask_seeds=mask_seeds, backends=tuple(backends),
-        null_baselines=null_baselines, data=settings, calibration=calib, perplexity=ppl, execution=execution,
-        thresholds=thresholds, base_dir=base_dir, source=source, chat_template=chat_template,
+        protocols=protocols, compress_seed=compress_seed, mask_seeds=mask_seeds, calib_seeds=calib_seeds,
+        backends=tuple(backends), null_baselines=null_baselines, data=settings, calibration=calib, perplexity=ppl,
+        generation=generation, execution=execution,
+        thresholds=thresholds, decision=decision, base_dir=base_dir, source=source, chat_template=chat_template,
     )
     check_variants(study)
     return study
@@ -384,7 +407,7 @@ def _level_text(level: Any) -> str:
     return str(level).strip()
 
 
-def _compression(t: _Table) -> tuple[tuple[str, ...], int, tuple[int, ...]]:
+def _compression(t: _Table) -> tuple[tuple[str, ...], int, tuple[int, ...], tuple[int, ...]]:
     specs: list[str] = [DENSE]
     for spec in t.get_list("variants", str, [], check=_non_empty):
         specs.append(normalize_spec(spec))
@@ -411,21 +434,39 @@ def _compression(t: _Table) -> tuple[tuple[str, ...], int, tuple[int, ...]]:
     mask_seeds = t.get_list("mask_seeds", int, [], check=_seed)
     if len(set(mask_seeds)) != len(mask_seeds):
         raise t.fail("mask_seeds", f"mask seeds must be distinct, got {mask_seeds}")
+    calib_seeds = t.get_list("calib_seeds", int, [], check=_seed)
+    if len(set(calib_seeds)) != len(calib_seeds):
+        raise t.fail("calib_seeds", f"calibration seeds must be distinct, got {calib_seeds}")
     t.done({"methods": "put methods and levels in a [[compression.grid]] table",
             "levels": "put methods and levels in a [[compression.grid]] table"})
     for spec in specs:
         if "#" in spec:
-            raise t.fail("variants", f"{spec!r}: '#' is reserved for mask seeds; use [compression] mask_seeds")
+            raise t.fail("variants", f"{spec!r}: '#' is reserved for mask seeds and calibration seeds; use "
+                                     "[compression] mask_seeds or calib_seeds")
+        if mask_seeds and calib_seeds and has_random_mask(spec) and needs_calibration(spec):
+            raise t.fail("calib_seeds", f"{spec!r} draws both a random mask and calibration windows, and one "
+                                        "variant seed drives both: set mask_seeds or calib_seeds, not both")
     unique = tuple(dict.fromkeys(specs))  # keep order, drop repeats
-    if mask_seeds:
+    if mask_seeds or calib_seeds:
         unique = tuple(v for spec in unique for v in (
-            [with_mask_seed(spec, s) for s in mask_seeds] if has_random_mask(spec) else [spec]))
-    return unique, seed, tuple(mask_seeds)
+            [with_mask_seed(spec, s) for s in mask_seeds] if mask_seeds and has_random_mask(spec) else
+            [with_mask_seed(spec, s) for s in calib_seeds] if calib_seeds and needs_calibration(spec) else [spec]))
+    return unique, seed, tuple(mask_seeds), tuple(calib_seeds)
 
 
 def has_random_mask(spec: str) -> bool:
     """Whether a chain draws a random mask (a random@ step): the specs that mask_seeds repeat."""
     return any(part.strip().partition("@")[0] == "random" for part in spec.split("+"))
+
+
+def needs_calibration(spec: str) -> bool:
+    """Whether a chain has a data-dependent step (Wanda): the specs that calib_seeds repeat, one calibration
+    draw each (the variant seed seeds the calibration windows). A spec that does not parse is False here;
+    `check_variants` reports it with the study file's name."""
+    try:
+        return any(step.needs_calibration for step in parse_chain(spec))
+    except (SpecError, ImportError):
+        return False
 
 
 def chain_of(variant: str) -> list:
@@ -434,7 +475,8 @@ def chain_of(variant: str) -> list:
 
 
 def variant_seed(variant: str, compress_seed: int) -> int:
-    """The compression seed a variant is built with: its mask seed when it has one, else the study's."""
+    """The compression seed a variant is built with: its mask or calibration seed (SPEC#seedS) when it has
+    one, else the study's. It seeds the random mask and the calibration windows' draw."""
     seed = split_mask_seed(variant)[1]
     return compress_seed if seed is None else seed
 
@@ -446,6 +488,30 @@ def _calibration(t: _Table) -> CalibrationSettings:
         seq_len=t.get("seq_len", int, CalibrationSettings.seq_len, check=_positive),
     )
     t.done()
+    return out
+
+
+#: Longest free-text answer asked for: an option's text is a few tokens, and each costs a decode step.
+MAX_NEW_TOKENS = 256
+
+
+def _generation(t: _Table, protocols: tuple[str, ...]) -> GenerationSettings:
+    """[generation]: settings of the free-text protocols; the table needs one of them among the protocols."""
+    d = GenerationSettings()
+    out = GenerationSettings(
+        max_new_tokens=t.get("max_new_tokens", int, d.max_new_tokens,
+                             check=lambda v: None if 0 < v <= MAX_NEW_TOKENS else
+                             f"must be in [1, {MAX_NEW_TOKENS}], got {v}"),
+        samples=t.get("samples", int, d.samples, check=_positive),
+        temperature=t.get("temperature", float, d.temperature,
+                          check=lambda v: None if 0 < v <= 10 and math.isfinite(v) else
+                          f"must be > 0 and <= 10 (greedy decoding is the '{GENERATIVE}' protocol), got {v}"),
+        seed=t.get("seed", int, d.seed, check=_seed),
+    )
+    t.done()
+    if t.data and not {GENERATIVE, SAMPLED} & set(protocols):
+        raise t.fail(next(iter(t.data)), f"is set but no free-text protocol is scored: add '{GENERATIVE}' "
+                                         f"(greedy) or '{SAMPLED}' to protocols")
     return out
 
 
@@ -513,6 +579,95 @@ def _thresholds(t: _Table) -> dict[str, float]:
     except SpecError as exc:
         raise SpecError(f"{t.file}: {exc}") from None
     return {**risk, **gate}
+
+
+# --- [decision]: the constraints a team ships under -------------------------------
+
+#: [decision] keys -> (auditor.view.decision.Constraints field, kind). The keys are `auditor decide`'s flags
+#: with "_" for "-" (--max-size -> max_size), the way [thresholds] spells `auditor gate`'s.
+DECISION_KEYS = {
+    "max_size": ("max_size_bytes", "size"),
+    "min_decode_tps": ("min_decode_tokens_per_s", "number"),
+    "max_peak_memory": ("max_peak_rss_bytes", "size"),
+    "max_grade": ("max_grade", "grade"),
+    "min_same_top": ("min_same_top", "share"),
+    "max_kl": ("max_kl", "number"),
+    "min_accuracy": ("min_accuracy", "share"),
+}
+#: Risk grades a max-grade constraint can name, least risky first (auditor.view.decision.GRADE_ORDER).
+DECISION_GRADES = (LOW, NOT_SHOWN, ELEVATED, HIGH)
+#: Size units (case-insensitive): decimal KB/MB/GB/TB, binary KiB/MiB/GiB/TiB; none = bytes.
+SIZE_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(text: str, where: str = "--max-size") -> float:
+    """Bytes of "300MB", "1.5 GiB", "4096" (case-insensitive units); SpecError "WHERE 'TEXT': ..." otherwise."""
+    match = _SIZE.match(str(text))
+    unit = match.group(2).lower() if match else ""
+    if not match or (unit and unit not in SIZE_UNITS):
+        raise SpecError(f"{where} {text!r}: expected a size such as 300MB, 1.5GB or 512MiB "
+                        "(units B, KB, MB, GB, KiB, MiB, GiB)")
+    value = float(match.group(1)) * SIZE_UNITS.get(unit, 1)
+    if not math.isfinite(value):
+        raise SpecError(f"{where} {text!r}: must be a finite size")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{where} {value!r}: expected a number") from None
+    if not (number >= 0 and math.isfinite(number)):  # NaN fails the first test
+        raise SpecError(f"{where} {value!r}: must be a finite number >= 0")
+    return number
+
+
+def _share(value: Any, where: str) -> float:
+    text = str(value).strip()
+    share = _number(text[:-1], where) / 100 if text.endswith("%") else _number(value, where)
+    if share > 1:
+        raise SpecError(f"{where} {value!r}: a share is between 0 and 1 (or 0% and 100%)")
+    return share
+
+
+def _grade(value: Any, where: str) -> str:
+    grade = " ".join(str(value).strip().lower().replace("-", " ").replace("_", " ").split())
+    if grade not in DECISION_GRADES:
+        raise SpecError(f"{where} {value!r}: valid grades are {', '.join(DECISION_GRADES)}")
+    return grade
+
+
+_PARSERS = {"size": parse_size, "number": _number, "share": _share, "grade": _grade}
+
+
+def decision_value(key: str, value: Any, where: str) -> float | str:
+    """A [decision] key's (or `auditor decide` flag's) value in the units of its Constraints field: bytes,
+    tokens/s, a share in [0, 1], nats, or a grade name. Text as on the command line ("300MB", "80%",
+    "not shown"); SpecError "WHERE 'VALUE': problem" (one line) when it is not finite or out of range."""
+    return _PARSERS[DECISION_KEYS[key][1]](value, where)
+
+
+def _decision(t: _Table) -> dict[str, float | str]:
+    """[decision] as Constraints fields. TOML types per kind: a size is a string with its unit (a bare
+    number would silently mean bytes), a grade a string, a share a number or "80%", the rest numbers."""
+    out: dict[str, float | str] = {}
+    kinds = {"size": str, "grade": str, "share": (float, str), "number": float}
+    for key, (name, kind) in DECISION_KEYS.items():
+        if key in t.data and kind == "size" and isinstance(t.data[key], (int, float)) \
+                and not isinstance(t.data[key], bool):
+            raise t.fail(key, f"{t.data[key]!r}: give the unit, e.g. {key} = \"300MB\" (B, KB, MB, GB, KiB, MiB, "
+                              "GiB)")
+        value = t.get(key, kinds[kind])
+        if value is not None:
+            out[name] = decision_value(key, value, f"{t.file}: [{t.where}] {key}")
+    hints = {f"{k.replace('_', '-')}": f"spell it {k}" for k in DECISION_KEYS}
+    hints.update({name: f"spell it {k}" for k, (name, _) in DECISION_KEYS.items() if name != k})
+    hints.update({k: "a gate threshold: put it in [thresholds]" for k in GATE_KEYS if k not in DECISION_KEYS})
+    t.done(hints)
+    return out
 
 
 # --- variants and runtimes ------------------------------------------------------

@@ -12,10 +12,13 @@ rebuilt in another process is the same model.
 
 Memory (docs/memory.md): the worker holds one model at a time. The dense weights
 live in a float32 safetensors folder (the source, or written once from a GGUF);
-each variant, the dense one included, is a fresh memory-mapped load; a compressed
-one is read into ordinary memory and compressed in place, and a torch backend in a
-cheaper dtype casts it in place, tensor by tensor (the dense one straight from the
-file), so no second copy of the weights is ever made.
+each variant, the dense one included, is a fresh memory-mapped load. A compressed
+one whose first unit scores it in torch in a cheaper dtype is built block by block
+straight into that dtype (`BlockWeights`: one float32 block at a time, when its one
+compressor allows); any other is read into ordinary memory and compressed in place
+in float32, and a torch backend in a cheaper dtype casts it in place, tensor by
+tensor (the dense one straight from the file), so no second copy of the weights is
+ever made.
 A variant whose float32 weights were cast away and is then asked for them (the
 float32 precision baseline, a llama.cpp F16 export after its torch units) is built
 again, which gives the same model. Freed memory is handed back to the OS after
@@ -36,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from auditor.analysis.baselines import DENSE_FLOAT32
-from auditor.artifacts.models import (ModelSource, float32_weights_dir, load_model, load_tokenizer,
+from auditor.artifacts.block_weights import BlockWeights
+from auditor.artifacts.models import (DENSE_WEIGHTS_FOLDER, ModelSource, float32_weights_dir, load_model, load_tokenizer,
                                       read_weights_privately, return_freed_memory)
 from auditor.artifacts.precision import FLOAT32, is_bnb_quantized, model_compute_dtype, torch_dtype
 from auditor.core.errors import AuditorError
@@ -46,19 +50,19 @@ from auditor.data.cloze import CLOZE_VERSION, cloze_requests
 from auditor.data.prompt_format import CHAT, CHAT_VERSION, PromptFormat
 from auditor.data.rundir import SCORE, Unit
 from auditor.scoring.backends.factory import make_backend
+from auditor.analysis.generative import score_text_protocol
 from auditor.scoring.engine import PromptSet, score, score_cloze
+from auditor.scoring.generative import TEXT_VERSION, GenerationSettings, build_text_prompts
 from auditor.scoring.perplexity import corpus_token_ids, perplexity
 from auditor.study.spec import CalibrationSettings, PerplexitySettings, chain_of, variant_seed
 from compressors.calibration import load_calibration
-from compressors.registry import build_variant
+from compressors.registry import build_on_load, can_stream
 
 log = logging.getLogger(__name__)
 
 # Test hook: seconds to sleep inside every unit after computing it and before returning it, so a
 # test can kill the process while a unit is in progress (tests/study/test_resume.py).
 SLOW_UNIT_ENV = "AUDITOR_TEST_SLOW_UNIT_S"
-# The dense weights as float32 safetensors, written under <run>/artifacts/ for a GGUF or non-float32 source.
-DENSE_WEIGHTS_FOLDER = "dense-float32"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class RunContext:
     cloze: bool = False  # also score the cloze protocol (auditor.data.cloze) in every scoring unit
     dtype: str = "float32"  # resolved torch compute dtype (auditor.artifacts.precision); never "auto"
     prompt_format: PromptFormat = PromptFormat(CHAT, CHAT_VERSION)
+    text_protocols: tuple[str, ...] = ()  # free-text protocols scored in every scoring unit (generative, sampled)
+    generation: GenerationSettings = GenerationSettings()
 
 
 @dataclass
@@ -117,6 +123,7 @@ class UnitWorker:
         self._weights: Path | None = None  # float32 safetensors folder of the dense weights
         self._prompts = None
         self._cloze = None
+        self._text_prompts = None
         self._calibration = None
         self._corpus = None
         self._built: _Built | None = None
@@ -162,12 +169,15 @@ class UnitWorker:
         pad = self.tokenizer.pad_token_id
         return int(pad) if pad is not None else 0
 
-    def calibration(self):
-        if self._calibration is None:
+    def calibration(self, seed: int | None = None):
+        """Calibration windows drawn with `seed` (default the study's compress seed; a variant's own seed
+        when [compression] calib_seeds gave it one); the latest draw is kept for the next variant."""
+        seed = self.ctx.compress_seed if seed is None else seed
+        if self._calibration is None or self._calibration[0] != seed:
             c = self.ctx.calibration
-            self._calibration = load_calibration(self.tokenizer, c.corpus, n_samples=c.n_samples,
-                                                 seq_len=c.seq_len, seed=self.ctx.compress_seed)
-        return self._calibration
+            self._calibration = (seed, load_calibration(self.tokenizer, c.corpus, n_samples=c.n_samples,
+                                                        seq_len=c.seq_len, seed=seed))
+        return self._calibration[1]
 
     # --- units ---------------------------------------------------------------------------------
 
@@ -178,8 +188,8 @@ class UnitWorker:
         log.info("unit %s: started", unit.id)
         start = time.perf_counter()
         try:
-            built = self._variant(unit.spec)
             dtype = FLOAT32 if unit.variant == DENSE_FLOAT32 else self.ctx.dtype
+            built = self._variant(unit.spec, unit.backend, dtype)
             backend = self._backend(built, unit.backend, dtype)
             built = self._built or built  # _backend may have rebuilt it
             if unit.kind == SCORE:
@@ -216,6 +226,20 @@ class UnitWorker:
             cloze = score_cloze(backend, prompts.items, [self._cloze[i] for i in idx], unit.variant)
             records = pd.concat([records, cloze.records], ignore_index=True)
             descriptor.update(cloze=CLOZE_VERSION, cloze_wall_s=cloze.wall_s, cloze_ms_per_item=cloze.ms_per_prompt)
+        if self.ctx.text_protocols:  # free-text answers (auditor.analysis.generative), same items and seeds
+            if self._text_prompts is None:
+                self._text_prompts = build_text_prompts(self.ctx.prompt_format.wrap(self.tokenizer), self.ctx.items,
+                                                        self.ctx.seeds)
+            n_seeds = len(self.ctx.seeds)
+            shard = [p for i in idx for p in self._text_prompts[i * n_seeds:(i + 1) * n_seeds]]
+            frames = [records]
+            for protocol in self.ctx.text_protocols:
+                text, figures = score_text_protocol(backend, self.tokenizer, shard, unit.variant, protocol,
+                                                    self.ctx.generation)
+                frames.append(text)
+                descriptor.update(figures)
+            records = pd.concat(frames, ignore_index=True)
+            descriptor["text_prompt"] = TEXT_VERSION
         return UnitResult(unit, descriptor, records=records)
 
     def _perplexity(self, unit: Unit, backend) -> UnitResult:
@@ -231,28 +255,33 @@ class UnitWorker:
 
     # --- variants and backends -----------------------------------------------------------------
 
-    def build(self, spec: str):
-        """The variant `spec` (a compressors.base.Variant), built now or kept from the last call."""
-        return self._variant(spec).variant
+    def build(self, spec: str, backend: str = TORCH, dtype: str | None = None):
+        """The variant `spec` (a compressors.base.Variant) as its first unit on `backend` in `dtype`
+        (default: the run's) gets it, built now or kept from the last call."""
+        return self._variant(spec, backend, dtype or self.ctx.dtype).variant
 
-    def _variant(self, spec: str) -> _Built:
+    def _variant(self, spec: str, backend: str, dtype: str) -> _Built:
         if self._built is not None and self._built.spec == spec:
             return self._built
         self.release()
 
         workdir = Path(self.ctx.run_dir) / "artifacts" / f"{variant_id(spec)}.{os.getpid()}"
         steps = chain_of(spec)
-        calibration = self.calibration() if any(s.needs_calibration for s in steps) else None
+        seed = variant_seed(spec, self.ctx.compress_seed)
+        calibration = self.calibration(seed) if any(s.needs_calibration for s in steps) else None
         model = self._dense_model()
-        if steps:  # compressed in place: in ordinary memory, not in the file's mapping (read_weights_privately)
-            read_weights_privately(model, self._weights)
-        # The steps work on this fresh load in place: no second copy of the weights.
-        variant = build_variant(steps, model, calibration=calibration,
-                                seed=variant_seed(spec, self.ctx.compress_seed),
-                                workdir=workdir, copy_model=False)
+        # Torch scoring in a cheaper dtype on the CPU (where the load is the file's mapping): block by
+        # block into that dtype, one float32 block at a time. Otherwise compressed in place in float32,
+        # in ordinary memory rather than the file's mapping (read_weights_privately).
+        blocks = None
+        if backend == TORCH and dtype != FLOAT32 and self.ctx.device == "cpu" and can_stream(steps):
+            blocks = BlockWeights(self._weights, torch_dtype(dtype))
+        variant = build_on_load(steps, model, self._weights, calibration=calibration, seed=seed, workdir=workdir,
+                                blocks=blocks)
         if steps:
-            log.info("built %s in %.1fs", spec, sum(s.wall_s for s in variant.steps))
-        self._built = _Built(spec, variant, workdir)
+            log.info("built %s in %.1fs%s", spec, sum(s.wall_s for s in variant.steps),
+                     f", block by block into {dtype}" if blocks is not None else "")
+        self._built = _Built(spec, variant, workdir, cast_in_place=blocks is not None)
         return self._built
 
     def _backend(self, built: _Built, name: str, dtype: str = FLOAT32):
@@ -263,7 +292,7 @@ class UnitWorker:
             log.info("%s: built again, its float32 weights were cast to %s for torch scoring",
                      built.spec, model_compute_dtype(built.variant.model))
             self.release()
-            built = self._variant(built.spec)
+            built = self._variant(built.spec, name, dtype)
         # One backend at a time: units come grouped by backend, and a backend closed here is cheap to make
         # again (the GGUF export stays in the workdir). Then the cast can be in place: one copy, not two.
         for other in built.backends.values():

@@ -1,8 +1,8 @@
-"""The auditor's terminal UI: runs -> variants -> categories / items -> item, and compare.
+"""The auditor's terminal UI: runs -> variants -> categories / items / decision -> item, and compare.
 
 Screens sit on a stack above the runs list: the variants table of the open run,
-then at most one view (categories, items, compare, item) on top of it, so `v`,
-`g` and `i` jump between views and escape goes back. The run is read in a
+then at most one view (categories, items, decision, compare, item) on top of it, so `v`,
+`g`, `i` and `d` jump between views and escape goes back. The run is read in a
 worker thread through `auditor.view.run.RunView`; the app computes nothing.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from textual.screen import Screen
 from auditor.core.errors import AuditorError
 from auditor.tui.screens.categories import CategoriesScreen
 from auditor.tui.screens.compare import CompareScreen
+from auditor.tui.screens.decision import DecisionScreen
 from auditor.tui.screens.help import HelpScreen
 from auditor.tui.screens.item import ItemScreen
 from auditor.tui.screens.items import ItemsScreen
@@ -26,7 +27,7 @@ from auditor.tui.screens.variants import VariantsScreen
 from auditor.view.items import compare_variants, item_detail
 from auditor.view.run import RunView
 
-VIEWS = {"categories": CategoriesScreen, "items": ItemsScreen}
+VIEWS = {"categories": CategoriesScreen, "items": ItemsScreen, "decision": DecisionScreen}
 
 
 class AuditorApp(App[None]):
@@ -45,6 +46,7 @@ class AuditorApp(App[None]):
         Binding("v", "show('variants')", "Variants"),
         Binding("g", "show('categories')", "Categories"),
         Binding("i", "show('items')", "Items"),
+        Binding("d", "show('decision')", "Decision"),
         Binding("c", "compare_marked", "Compare"),
         Binding("escape", "back", "Back", show=False),
     ]

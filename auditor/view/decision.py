@@ -6,7 +6,10 @@ verdict, same_top_share, kl, accuracy; ``decision_rows`` builds it from a run's
 overview and fidelity tables). ``decide(rows, constraints)`` returns a
 ``Decision``: every row with the constraints it meets, misses or cannot be
 judged on, the rows that fit (ranked), the Pareto front, and, when nothing fits,
-the nearest row and what it misses.
+the nearest row and what it misses. ``run_decision(view)`` decides a loaded
+run under its study's [decision] constraints (``study_constraints``: the table
+`auditor run` keeps in the manifest), and ``display_rows`` lays a decision out
+as the text the report's decision section and the TUI's decision screen show.
 
 Rules:
 
@@ -38,14 +41,16 @@ from typing import Any
 
 import pandas as pd
 
+from auditor.analysis.verdicts import ELEVATED, HIGH, LOW, NOT_SHOWN
 from auditor.core.errors import AuditorError
-from auditor.view.format import NOT_MEASURED, is_missing, pct, size_mb
+from auditor.view.format import NOT_MEASURED, fixed, is_missing, pct, size_mb
+from auditor.view.run import KIND_VARIANT, RunView
 
 DECISION_COLUMNS = ["variant", "backend", "kind", "size_bytes", "bits_per_weight", "decode_tokens_per_s",
                     "peak_rss_bytes", "verdict", "same_top_share", "kl", "accuracy"]
 
 #: Risk grades a max-grade constraint can name, in order of risk.
-GRADE_ORDER = {"low": 0, "not shown": 1, "elevated": 2, "high": 3}
+GRADE_ORDER = {LOW: 0, NOT_SHOWN: 1, ELEVATED: 2, HIGH: 3}
 #: Grades whose risk is unknown: they never satisfy a max-grade constraint.
 UNGRADED = ("inconclusive", "n/a")
 #: Verdicts of the uncompressed rows (overview kinds): no compression risk, every max-grade constraint met.
@@ -163,6 +168,19 @@ class Decision:
     nearest: dict | None
     pareto_note: tuple[str, ...] = field(default_factory=tuple)
 
+    def headline(self) -> str:
+        """The answer in one line: the variant to ship and its figures, or that nothing fits and the nearest."""
+        if not len(self.table):
+            return "no variant rows to decide on"
+        if len(self.fits):
+            best = self.fits.iloc[0].to_dict()
+            others = len(self.fits) - 1
+            return (f"ship {_name(best)}: {_short(best)}"
+                    + (f" ({others} other variant(s) also fit)" if others else " (the only variant that fits)"))
+        near = self.nearest or {}
+        return (f"nothing fits {self.constraints.describe()}: the nearest is {_name(near)}, which misses: "
+                + "; ".join(near.get("misses", [])))
+
     def lines(self) -> list[str]:
         """The decision as text: constraints, the ranked fits or the "nothing fits" line, the Pareto front."""
         out = [f"constraints: {self.constraints.describe()}"]
@@ -172,9 +190,7 @@ class Decision:
             out.append(f"{len(self.fits)} of {len(self.table)} variants fit, best first:")
             out += [f"  {i}. {describe_row(r)}" for i, r in enumerate(self.fits.to_dict(orient="records"), 1)]
         else:
-            near = self.nearest or {}
-            out.append(f"nothing fits {self.constraints.describe()}: the nearest is {_name(near)}, which misses: "
-                       + "; ".join(near.get("misses", [])))
+            out.append(self.headline())
         unjudged: dict[str, list[str]] = {}  # rows that miss nothing measured, grouped by what was not measured
         for r in self.table[~self.table["fits"] & (self.table["n_missed"] == 0)].to_dict(orient="records"):
             unjudged.setdefault(", ".join(r["not_measured"]), []).append(_name(r))
@@ -201,6 +217,25 @@ class Decision:
 
 def _name(row: dict) -> str:
     return f"{row.get('variant', '?')} [{row.get('backend', '?')}]"
+
+
+def _short(row: dict) -> str:
+    """The figures a team compares first: size, decode speed, grade, same-top share."""
+    grade = row.get("verdict")
+    risk = ("uncompressed, no compression risk" if grade_rank(grade) == -1 else
+            f"grade {grade if not is_missing(grade) and grade != '' else NOT_MEASURED}")
+    return (f"{size_mb(row.get('size_bytes'))}, decode {_tps(row.get('decode_tokens_per_s'))}, {risk}, "
+            f"same-top {pct(row.get('same_top_share'), NOT_MEASURED)}")
+
+
+def standing(row: dict, rank: int | None = None) -> str:
+    """Why a judged row (a row of ``Decision.table``) is in or out, as one short phrase."""
+    if row.get("fits"):
+        return "fits" + (f" (#{rank})" if rank else "")
+    missed = [m for m in row.get("misses", []) if m not in row.get("not_measured", [])]
+    parts = ([f"misses: {'; '.join(missed)}"] if missed else []) + (
+        [f"not judged: {', '.join(row['not_measured'])}"] if row.get("not_measured") else [])
+    return "; ".join(parts)
 
 
 def describe_row(row: dict) -> str:
@@ -309,3 +344,77 @@ def decision_rows(overview: pd.DataFrame, fidelity: pd.DataFrame, protocol: str 
         if col not in rows.columns:
             rows[col] = float("nan") if col not in ("verdict", "kind") else ""
     return rows[DECISION_COLUMNS].reset_index(drop=True)
+
+
+def study_constraints(manifest: dict, source: str = "manifest.json") -> Constraints:
+    """The constraints of the study a run was made from: its [decision] table, kept in the manifest by
+    Constraints field (``auditor.study.spec.Study.decision``); no table, no constraints.
+
+    The study file was validated when it was read; a manifest whose table is not a mapping of known
+    constraint fields is refused (AuditorError naming ``source``) rather than half-read.
+    """
+    study = manifest.get("study") if isinstance(manifest.get("study"), dict) else {}
+    definition = study.get("definition") if isinstance(study.get("definition"), dict) else {}
+    table = definition.get("decision") or {}
+    known = {f for f in Constraints.__dataclass_fields__}
+    if not isinstance(table, dict) or set(table) - known:
+        unknown = sorted(set(table) - known) if isinstance(table, dict) else [type(table).__name__]
+        raise AuditorError(f"{source}: study [decision] holds unknown constraint(s) {', '.join(map(str, unknown))}")
+    try:
+        return Constraints(**table)
+    except (TypeError, ValueError, AuditorError) as exc:
+        raise AuditorError(f"{source}: study [decision]: {exc}") from None
+
+
+def run_decision(view: RunView, constraints: Constraints | None = None) -> Decision:
+    """The decision on a loaded run under ``constraints`` (default: its study's [decision] table)."""
+    if constraints is None:
+        constraints = study_constraints(view.manifest, str(view.run_dir / "manifest.json"))
+    rows = decision_rows(view.overview, view.fidelity, protocol=view.protocol, units=view.units)
+    return decide(rows, constraints)
+
+
+def reference_notes(view: RunView) -> list[str]:
+    """Why no compressed variant can meet a max-grade constraint: an invalid dense reference grades all
+    INCONCLUSIVE."""
+    validity = view.validity
+    if validity is None or validity.valid:
+        return []
+    return [f"every grade is INCONCLUSIVE because {validity.short or 'the dense reference is not valid'}; "
+            "size, speed and fidelity constraints still apply"]
+
+
+#: (key, header) of ``display_rows``: what the report's decision table and the TUI's decision screen show.
+DISPLAY_COLUMNS = (("variant", "variant"), ("backend", "runtime"), ("standing", "meets the constraints"),
+                   ("grade", "grade"), ("same_top", "same top letter as dense"),
+                   ("kl", "3-letter KL from dense (nats)"), ("size", "size"), ("bits", "bits/weight"),
+                   ("decode", "decode tokens/s"), ("peak", "peak memory"), ("accuracy", "accuracy"),
+                   ("front", "Pareto front"))
+
+
+def display_rows(decision: Decision) -> list[dict]:
+    """Every row of ``decision`` as display text by ``DISPLAY_COLUMNS`` key (plus ``fits``: bool): the rows that
+    fit first, best first, then the rest in the run's order. Without constraints "standing" says so."""
+    table, constrained = decision.table, bool(decision.constraints.given())
+    ranks = {idx: i for i, idx in enumerate(decision.fits.index, 1)}
+    out = []
+    for idx in list(decision.fits.index) + [i for i in table.index if i not in ranks]:
+        r = table.loc[idx].to_dict()
+        grade = r.get("verdict")
+        out.append({
+            "variant": str(r["variant"]), "backend": str(r["backend"]),
+            "standing": standing(r, ranks.get(idx)) if constrained else "no constraints",
+            "grade": NOT_MEASURED if is_missing(grade) or grade == "" else (
+                str(grade).upper() if r.get("kind") == KIND_VARIANT else str(grade)),
+            "same_top": pct(r["same_top_share"], NOT_MEASURED), "kl": fixed(r["kl"], 4, NOT_MEASURED),
+            "size": size_mb(r["size_bytes"]), "bits": fixed(r["bits_per_weight"], 2, NOT_MEASURED),
+            "decode": fixed(r["decode_tokens_per_s"], 1, NOT_MEASURED), "peak": size_mb(r["peak_rss_bytes"]),
+            "accuracy": pct(r["accuracy"], NOT_MEASURED), "front": "yes" if r.get("on_front") else "",
+            "fits": constrained and bool(r.get("fits")), "verdict": "" if is_missing(grade) else str(grade)})
+    return out
+
+
+def front_text(decision: Decision) -> str:
+    """The Pareto front's rows by name, then why the rows left off it are (figures not measured)."""
+    names = ", ".join(_name(r) for r in decision.pareto.to_dict(orient="records")) or "none"
+    return names + "".join(f"; {note}" for note in decision.pareto_note)

@@ -24,6 +24,7 @@ from auditor.analysis.baselines import BASELINE_VARIANTS, DENSE_GGUF_F16, null_b
 from auditor.analysis.claims import claims_table, sparse_breakeven, sparse_kernel_table
 from auditor.analysis.comparison import ACCURACY_COLUMNS, COMPARISON_COLUMNS, accuracy_intervals, comparison_table
 from auditor.analysis.dose_response import spec_level
+from auditor.analysis.generative import GENERATION_COLUMNS, generation_table
 from auditor.analysis.mask_seeds import MASK_SPREAD_COLUMNS, mask_spread_table
 from auditor.analysis.metrics import NAN, accuracy, unknown_rate
 from auditor.analysis.pairing import answers_with_reference
@@ -134,6 +135,8 @@ class RunView:
     sparse_breakeven: pd.DataFrame = field(default_factory=pd.DataFrame)  # claims.sparse_breakeven
     sparse_context: dict = field(default_factory=dict)  # sparse_kernels.json: threads, load average, notes
     fidelity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FIDELITY_COLUMNS))  # fidelity_table
+    # free-text protocols: parse failures and agreement with the letter answers (generation_table)
+    generation: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=GENERATION_COLUMNS))
 
     @property
     def name(self) -> str:
@@ -181,7 +184,9 @@ class RunView:
         if not len(ppl):
             notes.append("perplexity not measured: the run has no ppl/<unit>.json files")
         paradox = paradox_table(metrics, ppl) if len(metrics) else pd.DataFrame()
-        paper = paper_table(records) if len(records) else pd.DataFrame()
+        # the paper protocol reads letter log-probs: none under a free-text protocol (NaN columns)
+        paper = (paper_table(records) if len(records) and records.get("logprob_0", pd.Series()).notna().any()
+                 else pd.DataFrame())
         claims = claims_table(storage.to_dict(orient="records")) if len(storage) else pd.DataFrame()
         if not len(storage) and units[list(MEASURE_KEYS)].isna().all().all():
             notes.append("size and speed not measured: no measurements.json or measurement figures in variants/*.json")
@@ -216,7 +221,8 @@ class RunView:
                    storage, claims, overview, answers, verdicts, thresholds, tuple(notes), positions, validity,
                    transition_table(records, condition="disambig") if len(records) else pd.DataFrame(), status,
                    protocol, protocols, mask_spread_table(overview), scope_lines(run_dir), read_measure_context(run_dir),
-                   sparse, sparse_breakeven(sparse) if len(sparse) else pd.DataFrame(), sparse_context, fidelity)
+                   sparse, sparse_breakeven(sparse) if len(sparse) else pd.DataFrame(), sparse_context, fidelity,
+                   generation_table(all_records))
 
 
 # --- reading files -------------------------------------------------------------------------------------

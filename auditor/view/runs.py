@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from auditor.core.errors import AuditorError
-from auditor.data.rundir import load_manifest, run_status
+from auditor.data.rundir import LAYOUT_DIRS, load_manifest, run_status
 
 log = logging.getLogger(__name__)
 
@@ -16,20 +16,30 @@ RUN_COLUMNS = ["run", "path", "created_utc", "model", "reference_precision", "n_
                "state", "n_planned"]
 
 
+#: Files and folders only the study runner writes: a folder holding one of them but no manifest.json is a run
+#: whose manifest was lost (listed as broken), not an unrelated folder (skipped).
+RUN_MARKS = ("state.json", "items.parquet", *LAYOUT_DIRS)
+
+
+def looks_like_run(path: Path) -> bool:
+    """Whether `path` is a run directory, intact or not: it has a manifest.json or a file only runs have."""
+    return path.is_dir() and any((path / name).exists() for name in ("manifest.json", *RUN_MARKS))
+
+
 def list_runs(reports_dir: Path | str) -> pd.DataFrame:
-    """Run directories (folders with a manifest.json) under `reports_dir`, newest first."""
+    """Run directories under `reports_dir` (`looks_like_run`), newest first; a damaged one is listed as
+    broken with the reason, so the healthy runs beside it still open."""
     reports_dir = Path(reports_dir)
     rows = []
     if reports_dir.is_dir():
         for path in sorted(reports_dir.iterdir()):
-            manifest_path = path / "manifest.json"
-            if not manifest_path.is_file():
+            if not looks_like_run(path):
                 continue
             try:
                 manifest = load_manifest(path)
                 status = run_status(path, manifest)
             except (AuditorError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                # listed as broken (the healthy runs beside it still open); opening it names the damage
+                # listed as broken (a lost manifest.json too); opening it names the damage
                 log.warning("broken run %s: %s", path, exc)
                 rows.append({"run": path.name, "path": str(path), "created_utc": "", "model": "unknown",
                              "reference_precision": "unknown", "n_items": None, "is_sample": False, "n_units": 0,

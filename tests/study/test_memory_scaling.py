@@ -11,13 +11,10 @@ start). Subtracting the two sizes cancels what does not scale with the weights
 
 W16 = 2 bytes x parameters. The 40 MB covers allocator and page-cache noise between two
 processes; the weights' growth is 100 MB, so one stray float32 copy (+200 MB) fails.
-Steps listed in NOT_YET hold a float32 model by design today: they are marked xfail on
-that bound with the measured ratio, and are held to a guard instead, the design's own
-copies x 1.25 (so a regression still fails): a build holds the float32 variant (2 x W16),
-and the first scoring unit of that variant starts from it (cast in place, each float32
-tensor freed as its bfloat16 one is made). The dense model's scoring (cast straight
-from the file) and perplexity (after the variant's scoring, as a run orders them) meet
-the bound.
+Every step meets it: the builds go block by block into bfloat16 (`BlockWeights`), so
+the pruned variant's scoring starts from bfloat16 weights; the dense model's scoring
+casts straight from the file; perplexity follows the variant's scoring, as a run
+orders them.
 """
 from __future__ import annotations
 
@@ -33,11 +30,6 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 DEPTHS = (8, 24)
 CONSTANT_BYTES = 40_000_000
 FACTOR = 1.25
-NOT_YET = {  # step: (why, guard in copies of the bf16 weights' growth)
-    "build-magnitude": ("the variant is compressed in float32 (no layer-by-layer bf16 build yet)", 2),
-    "build-wanda": ("the variant is compressed in float32 (no layer-by-layer bf16 build yet)", 2),
-    "score": ("scoring starts from the float32 variant and casts it in place", 2),
-}
 
 
 def _write_model(folder, depth: int, tokenizer):
@@ -82,9 +74,4 @@ def test_peak_grows_at_most_with_the_bf16_weights(peaks, step):
     ratio = (grown - CONSTANT_BYTES) / weights
     detail = (f"{step}: peak grew {grown / 1e6:.0f} MB for {weights / 1e6:.0f} MB more bf16 weights "
               f"(ratio {ratio:.2f} after the {CONSTANT_BYTES / 1e6:.0f} MB constant; bound {FACTOR})")
-    if step in NOT_YET:
-        why, copies = NOT_YET[step]
-        assert grown <= FACTOR * copies * weights + CONSTANT_BYTES, f"{detail}; over the {copies}-copy guard too"
-        if grown > FACTOR * weights + CONSTANT_BYTES:
-            pytest.xfail(f"{why}: {detail}")
     assert grown <= FACTOR * weights + CONSTANT_BYTES, detail

@@ -71,7 +71,7 @@ def test_masks_are_identical_whatever_the_dtype(tmp_path, tiny_model_dir, dtype)
         worker = UnitWorker(plan.context)
         try:
             for spec in ("magnitude@0.5", "wanda@0.5"):
-                built = worker._variant(spec)
+                built = worker._variant(spec, "torch", plan.context.dtype)
                 scored = worker._backend(built, "torch", plan.context.dtype).model
                 assert str(next(scored.parameters()).dtype) == f"torch.{d}"
                 compressed = {n: (lin.weight == 0) for n, lin in block_linears(built.variant.model)}

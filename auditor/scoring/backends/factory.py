@@ -64,6 +64,7 @@ def export_f16(variant, tokenizer, workdir: Path) -> Path:
     """Write a torch variant to `workdir`/model-f16.gguf (reused when already there)."""
     path = workdir / "model-f16.gguf"
     if not path.is_file():
-        exported = write_gguf(variant.model, path, tokenizer=tokenizer, outtype="f16", name=variant.spec)
+        exported = write_gguf(variant.model, path, tokenizer=tokenizer, outtype="f16", name=variant.spec,
+                              weights_dir=variant.weights_dir)
         log.info("exported %s to %s (%d bytes)", variant.spec, exported.path, exported.size_bytes)
     return path

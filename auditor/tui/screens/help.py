@@ -10,7 +10,8 @@ from textual.widgets import Static
 
 HELP = (
     ("Anywhere", (("q", "quit"), ("?", "this help"), ("r", "runs list"), ("v", "variants table"),
-                  ("g", "category breakdown"), ("i", "item browser"), ("c", "compare the two marked variants"),
+                  ("g", "category breakdown"), ("i", "item browser"), ("d", "decision: which variant to ship"),
+                  ("c", "compare the two marked variants"),
                   ("escape", "back"))),
     ("Runs", (("enter", "open the run under the cursor"),)),
     ("Variants", (("s", "sort by the next column (size, decode speed, ppl, accuracy, SRS, flip rate, verdict)"),
@@ -19,6 +20,7 @@ HELP = (
                   ("enter", "compare the variant under the cursor with dense"))),
     ("Items", (("f", "flipped items only (on / off)"), ("category / condition", "filters at the top"),
                ("enter", "open the item: text and every variant's answer"))),
+    ("Decision", (("enter", "compare the variant under the cursor with dense"),)),
     ("Compare", (("enter", "open the item under the cursor"),)),
 )
 

@@ -1,0 +1,60 @@
+"""The report's decision section: right after the Summary, the recommendation under the study's [decision]
+constraints, every variant with why it is in or out, in report.md and report.html."""
+from __future__ import annotations
+
+import json
+import re
+
+from auditor.report.markdown import write_report
+from tests.helpers_decision import with_decision
+from tests.helpers_runs import MEASURED, build_run
+
+SMALLEST = min((v["size_bytes"], k) for k, v in MEASURED.items())  # (bytes, variant)
+
+
+def section(text: str) -> str:
+    start = text.index("## Which variant to ship")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_recommendation_under_the_study_constraints(tmp_path):
+    run = with_decision(build_run(tmp_path), {"max_size_bytes": SMALLEST[0] * 1.25})
+    md = write_report(run).read_text()
+    # near the top: after the Summary, before the Verdicts
+    assert md.index("## Summary") < md.index("## Which variant to ship") < md.index("## Verdicts")
+    part = section(md)
+    assert f"**Recommendation:** ship {SMALLEST[1]} \\[torch\\]" in part and "the only variant that fits" in part
+    assert f"**Constraints:** size &lt;= {SMALLEST[0] * 1.25 / 1e6:.1f} MB" in part  # "<" made inert
+    rows = [line for line in part.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows[0].startswith(f"| {SMALLEST[1]} | torch | fits (#1) |")  # the choice first
+    too_big = next(r for r in rows if r.startswith("| magnitude@0.5 |"))
+    assert re.search(r"\| misses: size [\d.]+ MB > [\d.]+ MB \|", too_big)
+    unmeasured = next(r for r in rows if r.startswith("| magnitude@0.3 |"))
+    assert "| not judged: size not measured |" in unmeasured
+    html = (run / "report.html").read_text()
+    assert '<a href="#decision">Which variant to ship</a>' in html
+    assert f'<tr class="verdict-low"><td>{SMALLEST[1]}</td>' in html  # the row that fits is tinted
+    assert html.count('<tr class="verdict-low"><td>') >= 1
+
+
+def test_nothing_fits_names_the_nearest(tmp_path):
+    run = with_decision(build_run(tmp_path), {"max_size_bytes": SMALLEST[0] / 2})
+    part = section(write_report(run).read_text())
+    nearest = f"nothing fits size &lt;= {SMALLEST[0] / 2e6:.1f} MB: the nearest is {SMALLEST[1]}"
+    assert f"**Recommendation:** {nearest}" in part
+    assert "fits (#" not in part
+
+
+def test_no_constraints_no_recommendation(tmp_path):
+    run = build_run(tmp_path)
+    part = section(write_report(run).read_text())
+    assert "The study sets no \\[decision\\] constraints, so no variant is recommended" in part
+    assert "Recommendation" not in part
+    n_rows = len(json.loads((run / "summary.json").read_text())["overview"])
+    assert part.count("| no constraints |") == n_rows  # every variant still listed with its figures
+
+
+def test_unreadable_constraints_are_said_not_fatal(tmp_path):
+    run = with_decision(build_run(tmp_path), {"max_budget": 1})
+    part = section(write_report(run).read_text())
+    assert "**Not decided:**" in part and "max\\_budget" not in part and "max_budget" in part

@@ -1,0 +1,91 @@
+"""`auditor run --plan` without the weights: the shape read from the config equals the loaded model's, and the
+proxy it times has the real model's architecture (auditor.study.model_shape, auditor.study.estimate)."""
+from __future__ import annotations
+
+import pytest
+
+from auditor.artifacts.models import load_model, resolve_model
+from auditor.scoring.gemm import ModelDims
+from auditor.study.model_shape import model_shape, proxy_config, proxy_layers, proxy_model
+
+
+def _shapes(model) -> dict:
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+def test_shape_from_config_equals_the_loaded_hf_model(tiny_model_dir):
+    """What the old --plan read off the loaded model (parameters, FLOP sizes), the new one reads off config.json."""
+    source = resolve_model(str(tiny_model_dir))
+    loaded = load_model(source)
+    shape = model_shape(source)
+    assert shape.n_params == sum(p.numel() for p in loaded.parameters())
+    assert shape.dims == ModelDims.from_config(loaded.config)
+    # A model this small is timed at its full depth: the proxy is the model with other weights.
+    proxy = proxy_model(source, shape, seed=0)
+    assert _shapes(proxy) == _shapes(loaded)
+    assert proxy.config._name_or_path == str(source.path)
+
+
+def test_shape_from_gguf_header_equals_the_dequantized_model(smollm2_source, smollm2_model):
+    """The embedded GGUF: config from its header, no tensor dequantized; same count and sizes as load_model."""
+    shape = model_shape(smollm2_source)
+    assert shape.n_params == sum(p.numel() for p in smollm2_model.parameters())
+    assert shape.dims == ModelDims.from_config(smollm2_model.config)
+    assert proxy_layers(shape) == shape.dims.n_layers  # 134.5M parameters: timed at full depth
+
+
+def test_a_large_model_is_timed_on_a_few_of_its_blocks():
+    """A 1.5B-shaped Qwen2 (untied head) gets the minimum depth; per-layer lists are cut with the depth."""
+    from transformers import Qwen2Config
+
+    from auditor.study.model_shape import ModelShape, PROXY_MIN_LAYERS, count_parameters
+
+    config = Qwen2Config(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=False)
+    shape = ModelShape(config, count_parameters(config), ModelDims.from_config(config))
+    assert shape.n_params == 1_777_088_000  # Qwen2.5-Coder-1.5B as the GGUF loads it (docs/memory.md)
+    assert proxy_layers(shape) == PROXY_MIN_LAYERS
+    small = proxy_config(config, 3)
+    assert small.num_hidden_layers == 3 and config.num_hidden_layers == 28
+    if getattr(config, "layer_types", None) is not None:
+        assert len(small.layer_types) == 3
+    # Everything but the blocks stays: a proxy block has the real block's parameters.
+    one, two = count_parameters(proxy_config(config, 1)), count_parameters(proxy_config(config, 2))
+    assert shape.n_params == one + 27 * (two - one)
+
+
+@pytest.mark.parametrize("budget, expected", [(10**12, 28), (1, 2)])
+def test_proxy_depth_is_bounded_by_the_parameter_budget(budget, expected):
+    from transformers import Qwen2Config
+
+    from auditor.study.model_shape import ModelShape, count_parameters
+
+    config = Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=28,
+                         num_attention_heads=4, num_key_value_heads=2)
+    shape = ModelShape(config, count_parameters(config), ModelDims.from_config(config))
+    assert proxy_layers(shape, max_params=budget) == expected
+    one = count_parameters(proxy_config(config, 1))
+    per_block = count_parameters(proxy_config(config, 2)) - one
+    assert proxy_layers(shape, max_params=one + 4 * per_block) == 5
+
+
+def test_plan_never_reads_the_weights(tmp_path, tiny_model_dir, capsys):
+    """The plan of a model whose weights file is garbage still counts, times and estimates: no weight is read."""
+    import shutil
+
+    from auditor.cli import main
+    from tests.conftest import SAMPLE_BBQ
+    from tests.study.conftest import write_study
+
+    model = tmp_path / "garbage-weights"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model.safetensors").write_bytes(b"\0" * 16)
+    study = write_study(tmp_path / "plan.toml", {
+        "name": "plan", "output_dir": str(tmp_path / "reports"), "models": [str(model)], "seeds": [0],
+        "null_baselines": False}, data={"bbq": str(SAMPLE_BBQ), "n_items": 4},
+        execution={"batch_size": 2, "dtype": "float32"})
+    assert main(["run", str(study), "--plan", "--plan-groups", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted peak memory per step" in out and "estimated wall time:" in out
+    assert "random weights" in out  # a model this small is timed at its full depth
+    assert not (tmp_path / "reports").exists()

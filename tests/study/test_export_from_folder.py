@@ -1,0 +1,57 @@
+"""Issue 28: the dense model goes to GGUF from its float32 folder, never read into the process.
+
+A unit worker hands llama.cpp's converter the dense float32 safetensors folder itself (linked
+beside the saved tokenizer) instead of saving a copy of a loaded model. The GGUF must be the
+one the old path wrote from the model, byte for byte, both for a GGUF quantization variant and
+for the F16 export the llama.cpp runtime baseline scores.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from tests.study.test_units_memory import _worker
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_gguf_variant_from_the_folder_equals_the_export_of_the_model(tmp_path, tiny_model_dir, converter):
+    from auditor.artifacts.models import load_model, resolve_model
+    from compressors.registry import build_variant, parse_chain
+
+    worker = _worker(tmp_path / "run", tiny_model_dir)
+    try:
+        built = worker.build("gguf-q8_0", backend="llama.cpp")
+        assert built.steps[0].measured["requested_type"] == "Q8_0"
+        from_folder = _sha256(built.gguf_path)
+    finally:
+        worker.close()
+    model = load_model(resolve_model(tiny_model_dir))
+    saved = build_variant(parse_chain("gguf-q8_0"), model, workdir=tmp_path / "saved")  # saved from the model
+    assert from_folder == _sha256(saved.gguf_path)
+
+
+def test_runtime_baseline_export_reads_the_folder(tmp_path, tiny_model_dir, converter, monkeypatch):
+    from auditor.artifacts import safetensors_dir
+    from auditor.artifacts.gguf_writer import write_gguf
+    from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
+    from auditor.data.rundir import SCORE, Unit
+
+    def no_save(*args, **kwargs):
+        raise AssertionError("the dense model was saved again instead of linked")
+
+    worker = _worker(tmp_path / "run", tiny_model_dir)
+    monkeypatch.setattr("auditor.artifacts.gguf_writer.save_hf_dir", no_save)
+    try:
+        result = worker.execute(Unit(SCORE, "dense", "dense", "llama.cpp"))
+        assert result.error is None, result.error
+        exported = worker._built.workdir / "model-f16.gguf"
+        from_folder = _sha256(exported)
+    finally:
+        worker.close()
+    monkeypatch.setattr("auditor.artifacts.gguf_writer.save_hf_dir", safetensors_dir.save_hf_dir)
+    model = load_model(resolve_model(tiny_model_dir))
+    want = write_gguf(model, tmp_path / "saved.gguf", tokenizer=load_tokenizer(resolve_model(tiny_model_dir)),
+                      outtype="f16", name="dense")
+    assert from_folder == _sha256(want.path)
