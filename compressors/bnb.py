@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from auditor.artifacts.models import read_float32_tensors
 from auditor.artifacts.safetensors_dir import save_hf_dir, stored_tensors
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.pruning import require_torch_model
@@ -94,6 +95,7 @@ def _zeros_preserved(quantized_model, zero_masks: dict[str, torch.Tensor]) -> bo
 class _BnbQuantizer(Compressor):
     family = "quantize"
     bits_label: str
+    modifies_model = False  # quantizes a new load of the weights; the input model is only read
 
     def quantization_config(self):
         raise NotImplementedError
@@ -107,13 +109,19 @@ class _BnbQuantizer(Compressor):
         model = variant.model
         device = next(model.parameters()).device
         original_numel = {name: linear.weight.numel() for name, linear in block_linears(model)}
-        zero_masks = {name: (linear.weight == 0).cpu() for name, linear in block_linears(model)}
         total_params = sum(p.numel() for p in model.parameters())
+        # The dense model's float32 folder (Variant.weights_dir) is loaded quantized as it is: no float32 copy
+        # is saved or held; its exact zeros are read from the folder, kept only for the layers that have any.
+        if variant.weights_dir is not None:
+            stored = read_float32_tensors(variant.weights_dir, [f"{n}.weight" for n in original_numel])
+            zero_masks = {name.removesuffix(".weight"): mask for name, weight in stored if (mask := weight == 0).any()}
+        else:
+            zero_masks = {name: (linear.weight == 0).cpu() for name, linear in block_linears(model)}
         start = time.perf_counter()
         if workdir is not None:
             Path(workdir).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="bnb-", dir=workdir) as tmp:
-            float_dir = save_hf_dir(model, None, Path(tmp) / "float")
+            float_dir = variant.weights_dir or save_hf_dir(model, None, Path(tmp) / "float")
             quantized = AutoModelForCausalLM.from_pretrained(
                 str(float_dir), quantization_config=self.quantization_config(), dtype=torch.float32,
                 device_map={"": str(device)}, use_safetensors=True,

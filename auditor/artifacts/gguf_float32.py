@@ -8,7 +8,8 @@ more than the machine. Here the same transformers pieces do the same work per te
 the GGUF reader's `dequantize`, the architecture's `TensorProcessor` (reverse q/k
 permutations, Gemma's norm offsets) and the GGUF -> HF name map built from a model
 skeleton on the meta device; each tensor goes straight into a safetensors shard, so
-the peak is one shard (`SHARD_BYTES`) and the file's memory map. The values are
+the peak is one shard (`SHARD_BYTES`) and the file's memory map, plus the dequantization's own temporaries of the largest tensor
+(the embedding; transformers' processors work on numpy copies). The values are
 the ones `load_model` gives (tested tensor for tensor against it).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from auditor.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-SHARD_BYTES = 1_000_000_000  # float32 bytes per safetensors shard: what is held before it is written
+SHARD_BYTES = 500_000_000  # float32 bytes per safetensors shard: what is held before it is written
 
 
 def gguf_to_float32_folder(path: Path, folder: Path) -> int:
@@ -55,7 +56,9 @@ def gguf_to_float32_folder(path: Path, folder: Path) -> int:
         result = processor.process(weights=dequantize(tensor.data, tensor.tensor_type), name=tensor.name,
                                    tensor_key_mapping=names, parsed_parameters=parsed)
         if result.name in names:
-            shards.add(names[result.name], torch.from_numpy(np.copy(result.weights)).to(torch.float32))
+            weights = result.weights  # a read-only view of the file's map for F32/F16 tensors: copied then
+            shards.add(names[result.name],
+                       torch.from_numpy(weights if weights.flags.writeable else np.copy(weights)).to(torch.float32))
     for name, value in parsed["tensors"].items():
         shards.add(name, value.to(torch.float32))
     count = shards.close()

@@ -318,6 +318,25 @@ def safetensors_offsets(folder: Path) -> dict[str, tuple[Path, int, list[int]]]:
 CAST_SLICE_BYTES = 64 << 20  # float32 bytes read at a time when a tensor is cast while read
 
 
+def read_float32_tensors(folder: Path, names):
+    """(name, float32 tensor) for each of `names` stored as float32 in the folder, read one at a time with
+    plain file reads (not the folder's memory map, whose pages would stay resident)."""
+    import numpy as np
+    import torch
+
+    offsets = safetensors_offsets(folder)
+    for name in names:
+        if name not in offsets:
+            continue
+        path, offset, shape = offsets[name]
+        buffer = torch.empty(shape, dtype=torch.float32)
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            if fh.readinto(buffer.numpy().reshape(-1).view(np.uint8)) != buffer.numel() * 4:
+                raise ModelError(f"{path}: tensor {name} is truncated")
+        yield name, buffer
+
+
 def read_weights_privately(model, folder: Path, dtype=None, prefix: str = "") -> int:
     """Replace the model's memory-mapped float32 parameters by copies read with plain file reads, one at a time.
 
@@ -346,20 +365,30 @@ def read_weights_privately(model, folder: Path, dtype=None, prefix: str = "") ->
                 continue
             path, offset, shape = where
             fh = handles.get(path) or handles.setdefault(path, path.open("rb"))
-            out = torch.empty(shape, dtype=dtype or torch.float32)
-            # Cast in slices of rows: a large embedding (Llama-3's 128k x 4096) is never whole in float32 beside its cast.
-            rows = out.view(out.shape[0], -1) if out.dim() else out.view(1, 1)
-            step = max(1, CAST_SLICE_BYTES // max(1, 4 * rows.shape[1])) if dtype is not None else rows.shape[0]
             fh.seek(offset)
-            for start in range(0, rows.shape[0], step):
-                part = rows[start:start + step]
-                buffer = part if dtype is None else torch.empty(part.shape, dtype=torch.float32)
+
+            def read_into(buffer):
                 if fh.readinto(buffer.numpy().reshape(-1).view(np.uint8)) != buffer.numel() * 4:
                     raise ModelError(f"{path}: tensor {prefix}{name} is truncated")
-                if dtype is not None:
-                    part.copy_(buffer)
-            param.data = out
-            del out, rows
+
+            numel = int(np.prod(shape)) if shape else 1
+            if dtype is None or 4 * numel <= CAST_SLICE_BYTES:
+                buffer = torch.empty(shape, dtype=torch.float32)
+                read_into(buffer)
+                param.data = buffer if dtype is None else buffer.to(dtype)
+                del buffer
+            else:  # a large tensor (Llama-3's 128k x 4096 embedding) is cast in slices of rows, never whole in float32
+                out = torch.empty(shape, dtype=dtype)
+                rows = out.view(shape[0], -1)
+                step = max(1, CAST_SLICE_BYTES // (4 * rows.shape[1]))
+                buffer = torch.empty((min(step, rows.shape[0]), rows.shape[1]), dtype=torch.float32)
+                for start in range(0, rows.shape[0], step):
+                    part = rows[start:start + step]
+                    chunk = buffer[:part.shape[0]]
+                    read_into(chunk)
+                    part.copy_(chunk)
+                param.data = out
+                del out, rows, buffer
             read += 1
     finally:
         for fh in handles.values():

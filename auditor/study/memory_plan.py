@@ -29,7 +29,7 @@ take the machine's memory meanwhile. Pure functions: the caller gives the sizes 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 from auditor.analysis.baselines import DENSE_GGUF_F16
@@ -93,18 +93,32 @@ def head_slice_bytes(vocab: int, window: int, dtype: str) -> float:
     return rows * vocab * (BYTES_PER_PARAM[dtype] + BYTES_PER_LOGIT)
 
 
+def largest_tensor_bytes(vocab: int, hidden: int) -> float:
+    """Three float32 copies of the largest tensor, the embedding: what a tensor-at-a-time step holds
+    (a dequantization's or a quantizer's input, output and work buffers)."""
+    return 3 * 4 * vocab * hidden
+
+
+def gguf_load_bytes(vocab: int, hidden: int) -> float:
+    """What dequantizing a GGUF into its float32 folder holds besides the file's map: one pending shard
+    and the dequantization temporaries of the largest tensor."""
+    return SHARD_BYTES + largest_tensor_bytes(vocab, hidden)
+
+
 def calibration_bytes(tokens: int, hidden: int) -> float:
     """Wanda's cached block inputs and outputs for every calibration token (n_samples x seq_len), float32."""
     return 2 * 4 * tokens * hidden
 
 
 def unit_steps(unit: Unit, *, dtype: str, n_params: int, vocab: int, hidden: int, source_float32: bool,
-               calibration_tokens: int = 0, window: int = 0, source_gguf: bool = False) -> tuple[StepPeak, ...]:
+               calibration_tokens: int = 0, window: int = 0, source_gguf: bool = False,
+               gguf_bytes: int = 0) -> tuple[StepPeak, ...]:
     """The steps a fresh worker runs for `unit` and their predicted peaks.
 
     `dtype` is the unit's torch compute dtype (`unit_dtype`); `source_float32`: the source is a float32
     (or quantized) HF directory, memory-mapped as it is, else the worker first writes its float32
-    folder (a float32 step; for a GGUF, `source_gguf`, written tensor by tensor). Every unit counts that
+    folder (a float32 step; for a GGUF, `source_gguf` of `gguf_bytes`, written tensor by tensor with the
+    file memory-mapped). Every unit counts that
     load step: any unit may be the first of its worker.
     `calibration_tokens`: n_samples x seq_len when the unit's chain calibrates (Wanda), else 0; `window`:
     the perplexity window (tokens) of a perplexity unit.
@@ -115,17 +129,27 @@ def unit_steps(unit: Unit, *, dtype: str, n_params: int, vocab: int, hidden: int
     steps = []
     if source_gguf:  # dequantized tensor by tensor into the folder: one shard held at a time
         steps.append(StepPeak("load (GGUF to float32 folder, by tensor)", "float32",
-                              FIXED_BYTES + WEIGHT_FACTOR * SHARD_BYTES))
+                              FIXED_BYTES + gguf_bytes + WEIGHT_FACTOR * gguf_load_bytes(vocab, hidden)))
     elif not source_float32:
         steps.append(step("load (float32 folder)", "float32"))
+    # A GGUF export straight from the float32 folder (compressors.registry.build_on_load) holds no weights:
+    # llama.cpp's converter and quantizer work a tensor at a time.
+    from_folder = StepPeak("", "float32", FIXED_BYTES + WEIGHT_FACTOR * largest_tensor_bytes(vocab, hidden))
+    chain = chain_of(unit.spec)
     if unit.spec != DENSE:
         # Built block by block into the scoring dtype when its first unit is torch in a cheaper dtype
-        # (UnitWorker._variant); otherwise compressed whole in float32.
-        streamed = unit.backend != LLAMA_CPP and dtype != "float32" and can_stream(chain_of(unit.spec))
-        steps.append(step(f"build {unit.spec}" + (" (by block)" if streamed else ""), dtype if streamed else "float32",
-                          calibration_bytes(calibration_tokens, hidden)))
+        # (UnitWorker._variant); a GGUF quantization of the dense model from its folder; otherwise
+        # compressed whole in float32 (bitsandbytes loads the folder quantized, but transformers reads
+        # every float32 page of it through the map: measured 10.5 GB at 1.78B, as a float32 step).
+        streamed = unit.backend != LLAMA_CPP and dtype != "float32" and can_stream(chain)
+        if streamed:
+            steps.append(step(f"build {unit.spec} (by block)", dtype, calibration_bytes(calibration_tokens, hidden)))
+        elif len(chain) == 1 and chain[0].method.startswith("gguf-"):
+            steps.append(replace(from_folder, step=f"build {unit.spec} (from the float32 folder)"))
+        else:
+            steps.append(step(f"build {unit.spec}", "float32", calibration_bytes(calibration_tokens, hidden)))
     elif unit.variant == DENSE_GGUF_F16:
-        steps.append(step("export GGUF F16", "float32"))
+        steps.append(replace(from_folder, step="export GGUF F16 (from the float32 folder)"))
     what = "perplexity" if unit.kind == PPL else "score"
     if unit.backend == LLAMA_CPP:
         extra = 4.0 * window * vocab if unit.kind == PPL else 0.0
@@ -147,6 +171,7 @@ def plan_memory(plan: RunPlan, shape: ModelShape) -> list[UnitMemory]:
     return [UnitMemory(u, unit_steps(
         u, dtype=unit_dtype(u, ctx.dtype), n_params=shape.n_params, vocab=shape.vocab, hidden=shape.dims.hidden,
         source_float32=source_float32, source_gguf=ctx.source.kind == "gguf", window=window,
+        gguf_bytes=ctx.source.path.stat().st_size if ctx.source.kind == "gguf" else 0,
         calibration_tokens=calibration_tokens if any(s.needs_calibration for s in chain_of(u.spec)) else 0))
         for u in plan.units]
 

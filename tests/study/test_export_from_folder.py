@@ -55,3 +55,22 @@ def test_runtime_baseline_export_reads_the_folder(tmp_path, tiny_model_dir, conv
     want = write_gguf(model, tmp_path / "saved.gguf", tokenizer=load_tokenizer(resolve_model(tiny_model_dir)),
                       outtype="f16", name="dense")
     assert from_folder == _sha256(want.path)
+
+
+def test_bnb_variant_from_the_folder_equals_the_saved_model_path(tmp_path, tiny_model_dir):
+    import torch
+
+    from auditor.artifacts.models import load_model, resolve_model
+    from compressors.registry import build_variant, parse_chain
+
+    worker = _worker(tmp_path / "run", tiny_model_dir)
+    try:
+        built = worker.build("bnb-nf4")
+        got = {k: v.clone() for k, v in built.model.state_dict().items() if torch.is_tensor(v)}
+        got_measured = built.steps[0].measured
+    finally:
+        worker.close()
+    saved = build_variant(parse_chain("bnb-nf4"), load_model(resolve_model(tiny_model_dir)))
+    want = {k: v for k, v in saved.model.state_dict().items() if torch.is_tensor(v)}
+    assert got.keys() == want.keys() and [k for k in got if not torch.equal(got[k], want[k])] == []
+    assert got_measured == saved.steps[0].measured

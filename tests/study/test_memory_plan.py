@@ -9,6 +9,7 @@ import pytest
 
 from auditor.cli import main
 from auditor.data.rundir import PPL, SCORE, Unit
+from auditor.artifacts.gguf_float32 import SHARD_BYTES
 from auditor.scoring.perplexity import HEAD_CHUNK_BYTES
 from auditor.study.memory_plan import (FIXED_BYTES, GB, StepPeak, UnitMemory, head_slice_bytes, plan_memory, refusals,
                                        step_peak_bytes, unit_steps)
@@ -72,9 +73,16 @@ def test_unit_steps_follow_what_the_worker_does():
     assert whole[0].step == "build rtn@4" and whole[0].dtype == "float32"
     assert _steps(wanda, dtype="float32")[0].dtype == "float32"
     from_gguf = _steps(dense, source_float32=False, source_gguf=True)
-    assert from_gguf[0].step.startswith("load (GGUF") and from_gguf[0].peak_bytes < step_peak_bytes(10**9, "bfloat16")
+    assert from_gguf[0].step.startswith("load (GGUF")
+    assert from_gguf[0].peak_bytes == pytest.approx(1.5e9 + 1.25 * (SHARD_BYTES + 3 * 4 * 1000 * 64))
     export = _steps(Unit(SCORE, "dense-gguf-f16", "dense", "llama.cpp"))
-    assert [s.step for s in export] == ["export GGUF F16", "score llama.cpp"]
+    assert [s.step for s in export] == ["export GGUF F16 (from the float32 folder)", "score llama.cpp"]
+    assert export[0].peak_bytes == pytest.approx(1.5e9 + 1.25 * 3 * 4 * 1000 * 64)  # no weights held
+    quantized = _steps(Unit(SCORE, "gguf-q4_k_m", "gguf-q4_k_m", "llama.cpp"))
+    assert quantized[0].step == "build gguf-q4_k_m (from the float32 folder)"
+    assert _steps(Unit(SCORE, "bnb-nf4", "bnb-nf4", "torch"))[0].dtype == "float32"  # the folder's pages, read
+    chained = _steps(Unit(SCORE, "wanda@0.5+gguf-q4_k_m", "wanda@0.5+gguf-q4_k_m", "llama.cpp"))
+    assert chained[0].step == "build wanda@0.5+gguf-q4_k_m" and chained[0].dtype == "float32"  # pruned whole
     ppl = _steps(Unit(PPL, "gguf-q4_k_m", "gguf-q4_k_m", "llama.cpp"), window=2048)
     assert ppl[-1].peak_bytes == step_peak_bytes(10**9, "gguf", 4.0 * 2048 * 1000)
     torch_ppl = _steps(Unit(PPL, "dense", "dense", "torch"), window=2048)
