@@ -28,12 +28,11 @@ $(TEST_STAMP): $(STAMP)
 install: $(STAMP)
 
 # The study scores the variants (real BBQ when found: $AUDITOR_BBQ_DIR, `auditor data fetch bbq`,
-# ../shared/bbq; else the fixture sample); `measure` adds real size/latency per storage format to the
-# same run directory (same Wanda calibration as the study), `bench sparse-kernels` times dense vs
-# sparse matmul, and `report` redraws the report with them.
+# ../shared/bbq; else the fixture sample) and, in its [measure] unit, measures every variant's size
+# and latency per storage format (same Wanda calibration as the study); `bench sparse-kernels` times
+# dense vs sparse matmul, and `report` redraws the report with them.
 demo: $(STAMP)
 	$(BIN)/auditor run studies/demo.toml
-	$(BIN)/auditor measure magnitude@0.5 wanda@0.5 gguf-q4_k_m --calib-samples 16 --out reports/demo
 	$(BIN)/auditor bench sparse-kernels --out reports/demo
 	$(BIN)/auditor report reports/demo
 

@@ -16,6 +16,13 @@ SAMPLE_BBQ = ROOT / "fixtures" / "bbq_sample"
 FIXTURE_CORPUS = ROOT / "fixtures" / "corpus_valid.txt"
 
 
+@pytest.fixture(autouse=True)
+def _own_plan_rate_cache(tmp_path_factory, monkeypatch):
+    """Every test plans with an empty per-machine rate cache (auditor.study.rate_cache): no test reads
+    timings another test (or the user's own plans) kept."""
+    monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path_factory.mktemp("auditor-cache")))
+
+
 def tiny_llama_config(vocab_size: int = 49152, **overrides):
     """2 layers, hidden 64: small enough for exhaustive checks, shaped like the real model."""
     from transformers import LlamaConfig

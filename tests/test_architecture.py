@@ -21,7 +21,9 @@ LAYERS = {
     "auditor.data": 2, "auditor.artifacts": 2,
     "compressors": 3, "auditor.scoring": 3,
     "auditor.analysis": 4,
-    "auditor.study": 5, "auditor.measure": 5, "auditor.view": 5,
+    # measure sits below study: `auditor run` measures every variant in a unit of its own ([measure]).
+    "auditor.measure": 4.5,
+    "auditor.study": 5, "auditor.view": 5,
     "auditor.report": 6, "auditor.tui": 6,
     # The top layer is ordered too: the CLI dispatches to commands, `auditor bench` runs benchmarks.
     "auditor.benchmarks": 7.0, "auditor.commands": 7.1, "auditor.cli": 7.2, "auditor.__main__": 7.3, "auditor": 7.3,

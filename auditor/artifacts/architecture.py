@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from auditor.artifacts.gguf_header import gguf_metadata
 from auditor.artifacts.llama_converter import check_convertible
 from auditor.artifacts.models import ModelSource
 from auditor.core.errors import ModelError
@@ -28,13 +29,12 @@ def source_architecture(source: ModelSource) -> str | None:
             raise ModelError(f"{source.path / 'config.json'}: unreadable ({exc})") from None
         arches = config.get("architectures") or []
         return str(arches[0]) if arches else None
-    from gguf import GGUFReader
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    field = GGUFReader(str(source.path)).fields.get("general.architecture")
-    if field is None:
+    arch = gguf_metadata(source.path).get("general.architecture")
+    if arch is None:
         return None
-    arch = str(field.contents())
+    arch = str(arch)
     return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(_GGUF_MODEL_TYPES.get(arch, arch))
 
 

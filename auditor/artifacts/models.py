@@ -25,8 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from auditor.artifacts.gguf_header import gguf_metadata
 from auditor.artifacts.gguf_float32 import gguf_to_float32_folder
-from auditor.artifacts.gguf_info import unreadable_gguf
 from auditor.core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,11 @@ def embedded_default_path() -> Path:
 
 def gguf_file_type(path: Path) -> str:
     """The GGUF's general.file_type as llama.cpp names it (e.g. MOSTLY_Q4_1)."""
-    from gguf import GGUFReader, LlamaFileType
+    from gguf import LlamaFileType
 
-    field = GGUFReader(str(path)).fields.get("general.file_type")
-    if field is None:
+    value = gguf_metadata(path).get("general.file_type")
+    if value is None:
         return "unknown"
-    value = int(field.parts[field.data[0]][0])
     try:
         return LlamaFileType(value).name.removeprefix("MOSTLY_")
     except ValueError:
@@ -154,10 +153,8 @@ def source_chat_template(source: ModelSource) -> str | None:
     import json
 
     if source.kind == "gguf":
-        from gguf import GGUFReader
-
-        field = GGUFReader(str(source.path)).fields.get("tokenizer.chat_template")
-        return None if field is None else str(field.contents())
+        template = gguf_metadata(source.path).get("tokenizer.chat_template")
+        return None if template is None else str(template)
     jinja = source.path / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
@@ -167,10 +164,7 @@ def source_chat_template(source: ModelSource) -> str | None:
 
 
 def _gguf_precision(path: Path) -> str:
-    try:
-        ftype = gguf_file_type(path)
-    except Exception as exc:  # a truncated or corrupt file fails here, before torch sees it
-        raise unreadable_gguf(path, exc) from None
+    ftype = gguf_file_type(path)  # a truncated or corrupt file is refused here (gguf_metadata), before torch sees it
     return f"dequantized {ftype} GGUF (weights carry {ftype} rounding)"  # the run adds its compute dtype
 
 
@@ -321,7 +315,6 @@ CAST_SLICE_BYTES = 64 << 20  # float32 bytes read at a time when a tensor is cas
 def read_float32_tensors(folder: Path, names):
     """(name, float32 tensor) for each of `names` stored as float32 in the folder, read one at a time with
     plain file reads (not the folder's memory map, whose pages would stay resident)."""
-    import numpy as np
     import torch
 
     offsets = safetensors_offsets(folder)
@@ -332,9 +325,16 @@ def read_float32_tensors(folder: Path, names):
         buffer = torch.empty(shape, dtype=torch.float32)
         with path.open("rb") as fh:
             fh.seek(offset)
-            if fh.readinto(buffer.numpy().reshape(-1).view(np.uint8)) != buffer.numel() * 4:
-                raise ModelError(f"{path}: tensor {name} is truncated")
+            _read_float32(fh, buffer, path, name)
         yield name, buffer
+
+
+def _read_float32(fh, buffer, path: Path, name: str) -> None:
+    """Fill the float32 tensor `buffer` with the next bytes of the open file `fh`; a short read is a truncated file."""
+    import numpy as np
+
+    if fh.readinto(buffer.numpy().reshape(-1).view(np.uint8)) != buffer.numel() * 4:
+        raise ModelError(f"{path}: tensor {name} is truncated")
 
 
 def read_weights_privately(model, folder: Path, dtype=None, prefix: str = "") -> int:
@@ -366,15 +366,10 @@ def read_weights_privately(model, folder: Path, dtype=None, prefix: str = "") ->
             path, offset, shape = where
             fh = handles.get(path) or handles.setdefault(path, path.open("rb"))
             fh.seek(offset)
-
-            def read_into(buffer):
-                if fh.readinto(buffer.numpy().reshape(-1).view(np.uint8)) != buffer.numel() * 4:
-                    raise ModelError(f"{path}: tensor {prefix}{name} is truncated")
-
             numel = int(np.prod(shape)) if shape else 1
             if dtype is None or 4 * numel <= CAST_SLICE_BYTES:
                 buffer = torch.empty(shape, dtype=torch.float32)
-                read_into(buffer)
+                _read_float32(fh, buffer, path, prefix + name)
                 param.data = buffer if dtype is None else buffer.to(dtype)
                 del buffer
             else:  # a large tensor (Llama-3's 128k x 4096 embedding) is cast in slices of rows, never whole in float32
@@ -385,7 +380,7 @@ def read_weights_privately(model, folder: Path, dtype=None, prefix: str = "") ->
                 for start in range(0, rows.shape[0], step):
                     part = rows[start:start + step]
                     chunk = buffer[:part.shape[0]]
-                    read_into(chunk)
+                    _read_float32(fh, chunk, path, prefix + name)
                     part.copy_(chunk)
                 param.data = out
                 del out, rows, buffer

@@ -22,6 +22,7 @@ from auditor.core.progress import heartbeat_interval
 from auditor.data.rundir import INCOMPLETE, UNIT_FAILED, RunStatus, run_status
 from auditor.report.markdown import write_report
 from auditor.study.estimate import estimate_plan, format_estimate
+from auditor.study.rate_cache import RateCache
 from auditor.study.memory_plan import GB, available_memory_bytes, format_memory, plan_memory, refusals
 from auditor.study.model_shape import model_shape
 from auditor.study.runner import RunPlan, plan_study, run_study, select_units
@@ -45,7 +46,11 @@ def register(sub) -> None:
     p.add_argument("--plan", action="store_true",
                    help="print the units, each one's predicted peak memory, the tokens each computes and the wall "
                         "time estimated from a short timing of each runtime kind on this machine (on a proxy of the "
-                        "model built from its config: no weight is read); run nothing, write nothing")
+                        "model built from its config: no weight is read); run nothing, write nothing in the run. "
+                        "Each kind's timing is kept per machine ($AUDITOR_CACHE_DIR, default ~/.cache/auditor), so "
+                        "a later plan of the same model shape takes seconds")
+    p.add_argument("--retime", action="store_true",
+                   help="with --plan: time every runtime kind anew instead of reading this machine's kept timings")
     p.add_argument("--only", action="append", default=None, metavar="SPEC",
                    help="run (or --plan) only this variant's units now, e.g. wanda@0.7 or dense-float32; repeat "
                         "for more. The rest stay pending: a later run without --only does them")
@@ -159,13 +164,17 @@ def run(args) -> int:
     study = replace(study, execution=execution, trust_remote_code=args.trust_remote_code)
     if args.out:
         study = replace(study, output_dir=os.path.abspath(args.out))
+    if args.retime and not args.plan:
+        raise AuditorError("--retime applies to --plan only (it re-measures the plan's timings)")
     if args.plan:
         if args.plan_groups is not None and args.plan_groups < 2:
             raise AuditorError(f"--plan-groups must be >= 2, got {args.plan_groups}")
         plans = [replace(plan, units=select_units(plan, args.only)) for plan in plan_study(study)]
         shapes = check_memory(plans, args.memory_limit, show=True)
+        cache = RateCache()
         for plan in plans:
-            print(format_estimate(estimate_plan(plan, n_groups=args.plan_groups, shape=shapes[plan.run_dir])))
+            print(format_estimate(estimate_plan(plan, n_groups=args.plan_groups, shape=shapes[plan.run_dir],
+                                                cache=cache, retime=args.retime)))
         return 0
     try:
         check_memory([replace(plan, units=select_units(plan, args.only)) for plan in plan_study(study)],

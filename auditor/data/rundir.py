@@ -7,11 +7,13 @@ A run directory (one per study x model) holds:
     units/<unit>.json        how a scoring unit was computed, with its unit key
     records/<unit>.parquet   a scoring unit's item records
     ppl/<stem>.json          a perplexity unit's figures
+    ppl/<stem>.kld-base.npz  the dense perplexity unit's full-vocabulary rows for the KLD (auditor.analysis.kld)
+    measurements.json, measurements/<stem>.json   the measurement unit's figures (a study with [measure]),
+                             or `auditor measure --out RUN`'s; sealed either way
     commits/<kind>__<unit>.json  a unit's commit record: its key and the size and sha256 of every
                              file it wrote (written last: the commit point)
     variants/<stem>.json     per (variant, backend): the shards' descriptors merged
     failed/<unit>.json       a unit that could not be built or computed: its reason and unit key
-    measurements.json, measurements/   `auditor measure` figures per storage format (sealed)
     summary.json, report.md, report.html, plots/   written by the report from the files above; summary.json
                              last, sealed, with the size and sha256 of the others and of the measurements read
     superseded/<utc>/        files of units a `--force` run did not keep
@@ -47,7 +49,12 @@ log = logging.getLogger(__name__)
 
 SCORE = "score"
 PPL = "ppl"
+#: The measurement unit ([measure] in the study): size and speed of every variant's artifacts, one unit because
+#: its timings interleave the variants (auditor.measure.measurement). Its name and variant are MEASURE_UNIT.
+MEASURE = "measure"
+MEASURE_UNIT = "measurements"
 LAYOUT_DIRS = ("records", "units", "ppl", "variants", "commits", "failed")
+KLD_BASE_SUFFIX = ".kld-base.npz"  # ppl/<stem>.kld-base.npz: a dense perplexity unit's rows (auditor.analysis.kld)
 REPORT_FILES = ("summary.json", "report.md", "report.html", "report.pdf")
 # `auditor report RUN --protocol P` writes a report on another scoring protocol into RUN/protocol-P/.
 PROTOCOL_REPORT_PREFIX = "protocol-"
@@ -68,13 +75,14 @@ def protocol_report_dir(run_dir: Path, protocol: str) -> Path:
 
 @dataclass(frozen=True)
 class Unit:
-    """One unit of work: BBQ scoring of one item shard, or perplexity, of one variant on one backend.
+    """One unit of work: BBQ scoring of one item shard, or perplexity, of one variant on one backend; or the
+    measurement of every variant (kind MEASURE, variant MEASURE_UNIT).
 
     `variant` is the records' variant column; `spec` the compressor chain that builds it
     (they differ for null baselines such as dense-gguf-f16, built from "dense").
     """
 
-    kind: str  # SCORE | PPL
+    kind: str  # SCORE | PPL | MEASURE
     variant: str
     spec: str
     backend: str  # "torch" | "llama.cpp"
@@ -88,6 +96,8 @@ class Unit:
 
     @property
     def name(self) -> str:
+        if self.kind == MEASURE:
+            return MEASURE_UNIT
         return f"{self.stem}__shard{self.shard}" if self.kind == SCORE and self.n_shards > 1 else self.stem
 
     @property
@@ -98,6 +108,8 @@ class Unit:
         """The file whose existence means the unit is finished (written last, atomically)."""
         if self.kind == SCORE:
             return run_dir / "records" / f"{self.name}.parquet"
+        if self.kind == MEASURE:
+            return run_dir / MEASUREMENTS_FILE
         return run_dir / "ppl" / f"{self.name}.json"
 
     def descriptor_path(self, run_dir: Path) -> Path:
@@ -110,8 +122,20 @@ class Unit:
 
     def files(self, run_dir: Path) -> list[Path]:
         """The unit's files, its commit record and failure record included."""
-        return list(dict.fromkeys([self.final_path(run_dir), self.descriptor_path(run_dir),
-                                   self.commit_path(run_dir), self.failed_path(run_dir)]))
+        return list(dict.fromkeys([*self.written(run_dir), self.commit_path(run_dir), self.failed_path(run_dir)]))
+
+    def written(self, run_dir: Path) -> list[Path]:
+        """The files the unit writes (its commit record lists them): final file and descriptor, and for the
+        measurement unit every measurements/<stem>.json beside measurements.json; for a perplexity unit its
+        ppl/<stem>.kld-base.npz when it wrote one (the dense rows of auditor.analysis.kld)."""
+        extra = sorted((run_dir / MEASUREMENTS_DIR).glob("*.json")) if self.kind == MEASURE else []
+        if self.kind == PPL and self.kld_base_path(run_dir).is_file():
+            extra.append(self.kld_base_path(run_dir))
+        return list(dict.fromkeys([self.final_path(run_dir), self.descriptor_path(run_dir), *extra]))
+
+    def kld_base_path(self, run_dir: Path) -> Path:
+        """Where a dense perplexity unit keeps its full-vocabulary rows for the KLD of the other variants."""
+        return run_dir / "ppl" / f"{self.name}{KLD_BASE_SUFFIX}"
 
     def commit_path(self, run_dir: Path) -> Path:
         """The commit record: written last, it is what makes the unit finished."""
@@ -156,7 +180,7 @@ def file_digest(path: Path) -> dict[str, int | str]:
 
 def commit_record(run_dir: Path, unit: Unit, key: str, finished_utc: str) -> dict:
     """The commit record of a unit whose files are written: its key and each file's size and sha256."""
-    files = dict.fromkeys([unit.final_path(run_dir), unit.descriptor_path(run_dir)])
+    files = unit.written(run_dir)
     return {"unit": unit.id, "unit_key": key, "finished_utc": finished_utc,
             "files": {p.relative_to(run_dir).as_posix(): file_digest(p) for p in files}}
 
@@ -305,8 +329,8 @@ def manifest_problem(manifest: dict) -> str:
             if not isinstance(value, kind) or isinstance(value, bool):
                 return f"units[{i}].{field} must be {'an integer' if kind is int else 'a string'}, got " + (
                     "nothing" if field not in raw else f"{_type_name(value)} {value!r}"[:80])
-        if raw["kind"] not in (SCORE, PPL):
-            return f"units[{i}].kind must be {SCORE!r} or {PPL!r}, got {raw['kind']!r}"[:160]
+        if raw["kind"] not in (SCORE, PPL, MEASURE):
+            return f"units[{i}].kind must be {SCORE!r}, {PPL!r} or {MEASURE!r}, got {raw['kind']!r}"[:160]
         if not 0 <= raw["shard"] < raw["n_shards"]:
             return f"units[{i}]: shard {raw['shard']} is outside 0..n_shards-1 (n_shards {raw['n_shards']})"
         unit_id = Unit.from_manifest(raw).id
@@ -327,6 +351,9 @@ def merged_descriptor(stem: str, descriptors: list[dict], shard_names: list[str]
                   n_prompts=n_prompts, scoring_wall_s=wall,
                   ms_per_prompt=1000 * wall / n_prompts if n_prompts else None,
                   unit_wall_s=sum(d.get("unit_wall_s", 0.0) or 0.0 for d in descriptors))
+    for key in ("planned_tokens", "computed_tokens"):  # the backend's token counts; None when a shard lacks one
+        counts = [d.get(key) for d in descriptors]
+        merged[key] = sum(counts) if all(isinstance(c, int) for c in counts) else None
     return merged
 
 
@@ -389,8 +416,9 @@ def items_problem(run_dir: Path, manifest: dict) -> str:
     return ""
 
 
-#: Files a report reads that no unit's commit record vouches for (`auditor measure --out RUN` and `auditor bench
-#: sparse-kernels --out RUN` write them). `auditor measure` seals its JSON; the report records the digest of each.
+#: Files a report reads beside the scoring records: the measurement unit's (or `auditor measure --out RUN`'s, which
+#: no commit record vouches for) and `auditor bench sparse-kernels --out RUN`'s. The measurement JSON is sealed;
+#: the report records the digest of each.
 MEASUREMENTS_FILE = "measurements.json"
 MEASUREMENTS_DIR = "measurements"
 #: summary.json's field holding the report's record: the size and sha256 of every file the report wrote

@@ -43,8 +43,8 @@ from typing import Any, Sequence
 
 from auditor.analysis.claims import claims_table
 from auditor.artifacts.gguf_writer import tokenizer_for_model
-from auditor.artifacts.models import (DENSE_WEIGHTS_FOLDER, float32_weights_dir, load_model, load_tokenizer,
-                                      resolve_model, return_freed_memory)
+from auditor.artifacts.models import (DENSE_WEIGHTS_FOLDER, ModelSource, float32_weights_dir, load_model,
+                                      load_tokenizer, resolve_model, return_freed_memory)
 from auditor.core.errors import AuditorError
 from auditor.core.files import json_safe, write_json
 from auditor.core.names import DENSE, variant_id
@@ -420,26 +420,32 @@ def load_summary(before: float | None, during: Sequence[float | None], after: fl
             "own_threads": own_threads, "tolerance": tolerance}
 
 
-def measure(specs: Sequence[str], *, model: str | None = None, settings: MeasureSettings = MeasureSettings(),
-            out_dir: Path | None = None, keep_artifacts: bool = False) -> MeasureReport:
-    """Build, export and measure every variant (dense first, added when absent).
+def measure(specs: Sequence[str], *, model: str | ModelSource | None = None,
+            settings: MeasureSettings = MeasureSettings(), out_dir: Path | None = None, keep_artifacts: bool = False,
+            scratch: Path | None = None) -> MeasureReport:
+    """Build, export and measure every variant (dense first, added when absent) of `model` (a name or path, or
+    a resolved ModelSource).
 
     With `out_dir`: writes measurements.json (everything, claims included) and
     measurements/<variant_id>__<backend>.json per runtime row (the files a run
     directory's report reads); artifacts stay in out_dir/artifacts/measure when
     `keep_artifacts`, else they live in a temporary directory removed after the timings (every
-    artifact exists at once so that the rounds can interleave them).
+    artifact exists at once so that the rounds can interleave them), made under `scratch` when given (a
+    run's artifacts/ folder: its name ends in ".<pid>", so a killed run's next start removes it).
     """
     settings.check()
     start = time.perf_counter()
     ordered = [DENSE, *dict.fromkeys(s.strip() for s in specs if s.strip() != DENSE)]
     chains = {spec: parse_chain(spec) for spec in ordered}  # bad specs fail before any work
     load_before = _warn_if_busy(settings.threads())
-    source = resolve_model(model)
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
     tokenizer = load_tokenizer(source)
     workload = build_workload(tokenizer, settings.bbq_items)
     keep = keep_artifacts and out_dir is not None
-    root = Path(out_dir) / "artifacts" / "measure" if keep else Path(tempfile.mkdtemp(prefix="auditor-measure-"))
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    root = Path(out_dir) / "artifacts" / "measure" if keep else Path(
+        tempfile.mkdtemp(prefix="auditor-measure-", suffix=f".{os.getpid()}", dir=scratch))
     calibration = None
     pending: list[tuple[int, Pending]] = []  # (index in report.rows, artifact to time)
     try:

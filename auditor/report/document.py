@@ -209,14 +209,23 @@ def _verdicts(view: RunView) -> list[Block]:
                      f"{pts(r['unknown_drop'])} ({ci(r['unknown_drop_ci_low'], r['unknown_drop_ci_high'])})",
                      pvalue(v.q_value),
                      f"{pct(r['same_top_share'])} ({ci(r['same_top_ci_low'], r['same_top_ci_high'])})",
-                     fixed(r["kl_mean"], 4), "; ".join(v.reasons)))
+                     fixed(r["kl_mean"], 4), _kld_cell(r), "; ".join(v.reasons)))
         classes.append(f"verdict-{v.level.replace('/', '').replace(' ', '-')}")
     out.append(Table(("variant", "runtime", "grade", "reason", "directed shift (95% CI, pts)",
                       "selective abstention (95% CI, pts)", "flip excess over the same-prompt null (95% CI, pts)",
                       "unknown drop (95% CI, pts)", "directed-shift q (BH)", "same top letter as dense (95% CI)",
-                      "3-letter KL from dense (nats)", "measures"),
+                      "3-letter KL from dense (nats)", "full-vocabulary KLD from dense (nats, ± SE; same top token)",
+                      "measures"),
                      tuple(rows), tuple(classes)))
     return out
+
+
+def _kld_cell(r) -> str:
+    """llama-perplexity's figures on the perplexity windows (auditor.analysis.kld): mean KLD ± SE, same top token."""
+    if is_missing(r.get("kld_mean")):
+        return NOT_MEASURED
+    return (f"{fixed(r['kld_mean'], 4)} ± {fixed(r.get('kld_se'), 4)}; top {pct(r.get('kld_same_top'))} "
+            f"({count(r.get('kld_positions'))} positions)")
 
 
 #: The fixed limits of BBQ and of letter scoring, said in every report (docs/report.md).

@@ -5,7 +5,9 @@ from dataclasses import asdict
 
 import pandas as pd
 
+from auditor.core.errors import AuditorError
 from auditor.core.files import json_safe
+from auditor.view.decision import reference_notes, run_decision
 from auditor.view.run import RunView
 
 
@@ -41,4 +43,15 @@ def summary_dict(view: RunView) -> dict:
         "mask_spread": to_json_rows(view.mask_spread),
         "fidelity": to_json_rows(view.fidelity),
         "generation": to_json_rows(view.generation),
+        "decision": decision_dict(view),
     })
+
+
+def decision_dict(view: RunView) -> dict:
+    """The report's decision under the study's [decision] constraints, as `auditor decide RUN --json` prints it
+    (without the run's name), or the reason it cannot be read."""
+    try:
+        decision = run_decision(view)
+    except AuditorError as exc:  # a damaged [decision] in the manifest: the report says so too
+        return {"error": str(exc)}
+    return {"notes": reference_notes(view), **decision.to_dict()}

@@ -58,16 +58,27 @@ class PromptSet:
 
 @dataclass(frozen=True)
 class ScoreResult:
+    """Records and cost of one scoring call. planned_tokens: what the backend's plan computes (for torch
+    and llama.cpp the tree plan: the common prefix once, each item's answer orders as one trie);
+    computed_tokens: what its runtime actually ran (torch adds pads, llama.cpp each extra lane's copy
+    of the common prefix). None where a backend does not say."""
+
     records: pd.DataFrame
     wall_s: float
     ms_per_prompt: float
+    planned_tokens: int | None = None
+    computed_tokens: int | None = None
 
 
 def score(backend: ScoringBackend, prompts: PromptSet, variant: str) -> ScoreResult:
     """Score every (item, seed) of `prompts` with `backend`; rows in dataset answer indexing."""
+    # Stand-in backends (tests, adapters) need not derive from ScoringBackend: no counts then.
+    planned = backend.planned_tokens(prompts.groups) if hasattr(backend, "planned_tokens") else None
+    before = getattr(backend, "tokens_computed", None)
     start = time.perf_counter()
     logprobs = backend.letter_logprobs(prompts.groups, prompts.letter_ids)
     wall = time.perf_counter() - start
+    computed = None if before is None else backend.tokens_computed - before
     frames = []
     for s, seed in enumerate(prompts.seeds):
         shown = np.stack([lp[s] for lp in logprobs])
@@ -75,8 +86,9 @@ def score(backend: ScoringBackend, prompts: PromptSet, variant: str) -> ScoreRes
         frames.append(make_records(variant, backend.name, seed, prompts.items, perms, shown))
     records = pd.concat(frames, ignore_index=True)
     records["prompt_format"] = prompts.prompt_format
-    log.info("scored %s on %s: %d prompts in %.1fs", variant, backend.name, prompts.n_prompts, wall)
-    return ScoreResult(records, wall, 1000 * wall / max(prompts.n_prompts, 1))
+    log.info("scored %s on %s: %d prompts in %.1fs (%s planned, %s computed tokens)", variant, backend.name,
+             prompts.n_prompts, wall, planned, computed)
+    return ScoreResult(records, wall, 1000 * wall / max(prompts.n_prompts, 1), planned, computed)
 
 
 def score_cloze(backend: ScoringBackend, items: Sequence[BBQItem], requests: Sequence[ClozeRequest],

@@ -26,6 +26,12 @@ positions at a time (`ChunkedHeadScorer`), so the full-vocabulary logits of the
 whole window (8 bytes x window x vocabulary, 4.3 GB for Gemma 3's 262k vocabulary
 at 2,048 tokens) never exist at once; the log-probabilities equal the unchunked
 ones within float rounding (the same rows, the same head, the same log-softmax).
+
+Full-vocabulary rows: given scored positions (`rows_at`, e.g. `kld_tokens` of them evenly
+spaced over `scored_positions`) and a sink, each window also hands the sink the float32
+log-softmax at its positions among them, copied out of the head slice that computed them
+(`token_logprobs_rows`), so the KL divergence from the dense model
+(auditor.analysis.kld) is computed on the very distributions perplexity scores.
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -48,6 +54,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 1024
 DEFAULT_STRIDE = 512
 DEFAULT_MAX_TOKENS = 16384  # keeps one variant's run to about a minute on 2 CPU cores (docs/engine.md)
+#: Scored positions whose full log-softmax the dense unit keeps for the KLD (auditor.analysis.kld) when a study
+#: asks for it (`[perplexity] kld_tokens`; off by default, so studies written before it keep their hash): 2 x
+#: vocabulary + 8 bytes each before compression (25 MB at SmolLM2's 49,152 tokens, 78 MB at Qwen2.5's 151,936
+#: for 256, what the demo sets).
+DEFAULT_KLD_TOKENS = 0
 #: Float32 logits held per slice of the chunked LM head (positions = this / (4 x vocabulary), at least 1).
 HEAD_CHUNK_BYTES = 64 * 2**20
 # Config attributes that scale logits after the head in some architectures (Cohere, Granite): the chunked
@@ -149,21 +160,30 @@ class ChunkedHeadScorer:
 
     def token_logprobs(self, ids: Sequence[int]) -> np.ndarray:
         """log p(ids[i] | ids[:i]) for i = 1..len(ids)-1 (float64), as `TorchBackend.token_logprobs`."""
+        return self.token_logprobs_rows(ids, ())[0]
+
+    def token_logprobs_rows(self, ids: Sequence[int], rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """`token_logprobs(ids)` and the full float32 log-softmax at output positions `rows` (len(rows), vocab):
+        row j is the distribution of ids[j + 1]. Each is copied out of the head slice that computed it."""
         import torch
 
+        rows = np.asarray(rows, dtype=np.int64)
         if len(ids) < 2:
-            return np.empty(0, dtype=np.float64)
+            return np.empty(0, dtype=np.float64), np.empty((0, 0), dtype=np.float32)
         device = self.model.get_input_embeddings().weight.device
         x = torch.tensor(list(ids), dtype=torch.long, device=device)[None, :]
         targets = x[0, 1:]
+        kept: list[np.ndarray] = []
         with torch.inference_mode():
             hidden = self._hidden_states(x) if self.chunked else None
             if hidden is None:  # unchunked: the backend's own computation
                 logits = self.model(input_ids=x, use_cache=False).logits[0, :-1].float()
-                return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0].double().cpu().numpy()
+                logp = torch.log_softmax(logits, dim=-1)
+                full = logp[torch.as_tensor(rows, device=logp.device)].cpu().numpy() if len(rows) else None
+                return logp.gather(1, targets[:, None])[:, 0].double().cpu().numpy(), _stack(full, rows, logp.shape[-1])
             hidden = hidden[0, :-1]
-            step = self.positions_per_chunk(self.head.out_features if hasattr(self.head, "out_features")
-                                            else self.head.weight.shape[0])
+            vocab = self.head.out_features if hasattr(self.head, "out_features") else self.head.weight.shape[0]
+            step = self.positions_per_chunk(vocab)
             out = torch.empty(len(ids) - 1, dtype=torch.float64)
             for start in range(0, hidden.shape[0], step):
                 stop = min(start + step, hidden.shape[0])
@@ -172,8 +192,11 @@ class ChunkedHeadScorer:
                     logits = torch.tanh(logits / self.softcap) * self.softcap
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 out[start:stop] = logp.gather(1, targets[start:stop, None])[:, 0].double().cpu()
+                here = rows[(rows >= start) & (rows < stop)] - start
+                if len(here):
+                    kept.append(logp[torch.as_tensor(here, device=logp.device)].cpu().numpy())
                 del logits, logp
-        return out.numpy()
+        return out.numpy(), _stack(np.concatenate(kept) if kept else None, rows, vocab)
 
     def _hidden_states(self, x):
         """The head's input for every position of `x`, or None when the forward never reached the head."""
@@ -193,6 +216,11 @@ class ChunkedHeadScorer:
         return None
 
 
+def _stack(full: np.ndarray | None, rows: np.ndarray, vocab: int) -> np.ndarray:
+    """The kept float32 rows, or an empty (0, vocab) array when none were asked for."""
+    return np.ascontiguousarray(full, dtype=np.float32) if full is not None else np.empty((len(rows), vocab), np.float32)
+
+
 def _scorer(backend: TokenScorer, chunked_head: bool) -> TokenScorer:
     """The chunked-head scorer over a torch backend's model (module docstring); `backend` otherwise."""
     model = getattr(backend, "model", None)
@@ -201,16 +229,37 @@ def _scorer(backend: TokenScorer, chunked_head: bool) -> TokenScorer:
     return backend
 
 
+def scored_positions(n_tokens: int, max_length: int, stride: int, *, bos: bool = False) -> np.ndarray:
+    """The corpus positions `perplexity` scores, in order (each once): the windows' [first_scored, end) ranges."""
+    spans = [np.arange(w.first_scored, w.end) for w in sliding_windows(n_tokens, max_length, stride, bos=bos)]
+    return np.concatenate(spans).astype(np.int64) if spans else np.empty(0, dtype=np.int64)
+
+
+#: Called per window with the corpus positions, their token ids and the float32 full-vocabulary log-softmax rows.
+RowSink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
 def perplexity(backend: TokenScorer, token_ids: Sequence[int], max_length: int = DEFAULT_MAX_LENGTH,
                stride: int = DEFAULT_STRIDE, *, bos_id: int | None = None,
-               chunked_head: bool = True) -> PerplexityResult:
+               chunked_head: bool = True, rows_at: Sequence[int] | None = None,
+               on_rows: RowSink | None = None) -> PerplexityResult:
     """Sliding-window perplexity of `token_ids` under `backend` (see the module docstring).
 
     A torch backend's windows go through `ChunkedHeadScorer` unless `chunked_head` is False
     (then its own `token_logprobs`, full-vocabulary logits for the whole window).
+    With `rows_at` (scored corpus positions, from `scored_positions`) and `on_rows`, each window
+    also hands `on_rows` the full log-softmax at those of its positions, in order, as its head
+    computed them (auditor.analysis.kld); the backend then needs `token_logprobs_rows`, and a torch
+    backend always goes through `ChunkedHeadScorer` (chunked or not).
     """
     ids = list(token_ids)
-    backend = _scorer(backend, chunked_head)
+    wanted = np.sort(np.asarray(rows_at if rows_at is not None and on_rows is not None else [], dtype=np.int64))
+    backend = _scorer(backend, chunked_head or len(wanted) > 0)
+    if len(wanted) and not hasattr(backend, "token_logprobs_rows"):
+        raise ValueError(f"the {getattr(backend, 'name', type(backend).__name__)} backend cannot return "
+                         "full-vocabulary rows (token_logprobs_rows)")
+    if isinstance(backend, ChunkedHeadScorer) and not chunked_head:
+        backend.chunked = False
     head = [] if bos_id is None else [int(bos_id)]
     windows = sliding_windows(len(ids), max_length, stride, bos=bos_id is not None)
     start = time.perf_counter()
@@ -218,10 +267,17 @@ def perplexity(backend: TokenScorer, token_ids: Sequence[int], max_length: int =
     with progress(len(windows), "windows") as bar:
         for w in windows:
             window = head + ids[w.begin:w.end]
-            logp = np.asarray(backend.token_logprobs(window), dtype=np.float64)
+            here = wanted[(wanted >= w.first_scored) & (wanted < w.end)]
+            # logp[j - 1] is log p(window[j] | window[:j]); window[len(head) + k] is ids[begin + k].
+            if len(here):
+                logp, rows = backend.token_logprobs_rows(window, here - w.begin + len(head) - 1)  # type: ignore[attr-defined]
+                on_rows(here, np.asarray([ids[p] for p in here], dtype=np.int64), rows)  # type: ignore[misc]
+                del rows
+            else:
+                logp = backend.token_logprobs(window)
+            logp = np.asarray(logp, dtype=np.float64)
             if logp.shape != (len(window) - 1,):
                 raise ValueError(f"token_logprobs returned shape {logp.shape} for {len(window)} tokens")
-            # logp[j - 1] is log p(window[j] | window[:j]); window[len(head) + k] is ids[begin + k].
             scored = logp[w.first_scored - w.begin + len(head) - 1:]
             nll_sum -= float(scored.sum())
             n_scored += len(scored)

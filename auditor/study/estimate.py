@@ -9,7 +9,9 @@ counts exactly the tokens its backend will compute:
 - perplexity: the tokens of every sliding window (`sliding_windows`), each
   window one full forward;
 - compression: the calibration forwards of activation-aware steps (Wanda: its
-  `calibration_passes` over n_samples x seq_len tokens, in float32, per variant).
+  `calibration_passes` over n_samples x seq_len tokens, in float32, per variant);
+- measurement ([measure]): every variant rebuilt and exported, then `repeats` rounds of
+  one fresh worker per timed artifact (`measure_estimate`).
 
 The model's weights are never read: its config (config.json, or the GGUF header)
 gives the parameter count, the vocabulary and the FLOP sizes (`model_shape`), and
@@ -37,23 +39,28 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 from auditor.analysis.baselines import DENSE_FLOAT32
 from auditor.artifacts.models import load_tokenizer
+from auditor.artifacts.precision import FLOAT32
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH
+from auditor.core.provenance import now_utc
 from auditor.data.prompts import PromptGroup
-from auditor.data.rundir import PPL, SCORE, Unit
+from auditor.data.rundir import MEASURE, PPL, SCORE, Unit
 from auditor.scoring.backends.factory import make_backend
 from auditor.scoring.backends.llama_backend import planned_decode_tokens
 from auditor.scoring.backends.trees import plan_trees
 from auditor.scoring.engine import PromptSet
 from auditor.scoring.gemm import ModelDims, forward_flops
 from auditor.scoring.perplexity import corpus_token_ids, sliding_windows
-from auditor.study.model_shape import ModelShape, model_shape, proxy_model
+from auditor.study.model_shape import (ModelShape, count_parameters, model_shape, proxy_config, proxy_layers,
+                                      proxy_model)
+from auditor.study.rate_cache import RateCache, timing_key
 from auditor.study.runner import RunPlan, unit_dtype
+from auditor.study.spec import chain_runtimes
 from auditor.study.units import shard_indices
 from compressors.registry import build_variant, parse_chain
 
@@ -65,6 +72,8 @@ PLAN_BUDGET_S = 30.0
 #: Under a budget the perplexity window is timed on at most this many tokens; the rate is scaled to
 #: the study's max_length by the FLOPs per token of both lengths (`window_flops_per_token`).
 BUDGET_WINDOW = 512
+#: The rate cache's entry for the proxy's construction time (the model load is scaled from it).
+PROXY_KIND = "proxy construction"
 
 
 def kind_spec(spec: str, backend: str) -> str | None:
@@ -143,8 +152,12 @@ class PlanEstimate:
         return sum(u.est_s for u in self.units if u.unit.kind == PPL)
 
     @property
+    def measure_s(self) -> float:
+        return sum(u.est_s for u in self.units if u.unit.kind == MEASURE)
+
+    @property
     def total_s(self) -> float:
-        return self.score_s + self.ppl_s + sum(self.compression_s.values()) + self.load_s
+        return self.score_s + self.ppl_s + self.measure_s + sum(self.compression_s.values()) + self.load_s
 
 
 def unit_tokens(plan: RunPlan, prompts: PromptSet, corpus_tokens: int | None) -> dict[str, int]:
@@ -156,6 +169,8 @@ def unit_tokens(plan: RunPlan, prompts: PromptSet, corpus_tokens: int | None) ->
             groups = [prompts.groups[i] for i in shard_indices(n, u.shard, u.n_shards)]
             out[u.id] = (planned_decode_tokens(groups) if u.backend == LLAMA_CPP
                          else plan_trees(groups).n_nodes)
+        elif u.kind == MEASURE:
+            out[u.id] = sum(n for _, _, n in measure_runs(plan, prompts))
         else:
             settings = plan.context.perplexity
             assert settings is not None and corpus_tokens is not None
@@ -240,6 +255,11 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
     return KindTiming(kind, n_items, tokens, wall, build_s, ppl_tokens, ppl_wall, peak)
 
 
+def _times_window(plan: RunPlan, kind: str, dtype: str) -> bool:
+    """Whether `kind` runs a perplexity unit of `plan`, so its timing includes a window."""
+    return any(u.kind == PPL and unit_kind(u, dtype) == kind for u in plan.units)
+
+
 def work_flops(dims: ModelDims, groups: Sequence[PromptGroup]) -> float:
     """FLOPs of scoring `groups` as the torch engine plans them (tokens, attended pairs, head rows)."""
     trees = plan_trees(groups)
@@ -247,8 +267,12 @@ def work_flops(dims: ModelDims, groups: Sequence[PromptGroup]) -> float:
 
 
 def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float | None = PLAN_BUDGET_S,
-                  shape: ModelShape | None = None) -> PlanEstimate:
-    """Count every unit's tokens and time each runtime kind the plan uses on a proxy (module docstring)."""
+                  shape: ModelShape | None = None, cache: RateCache | None = None,
+                  retime: bool = False) -> PlanEstimate:
+    """Count every unit's tokens and time each runtime kind the plan uses on a proxy (module docstring).
+
+    With `cache`, a kind timed before on this machine with the same proxy and settings is read from it
+    (auditor.study.rate_cache) and only the others are timed, then kept; `retime` times every kind anew."""
     import torch
 
     ctx = plan.context
@@ -262,13 +286,11 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
     if ctx.perplexity is not None:
         corpus = corpus_token_ids(tokenizer, ctx.perplexity.corpus, max_tokens=ctx.perplexity.max_tokens)
     tokens = unit_tokens(plan, prompts, len(corpus.ids) if corpus else None)
-    start = time.perf_counter()
-    dense = proxy_model(ctx.source, shape, seed=ctx.compress_seed,
-                        trust_remote_code=ctx.trust_remote_code).to(ctx.device)
-    proxy_s = time.perf_counter() - start
-    proxy_dims = ModelDims.from_config(dense.config.get_text_config() if hasattr(dense.config, "get_text_config")
-                                       else dense.config)
-    proxy_params = sum(p.numel() for p in dense.parameters())
+    # The proxy's shape from its config alone: its weights are made only if some kind must be timed.
+    proxy_cfg = proxy_config(shape.config, proxy_layers(shape, trust_remote_code=ctx.trust_remote_code))
+    proxy_dims = ModelDims.from_config(proxy_cfg.get_text_config() if hasattr(proxy_cfg, "get_text_config")
+                                       else proxy_cfg)
+    proxy_params = count_parameters(proxy_cfg, trust_remote_code=ctx.trust_remote_code)
     by_params = shape.n_params / proxy_params  # builds and the load scale with the weights
 
     kinds: dict[str, str | None] = {}
@@ -284,27 +306,72 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
         cap = ctx.perplexity.max_length if budget_s is None else min(ctx.perplexity.max_length, BUDGET_WINDOW)
         window = corpus.ids[:min(len(corpus.ids), cap)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    sample = sample_groups(prompts.groups, n_groups or 2 * ctx.batch_size)
+    n_timed = n_groups or 2 * ctx.batch_size
+    sample = sample_groups(prompts.groups, n_timed)
     # The same work costs this much less on the proxy: its timed rates are scaled down by it.
     score_scale = work_flops(proxy_dims, sample) / work_flops(shape.dims, sample)
-    timings: dict[str, KindTiming] = {}
+
+    def key(kind: str, with_window: bool) -> str:
+        return timing_key(kind, proxy_cfg.to_json_string(use_diff=False), batch_size=ctx.batch_size,
+                          n_groups=n_timed, budget_s=budget_s, window=len(window) if with_window and window else 0,
+                          threads=ctx.threads, device=ctx.device)
+
+    raw: dict[str, KindTiming] = {}
+    measured: dict[str, str] = {}  # kind -> when its timing was taken (UTC)
+    cached: set[str] = set()
+    for kind in [PROXY_KIND, *kinds]:
+        hit = cache.get(key(kind, _times_window(plan, kind, ctx.dtype))) if cache and not retime else None
+        if hit is not None:
+            try:
+                raw[kind] = KindTiming(**hit[0])
+            except TypeError:  # an entry of another layout: timed again
+                continue
+            measured[kind] = hit[1]
+            cached.add(kind)
+    dense = None
     with tempfile.TemporaryDirectory(prefix="auditor-plan-") as tmp:  # never inside the run directory
         for kind, spec in kinds.items():
+            if kind in raw:
+                continue
+            if dense is None:
+                start = time.perf_counter()
+                dense = proxy_model(ctx.source, shape, seed=ctx.compress_seed, n_layers=proxy_dims.n_layers,
+                                    trust_remote_code=ctx.trust_remote_code).to(ctx.device)
+                if PROXY_KIND not in raw:
+                    raw[PROXY_KIND] = KindTiming(PROXY_KIND, 0, 0, 0.0, time.perf_counter() - start)
+                    measured[PROXY_KIND] = now_utc()
+            with_window = _times_window(plan, kind, ctx.dtype)
             dtype = kind.split()[-1] if kind.startswith("torch ") and not spec else "float32"
-            t = time_kind(
-                kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_groups or 2 * ctx.batch_size,
+            raw[kind] = time_kind(
+                kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_timed,
                 batch_size=ctx.batch_size, pad_id=int(pad), workdir=Path(tmp) / kind.replace(" ", "_"),
-                seed=ctx.compress_seed, window_ids=window if any(
-                    u.kind == PPL and unit_kind(u, ctx.dtype) == kind for u in plan.units) else None,
+                seed=ctx.compress_seed, window_ids=window if with_window else None,
                 n_threads=ctx.threads, budget_s=budget_s)
-            timings[kind] = replace(t, score_wall_s=t.score_wall_s / score_scale, build_s=t.build_s * by_params,
-                                    ppl_wall_s=t.ppl_wall_s * (window_flops_per_token(shape.dims, t.ppl_tokens)
-                                                               / window_flops_per_token(proxy_dims, t.ppl_tokens))
-                                    if t.ppl_tokens else 0.0)
+            measured[kind] = now_utc()
+        if PROXY_KIND not in raw:  # every kind cached but the proxy's construction: build it once to time it
+            start = time.perf_counter()
+            dense = proxy_model(ctx.source, shape, seed=ctx.compress_seed, n_layers=proxy_dims.n_layers,
+                                trust_remote_code=ctx.trust_remote_code)
+            raw[PROXY_KIND] = KindTiming(PROXY_KIND, 0, 0, 0.0, time.perf_counter() - start)
+            measured[PROXY_KIND] = now_utc()
     del dense
+    if cache is not None:
+        for kind, timing in raw.items():
+            if kind not in cached:
+                cache.put(key(kind, _times_window(plan, kind, ctx.dtype)), asdict(timing), measured[kind])
+    timings: dict[str, KindTiming] = {}
+    for kind in kinds:
+        t = raw[kind]
+        timings[kind] = replace(t, score_wall_s=t.score_wall_s / score_scale, build_s=t.build_s * by_params,
+                                ppl_wall_s=t.ppl_wall_s * (window_flops_per_token(shape.dims, t.ppl_tokens)
+                                                           / window_flops_per_token(proxy_dims, t.ppl_tokens))
+                                if t.ppl_tokens else 0.0)
+    proxy_s = raw[PROXY_KIND].build_s
 
     units = []
     for u in plan.units:
+        if u.kind == MEASURE:  # after the compression estimates, which it uses
+            continue
         kind = unit_kind(u, ctx.dtype)
         t = timings[kind]
         rate = t.score_tokens_per_s
@@ -340,6 +407,18 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
                      f"{ctx.calibration.n_samples} x {ctx.calibration.seq_len} tokens")
     if any(u.variant == DENSE_FLOAT32 for u in plan.units):
         notes.append(f"{DENSE_FLOAT32}: the precision baseline, dense computed in float32")
+    for u in plan.units:
+        if u.kind == MEASURE:
+            units.append(measure_estimate(plan, u, prompts, timings, compression, proxy_s * by_params))
+            notes.append(f"{u.name}: {ctx.measure.repeats} rounds of one fresh worker per timed artifact "
+                         f"({WORKER_START_S:.0f} s start-up each), its tokens at the scoring rate of the artifact's "
+                         "kind (torch float32 where the plan times no such kind); batch-1 decoding is slower per "
+                         "token than scoring, so it is a lower bound on a large model")
+    if cached:
+        when = sorted(measured[k] for k in cached)
+        notes.append(f"{len(cached)} of {len(raw)} timings read from this machine's cache ({cache.path}; taken "
+                     f"{when[0]}" + (f" to {when[-1]}" if when[-1] != when[0] else "")
+                     + "): the load average above is today's, not theirs; `--retime` measures them anew")
     return PlanEstimate(plan.run_dir, units, timings, compression, proxy_s * by_params,
                         (load_before, os.getloadavg()[0]), notes)
 
@@ -364,8 +443,51 @@ def format_estimate(est: PlanEstimate, n_cores: int | None = None) -> str:
     lines.append(f"compression: {sum(est.compression_s.values()) / 3600:7.2f} h  "
                  f"({len(est.compression_s)} variants built)")
     lines.append(f"model load:  {est.load_s / 3600:7.2f} h")
+    if any(u.unit.kind == MEASURE for u in est.units):
+        lines.append(f"measurement: {est.measure_s / 3600:7.2f} h")
     lines.append(f"estimated wall time: {est.total_s / 3600:.2f} h on {n_cores or os.cpu_count()} cores "
                  f"(rates timed at load average {est.load_avg[0]:.2f} -> {est.load_avg[1]:.2f}; a busier or "
                  "quieter machine changes it in proportion)")
     lines += [f"note: {n}" for n in est.notes]
     return "\n".join(lines)
+
+
+#: Seconds a fresh measurement worker takes before loading anything (`python -m auditor.measure.worker` imports
+#: torch, transformers and llama_cpp): 2.4 s of CPU measured on the 2-core dev machine (2026-12-06), rounded up;
+#: its wall time grows with the machine's load.
+WORKER_START_S = 3.0
+
+
+def measure_runs(plan: RunPlan, prompts: PromptSet) -> list[tuple[str, str, int]]:
+    """(spec, runtime kind, tokens) of every worker run of the measurement unit (auditor.measure.measurement):
+    `repeats` rounds over each measured spec's timed artifacts (torch for its safetensors directory, llama.cpp
+    for its GGUF, as the formats allow). Tokens of a run: the prompt four times (time to first token, warm-up,
+    timed prefill, the prefill before the decode), `new_tokens` decode steps and `bbq_items` scored groups."""
+    settings = plan.context.measure
+    if settings is None:
+        return []
+    prompt = len(prompts.groups[0].full_ids(0)) if prompts.groups else 0
+    bbq = plan_trees(list(prompts.groups[:settings.bbq_items])).n_nodes if settings.bbq_items else 0
+    per_run = 4 * prompt + settings.new_tokens + bbq
+    out = []
+    for _ in range(settings.repeats):
+        for spec in plan.context.measured:
+            natural, capable = chain_runtimes(spec)
+            timed = [b for b, fmt in ((TORCH, "safetensors"), (LLAMA_CPP, "gguf"))
+                     if fmt in settings.formats and b in capable and (b == natural or natural == TORCH)]
+            out += [(spec, unit_kind(Unit(SCORE, spec, spec, b), FLOAT32), per_run) for b in timed]
+    return out
+
+
+def measure_estimate(plan: RunPlan, unit: Unit, prompts: PromptSet, timings: dict[str, KindTiming],
+                     compression: dict[str, float], load_s: float) -> UnitEstimate:
+    """Seconds of the measurement unit: each measured spec built again (its compression estimate) and exported
+    (about a model load per artifact), then every worker run: start-up, a load, its tokens at its kind's
+    scoring rate (torch float32's when the plan timed no such kind)."""
+    runs = measure_runs(plan, prompts)
+    fallback = timings.get("torch float32") or next(iter(timings.values()))
+    seconds = sum(compression.get(spec, 0.0) for spec in plan.context.measured)
+    seconds += load_s * len({(spec, kind) for spec, kind, _ in runs})
+    for _, kind, tokens in runs:
+        seconds += WORKER_START_S + load_s + tokens / timings.get(kind, fallback).score_tokens_per_s
+    return UnitEstimate(unit, "measure", sum(n for _, _, n in runs), seconds)

@@ -29,13 +29,13 @@ take the machine's memory meanwhile. Pure functions: the caller gives the sizes 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from auditor.analysis.baselines import DENSE_GGUF_F16
 from auditor.artifacts.gguf_float32 import SHARD_BYTES
 from auditor.core.names import DENSE, LLAMA_CPP
-from auditor.data.rundir import PPL, Unit
+from auditor.data.rundir import MEASURE, PPL, Unit
 from auditor.scoring.perplexity import HEAD_CHUNK_BYTES
 from auditor.study.runner import unit_dtype
 from auditor.study.spec import chain_of
@@ -132,9 +132,12 @@ def unit_steps(unit: Unit, *, dtype: str, n_params: int, vocab: int, hidden: int
                               FIXED_BYTES + gguf_bytes + WEIGHT_FACTOR * gguf_load_bytes(vocab, hidden)))
     elif not source_float32:
         steps.append(step("load (float32 folder)", "float32"))
-    # A GGUF export straight from the float32 folder (compressors.registry.build_on_load) holds no weights:
-    # llama.cpp's converter and quantizer work a tensor at a time.
-    from_folder = StepPeak("", "float32", FIXED_BYTES + WEIGHT_FACTOR * largest_tensor_bytes(vocab, hidden))
+    def from_folder(name: str) -> StepPeak:
+        # A GGUF export straight from the float32 folder (compressors.registry.build_on_load) holds no
+        # weights: llama.cpp's converter and quantizer work a tensor at a time.
+        return StepPeak(f"{name} (from the float32 folder)", "float32",
+                        FIXED_BYTES + WEIGHT_FACTOR * largest_tensor_bytes(vocab, hidden))
+
     chain = chain_of(unit.spec)
     if unit.spec != DENSE:
         # Built block by block into the scoring dtype when its first unit is torch in a cheaper dtype
@@ -145,12 +148,13 @@ def unit_steps(unit: Unit, *, dtype: str, n_params: int, vocab: int, hidden: int
         if streamed:
             steps.append(step(f"build {unit.spec} (by block)", dtype, calibration_bytes(calibration_tokens, hidden)))
         elif len(chain) == 1 and chain[0].method.startswith("gguf-"):
-            steps.append(replace(from_folder, step=f"build {unit.spec} (from the float32 folder)"))
+            steps.append(from_folder(f"build {unit.spec}"))
         else:
             steps.append(step(f"build {unit.spec}", "float32", calibration_bytes(calibration_tokens, hidden)))
     elif unit.variant == DENSE_GGUF_F16:
-        steps.append(replace(from_folder, step="export GGUF F16 (from the float32 folder)"))
-    what = "perplexity" if unit.kind == PPL else "score"
+        steps.append(from_folder("export GGUF F16"))
+    # the measurement unit holds one float32 model at a time, built or loaded in a worker process
+    what = "perplexity" if unit.kind == PPL else "measure" if unit.kind == MEASURE else "score"
     if unit.backend == LLAMA_CPP:
         extra = 4.0 * window * vocab if unit.kind == PPL else 0.0
         steps.append(step(f"{what} llama.cpp", "gguf", extra))

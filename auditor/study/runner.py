@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable
 
 from auditor.analysis.baselines import DENSE_FLOAT32, DENSE_GGUF_F16
 from auditor.analysis.generative import text_protocols
+from auditor.analysis.kld import save_base
 from auditor.artifacts.architecture import check_gguf_convertible
 from auditor.artifacts.models import ModelSource, resolve_model, source_chat_template
 from auditor.artifacts.precision import FLOAT32, resolve_dtype
@@ -49,6 +50,8 @@ from auditor.data.rundir import (
     INCOMPLETE,
     INTERRUPTED,
     LAYOUT_DIRS,
+    MEASURE,
+    MEASURE_UNIT,
     PPL,
     PROTOCOL_REPORT_PREFIX,
     RECORD_ORDER,
@@ -69,9 +72,10 @@ from auditor.data.rundir import (
 from auditor.data.sources import PROJECT_ROOT, DataSource, resolve_bbq, resolve_corpus
 from auditor.scoring.backends.factory import available
 from auditor.scoring.generative import TEXT_VERSION
+from auditor.measure.measurement import MeasureSettings, write_measurements
 from auditor.study.executors import make_executor
 from auditor.study.reproduce import reproduce_record
-from auditor.study.spec import Study, backends_for, chain_of, variant_seed
+from auditor.study.spec import Study, backends_for, chain_of, perplexity_definition, variant_seed
 from auditor.study.units import RunContext, shard_indices
 
 log = logging.getLogger(__name__)
@@ -149,6 +153,7 @@ def plan_study(study: Study) -> list[RunPlan]:
             calibration=replace(study.calibration, corpus=calib_path), perplexity=ppl_settings if with_ppl else None,
             keep_artifacts=study.execution.keep_artifacts, cloze=CLOZE in study.protocols, dtype=dtype,
             prompt_format=fmt, text_protocols=text_protocols(study.protocols), generation=study.generation,
+            measure=measure_settings(study, calib_path), measured=measured_specs(study),
         )
         keys = {u.id: _unit_key(u, study, chains, fp, selection, fmt, dtype) for u in units}
         plans.append(RunPlan(study, run_dir, source, data, selection, tuple(units), keys, fmt, fp,
@@ -202,7 +207,27 @@ def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool,
             # What computing in `dtype` flips by itself: planned whenever the run is not float32, so every
             # report of a cheaper precision shows it (null_baselines = false does not drop it).
             units += [Unit(SCORE, DENSE_FLOAT32, DENSE, TORCH, k, n) for k in range(n)]
+    if study.measure is not None and study.measure.enabled:  # last: it times what the units above scored
+        units.append(Unit(MEASURE, MEASURE_UNIT, DENSE, TORCH))
     return units, notes
+
+
+def measured_specs(study: Study) -> tuple[str, ...]:
+    """The specs the measurement unit measures: every variant of the study, dense first, a spec repeated under
+    mask or calibration seeds once (its size and speed do not depend on the seed)."""
+    return tuple(dict.fromkeys(split_mask_seed(v)[0] for v in study.variants))
+
+
+def measure_settings(study: Study, calib_path: str | None) -> MeasureSettings | None:
+    """`auditor measure`'s settings for the study's [measure] table (None when it has none, or it is disabled):
+    its keys, the study's threads when it names none, and the study's calibration for Wanda's builds."""
+    m = study.measure
+    if m is None or not m.enabled:
+        return None
+    return MeasureSettings(repeats=m.repeats, new_tokens=m.new_tokens, n_threads=m.threads or study.execution.threads,
+                           bbq_items=m.bbq_items, formats=m.formats, calib=calib_path,
+                           calib_samples=study.calibration.n_samples, calib_seq_len=study.calibration.seq_len,
+                           compress_seed=study.compress_seed)
 
 
 def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, str], selection: BBQSelection,
@@ -219,7 +244,14 @@ def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, s
         definition["compress_seed"] = variant_seed(unit.spec, study.compress_seed)
     if any(s.needs_calibration for s in steps):
         definition["calibration"] = {**asdict(study.calibration), "fingerprint": fp["calibration_corpus"]}
-    if unit.kind == SCORE:
+    if unit.kind == MEASURE:
+        assert study.measure is not None
+        measured = measured_specs(study)
+        definition.update(measure={**asdict(study.measure), "enabled": None}, variants=list(measured),
+                          compress_seed=study.compress_seed)
+        if any(s.needs_calibration for spec in measured for s in chain_of(spec)):
+            definition["calibration"] = {**asdict(study.calibration), "fingerprint": fp["calibration_corpus"]}
+    elif unit.kind == SCORE:
         shard_items = [selection.items[i] for i in shard_indices(len(selection.items), unit.shard, unit.n_shards)]
         definition.update(items=_items_fingerprint(shard_items), seeds=list(study.seeds),
                           batch_size=study.execution.batch_size, template=fmt.version)
@@ -230,14 +262,17 @@ def _unit_key(unit: Unit, study: Study, chains: dict[str, list], fp: dict[str, s
                                   **asdict(study.generation)}
     else:
         assert study.perplexity is not None
-        definition["perplexity"] = {**asdict(study.perplexity), "corpus": None,
+        definition["perplexity"] = {**perplexity_definition(study.perplexity), "corpus": None,
                                     "fingerprint": fp["perplexity_corpus"]}
     return _sha(definition)
 
 
 def unit_dtype(unit: Unit, dtype: str) -> str:
-    """The torch compute dtype of a unit: float32 for the precision baseline, the run's dtype for other
-    torch units; llama.cpp units compute in their GGUF's own types (named "gguf")."""
+    """The torch compute dtype of a unit: float32 for the precision baseline and the measurement unit (it
+    builds every variant in float32), the run's dtype for other torch units; llama.cpp units compute in their
+    GGUF's own types (named "gguf")."""
+    if unit.kind == MEASURE:
+        return FLOAT32
     if unit.backend != TORCH:
         return "gguf"
     return FLOAT32 if unit.variant == DENSE_FLOAT32 else dtype
@@ -323,7 +358,7 @@ def execute_plan(plan: RunPlan, *, force: bool, executor, units: Iterable[Unit] 
         done = len(kept)
         failed: list[str] = []
         try:
-            for result in progress.follow(executor.run(plan.context, todo),
+            for result in progress.follow(_in_phases(executor, plan.context, todo),
                                           [u.id for u in todo] if executor.name == "local" else None,
                                           label=lambda r: r.unit.id, error=lambda r: r.error):
                 if result.error is not None:
@@ -358,6 +393,15 @@ def execute_plan(plan: RunPlan, *, force: bool, executor, units: Iterable[Unit] 
         else:
             _set_state(run_dir, COMPLETE, plan, n_finished=done)
     return run_dir
+
+
+def _in_phases(executor, ctx: RunContext, todo: list[Unit]) -> Iterable:
+    """The results of `todo`: the scoring and perplexity units, then the measurement unit, which starts only once
+    they are all back (on Ray too), so its timings share the machine with no other unit of this run."""
+    yield from executor.run(ctx, [u for u in todo if u.kind != MEASURE])
+    last = [u for u in todo if u.kind == MEASURE]
+    if last:
+        yield from executor.run(ctx, last)
 
 
 def _prepare_run_dir(run_dir: Path, study: Study) -> Path:
@@ -482,9 +526,15 @@ def _commit(run_dir: Path, result, key: str) -> None:
         records = result.records.sort_values(RECORD_ORDER, kind="stable").reset_index(drop=True)
         final = unit.final_path(run_dir)
         _guard(write_parquet, final)(records, final)
+    elif unit.kind == MEASURE:  # the same sealed files `auditor measure --out RUN` writes, then the commit record
+        _guard(write_measurements, unit.final_path(run_dir))(result.measurements, run_dir)
     else:
         final = unit.final_path(run_dir)
         figures = ({**result.perplexity, "unit": unit.name, "unit_key": key, "finished_utc": finished})
+        if result.kld_base is not None:  # the dense rows; sealed in the commit record like every unit file
+            base = unit.kld_base_path(run_dir)
+            _guard(save_base, base)(result.kld_base, base)
+            figures["kld"] = {**figures.get("kld", {}), "base_file": base.name, "base_bytes": base.stat().st_size}
         _guard(write_json, final)(figures, final)
     _write_commit(run_dir, unit, key, finished)
 

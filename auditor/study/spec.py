@@ -2,8 +2,9 @@
 
 A study names models, compressor specs (explicit `variants` and `method x level`
 grids), answer-order seeds, the BBQ selection, calibration and perplexity
-corpora, the runtimes to score on, execution settings, report thresholds and the
-[decision] constraints a variant must meet to ship.
+corpora, the runtimes to score on, execution settings, report thresholds, the
+[decision] constraints a variant must meet to ship and the [measure] table (size
+and speed of every variant, measured inside the run).
 Parsing rejects unknown keys and wrong types (naming the file and the key) and
 parses every compressor spec with `compressors.registry.parse_chain`, so a typo
 fails in a second, not after an hour of compression.
@@ -11,9 +12,9 @@ fails in a second, not after an hour of compression.
 Relative paths in a study file are resolved against the file's folder. The
 study hash is sha256 of the canonical JSON of the settings that can change a
 record (`Study.results_definition`); where results go, how units are executed,
-the report thresholds and the [decision] constraints are left out, so a run can
-be resumed on another executor or judged with other thresholds or budgets
-without being redone.
+the report thresholds, the [decision] constraints and the [measure] table are left
+out, so a run can be resumed on another executor or judged with other thresholds
+or budgets without being redone (the measurement unit's own key covers [measure]).
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ from auditor.core.names import DENSE, normalize_spec, split_mask_seed, with_mask
 from auditor.data.bbq import CATEGORIES
 from auditor.data.prompts import CYCLIC_SEEDS, MAX_SEEDS, seed_problem
 from auditor.data.records import CLOZE, DEBIASED, GENERATIVE, PROTOCOLS, SAMPLED, STRICT
+from auditor.measure.exports import FORMATS
 from auditor.scoring.generative import GenerationSettings
-from auditor.scoring.perplexity import DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_STRIDE
+from auditor.scoring.perplexity import DEFAULT_KLD_TOKENS, DEFAULT_MAX_LENGTH, DEFAULT_MAX_TOKENS, DEFAULT_STRIDE
 from compressors.registry import REGISTRY, parse_chain
 
 DEFAULT_MODEL = "smollm2"
@@ -81,6 +83,7 @@ class PerplexitySettings:
     max_length: int = DEFAULT_MAX_LENGTH
     stride: int = DEFAULT_STRIDE
     max_tokens: int = DEFAULT_MAX_TOKENS
+    kld_tokens: int = DEFAULT_KLD_TOKENS  # dense rows kept for the full-vocabulary KLD (auditor.analysis.kld)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,21 @@ class ExecutionSettings:
     threads: int | None = None
     keep_artifacts: bool = False
     dtype: str = FLOAT32
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """[measure]: size, bits per weight, load time, TTFT, prefill and decode tokens/s and peak memory of every
+    variant, measured by `auditor run` after its scoring units (one unit: auditor.measure.measurement, timings
+    interleaved across variants). The keys are `auditor measure`'s flags; `enabled = false` keeps the table
+    but plans no unit. threads None: the study's [execution] threads, else every core."""
+
+    enabled: bool = True
+    repeats: int = 3
+    formats: tuple[str, ...] = FORMATS
+    new_tokens: int = 16
+    threads: int | None = None
+    bbq_items: int = 8
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,7 @@ class Study:
     # [decision]: the constraints a variant must meet to ship, by auditor.view.decision.Constraints field
     # (max_size_bytes, min_decode_tokens_per_s, ...); `auditor decide RUN` and the report read them.
     decision: dict[str, float | str] = field(default_factory=dict)
+    measure: MeasureOptions | None = None  # [measure]; None: no table (`auditor measure --out RUN` still works)
     chat_template: str | None = None  # a Jinja chat template file; None: the model's own, else the plain format
     # Not part of the study's definition: where relative paths start, and the CLI-only switch.
     base_dir: str = "."
@@ -152,7 +171,7 @@ class Study:
             "compress_seed": self.compress_seed, "backends": list(self.backends),
             "null_baselines": self.null_baselines, "data": _data_definition(self.data),
             "calibration": asdict(self.calibration),
-            "perplexity": asdict(self.perplexity) if self.perplexity else None,
+            "perplexity": perplexity_definition(self.perplexity),
             "execution": {k: getattr(self.execution, k) for k in ("shards", "batch_size", "device", "threads")}
             # float32 (the default) is left out, so studies written before the setting keep their hash.
             | ({"dtype": self.execution.dtype} if self.execution.dtype != FLOAT32 else {}),
@@ -168,6 +187,17 @@ class Study:
         out = _plain(asdict(self))
         out.pop("trust_remote_code")
         return out
+
+
+def perplexity_definition(settings: PerplexitySettings | None) -> dict[str, Any] | None:
+    """[perplexity] as the study hash and the perplexity units' keys see it: kld_tokens = 0 (the default) is
+    left out, so studies and units written before the setting keep their hashes."""
+    if settings is None:
+        return None
+    out = asdict(settings)
+    if not out["kld_tokens"]:
+        del out["kld_tokens"]
+    return out
 
 
 def study_hash(definition: dict[str, Any]) -> str:
@@ -341,6 +371,8 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
     execution = _execution(top.sub("execution") or _Table({}, "execution", source))
     thresholds = _thresholds(top.sub("thresholds") or _Table({}, "thresholds", source))
     decision = _decision(top.sub("decision") or _Table({}, "decision", source))
+    measure_t = top.sub("measure")
+    measure = _measure(measure_t) if measure_t is not None else None
     top.done({"trust_remote_code": "remote model code is enabled only by the CLI flag --trust-remote-code",
               "variant": "did you mean [compression] variants?", "levels": "put it in a [[compression.grid]] table",
               "methods": "put it in a [[compression.grid]] table", "categories": "put it in the [data] table",
@@ -351,7 +383,7 @@ def parse_study(data: dict[str, Any], *, source: str = "<in memory>", base_dir: 
         protocols=protocols, compress_seed=compress_seed, mask_seeds=mask_seeds, calib_seeds=calib_seeds,
         backends=tuple(backends), null_baselines=null_baselines, data=settings, calibration=calib, perplexity=ppl,
         generation=generation, execution=execution,
-        thresholds=thresholds, decision=decision, base_dir=base_dir, source=source, chat_template=chat_template,
+        thresholds=thresholds, decision=decision, measure=measure, base_dir=base_dir, source=source, chat_template=chat_template,
     )
     check_variants(study)
     return study
@@ -522,10 +554,41 @@ def _perplexity(t: _Table) -> PerplexitySettings:
         max_length=t.get("max_length", int, d.max_length, check=_at_least_2),
         stride=t.get("stride", int, d.stride, check=_positive),
         max_tokens=t.get("max_tokens", int, d.max_tokens, check=_at_least_2),
+        kld_tokens=t.get("kld_tokens", int, d.kld_tokens, check=_non_negative),
     )
     if out.stride > out.max_length:
         raise t.fail("stride", f"{out.stride} is larger than max_length {out.max_length} (tokens would be skipped)")
     t.done()
+    return out
+
+
+#: Largest `new_tokens` of [measure]: greedy decode steps per timed run (each costs a forward).
+MAX_MEASURE_TOKENS = 4096
+
+
+def _measure(t: _Table) -> MeasureOptions:
+    """[measure]: `auditor measure`'s settings for the run's measurement unit (MeasureOptions)."""
+    d = MeasureOptions()
+
+    def known(f: str) -> str | None:
+        return None if f in FORMATS else f"unknown format {f!r}; valid: {', '.join(FORMATS)}"
+
+    formats = t.get_list("formats", str, list(d.formats), check=known)
+    if not formats or len(set(formats)) != len(formats):
+        raise t.fail("formats", f"needs distinct formats among {', '.join(FORMATS)}, got {formats}")
+    out = MeasureOptions(
+        enabled=t.get("enabled", bool, d.enabled),
+        repeats=t.get("repeats", int, d.repeats, check=_positive),
+        formats=tuple(formats),
+        new_tokens=t.get("new_tokens", int, d.new_tokens,
+                         check=lambda v: None if 0 < v <= MAX_MEASURE_TOKENS else
+                         f"must be in [1, {MAX_MEASURE_TOKENS}], got {v}"),
+        threads=t.get("threads", int, None, check=_positive),
+        bbq_items=t.get("bbq_items", int, d.bbq_items, check=_non_negative),
+    )
+    t.done({"new-tokens": "spell it new_tokens", "bbq-items": "spell it bbq_items",
+            "outtype": "float variants are measured as GGUF F16, what they ship as",
+            "out": "the run directory is where the measurements go"})
     return out
 
 

@@ -1,9 +1,11 @@
 """Units of work and the worker that computes them, whatever executor runs it.
 
-A unit is (variant, backend, item shard) for BBQ scoring, or (variant, backend)
-for perplexity. Computing a unit returns its result to the caller and writes
-nothing into the run directory: the runner commits every unit's files, so the
-local and the Ray executor share one commit path and one lock holder.
+A unit is (variant, backend, item shard) for BBQ scoring, (variant, backend)
+for perplexity, or the measurement of every variant (a study's [measure]:
+auditor.measure.measurement, which builds the variants itself). Computing a
+unit returns its result to the caller and writes nothing into the run directory:
+the runner commits every unit's files, so the local and the Ray executor share
+one commit path and one lock holder.
 
 A worker keeps the tokenizer and the prompts for every unit it computes, and the
 most recently built variant, so the shards and backends of a variant computed in
@@ -39,21 +41,23 @@ import numpy as np
 import pandas as pd
 
 from auditor.analysis.baselines import DENSE_FLOAT32
+from auditor.analysis.kld import BaseCollector, Comparison, KldBase, bytes_per_position, kld_positions, load_base
 from auditor.artifacts.block_weights import BlockWeights
 from auditor.artifacts.models import (DENSE_WEIGHTS_FOLDER, ModelSource, float32_weights_dir, load_model, load_tokenizer,
                                       read_weights_privately, return_freed_memory)
 from auditor.artifacts.precision import FLOAT32, is_bnb_quantized, model_compute_dtype, torch_dtype
 from auditor.core.errors import AuditorError
-from auditor.core.names import LLAMA_CPP, TORCH, variant_id
+from auditor.core.names import DENSE, LLAMA_CPP, TORCH, variant_id
 from auditor.data.bbq import BBQItem
 from auditor.data.cloze import CLOZE_VERSION, cloze_requests
 from auditor.data.prompt_format import CHAT, CHAT_VERSION, PromptFormat
-from auditor.data.rundir import SCORE, Unit
+from auditor.data.rundir import ARTIFACTS_DIR, MEASURE, PPL, SCORE, Unit, read_commit, verify_file
+from auditor.measure.measurement import MeasureSettings, measure
 from auditor.scoring.backends.factory import make_backend
 from auditor.analysis.generative import score_text_protocol
 from auditor.scoring.engine import PromptSet, score, score_cloze
 from auditor.scoring.generative import TEXT_VERSION, GenerationSettings, build_text_prompts
-from auditor.scoring.perplexity import corpus_token_ids, perplexity
+from auditor.scoring.perplexity import corpus_token_ids, perplexity, scored_positions
 from auditor.study.spec import CalibrationSettings, PerplexitySettings, chain_of, variant_seed
 from compressors.calibration import load_calibration
 from compressors.registry import build_on_load, can_stream
@@ -87,6 +91,8 @@ class RunContext:
     prompt_format: PromptFormat = PromptFormat(CHAT, CHAT_VERSION)
     text_protocols: tuple[str, ...] = ()  # free-text protocols scored in every scoring unit (generative, sampled)
     generation: GenerationSettings = GenerationSettings()
+    measure: MeasureSettings | None = None  # the measurement unit's settings ([measure]); None: none planned
+    measured: tuple[str, ...] = ()  # the specs it measures (the study's variants, a mask seed's spec once)
 
 
 @dataclass
@@ -97,7 +103,9 @@ class UnitResult:
     descriptor: dict[str, Any]
     records: pd.DataFrame | None = None
     perplexity: dict[str, Any] | None = None
+    kld_base: KldBase | None = None  # the dense perplexity unit's rows (auditor.analysis.kld), committed beside it
     error: str | None = None  # why the unit failed (then nothing else is set)
+    measurements: Any = None  # the measurement unit's auditor.measure.measurement.MeasureReport
 
 
 def shard_indices(n_items: int, shard: int, n_shards: int) -> np.ndarray:
@@ -188,6 +196,8 @@ class UnitWorker:
         log.info("unit %s: started", unit.id)
         start = time.perf_counter()
         try:
+            if unit.kind == MEASURE:
+                return self._measure(unit, start)
             dtype = FLOAT32 if unit.variant == DENSE_FLOAT32 else self.ctx.dtype
             built = self._variant(unit.spec, unit.backend, dtype)
             backend = self._backend(built, unit.backend, dtype)
@@ -205,11 +215,26 @@ class UnitWorker:
             "n_shards": unit.n_shards, "unit_wall_s": time.perf_counter() - start,
             "compute_dtype": getattr(backend, "compute_dtype", "gguf"),
         })
-        delay = float(os.environ.get(SLOW_UNIT_ENV, "0") or 0)
-        if delay > 0:
-            log.info("unit %s: computed; test hook sleeping %.1fs before it is written", unit.id, delay)
-            time.sleep(delay)
+        _test_delay(unit)
         return result
+
+    def _measure(self, unit: Unit, start: float) -> UnitResult:
+        """Size and speed of every variant's artifacts (auditor.measure.measurement.measure: each variant built
+        anew from the dense weights, exported, then timed in interleaved rounds in fresh processes). This
+        worker's variant is dropped first: one model at a time. The scratch folder is in the run's artifacts/,
+        where a killed run's leftovers are removed by the next start."""
+        assert self.ctx.measure is not None, "the measurement unit is planned only when the study sets [measure]"
+        self.release()
+        scratch = Path(self.ctx.run_dir) / ARTIFACTS_DIR
+        report = measure(self.ctx.measured, model=self.ctx.source, settings=self.ctx.measure, scratch=scratch)
+        try:
+            scratch.rmdir()  # artifacts/ itself, once empty
+        except OSError:
+            pass
+        descriptor = {"variant": unit.variant, "unit": unit.name, "kind": unit.kind, "measure_wall_s": report.wall_s,
+                      "unit_wall_s": time.perf_counter() - start}
+        _test_delay(unit)
+        return UnitResult(unit, descriptor, measurements=report)
 
     def _score(self, unit: Unit, backend) -> UnitResult:
         full = self.prompts
@@ -218,7 +243,8 @@ class UnitWorker:
                             full.letter_ids, full.prompt_format)
         scored = score(backend, prompts, unit.variant)
         descriptor = {"prompt_template": prompts.prompt_format, "n_items": len(prompts.items),
-                      "n_prompts": prompts.n_prompts, "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt}
+                      "n_prompts": prompts.n_prompts, "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt,
+                      "planned_tokens": scored.planned_tokens, "computed_tokens": scored.computed_tokens}
         records = scored.records
         if self.ctx.cloze:
             if self._cloze is None:
@@ -247,11 +273,46 @@ class UnitWorker:
         assert settings is not None, "ppl units are planned only when the study sets [perplexity]"
         if self._corpus is None:  # the same token ids for every variant
             self._corpus = corpus_token_ids(self.tokenizer, settings.corpus, max_tokens=settings.max_tokens)
+        scored = scored_positions(len(self._corpus.ids), settings.max_length, settings.stride,
+                                  bos=self._corpus.bos_id is not None)
+        at = kld_positions(scored, settings.kld_tokens)
+        sink, kld = None, None
+        if len(at) and unit.variant == DENSE:
+            sink = BaseCollector()
+        elif len(at):
+            base, reference = self._kld_base(unit)
+            sink = Comparison(base) if base is not None else None
+            kld = {"reference": reference} if base is not None else {"problem": reference}
         res = perplexity(backend, self._corpus.ids, max_length=settings.max_length, stride=settings.stride,
-                         bos_id=self._corpus.bos_id)
+                         bos_id=self._corpus.bos_id, rows_at=at, on_rows=sink)
         figures = {"variant": unit.variant, "backend": unit.backend, **res.as_dict(),
                    "corpus": self._corpus.origin, "max_tokens": settings.max_tokens}
-        return UnitResult(unit, {"ppl_wall_s": res.wall_s}, perplexity=figures)
+        base = sink.base() if isinstance(sink, BaseCollector) else None
+        if base is not None:
+            figures["kld"] = {"reference": "this unit (the dense base)", "n_positions": len(base.positions),
+                              "n_vocab": base.n_vocab, "bytes_per_position": bytes_per_position(base.n_vocab)}
+        elif kld is not None:
+            figures["kld"] = {**kld, **(sink.summary() if isinstance(sink, Comparison) else {})}
+        return UnitResult(unit, {"ppl_wall_s": res.wall_s}, perplexity=figures, kld_base=base)
+
+    def _kld_base(self, unit: Unit) -> tuple[KldBase | None, str]:
+        """(the committed dense base, its unit's name) of dense on this unit's backend, else on torch; (None, why)
+        when neither is committed and intact (dense's perplexity unit runs first in plan order; an --only run or
+        a parallel executor can get here before it)."""
+        run_dir = Path(self.ctx.run_dir)
+        for dense in dict.fromkeys([Unit(PPL, DENSE, DENSE, unit.backend), Unit(PPL, DENSE, DENSE, TORCH)]):
+            path = dense.kld_base_path(run_dir)
+            rel = path.relative_to(run_dir).as_posix()
+            commit = read_commit(run_dir, dense)
+            if commit is None or rel not in commit["files"] or verify_file(path, rel, commit["files"][rel]):
+                continue
+            try:
+                return load_base(path), dense.name
+            except (OSError, ValueError) as exc:
+                log.warning("%s: unreadable KLD base (%s)", path, exc)
+        return None, ("KLD not computed: dense's perplexity unit had not committed its base (ppl/*.kld-base.npz) "
+                      "when this unit ran (an --only run without dense, a parallel executor, or kld_tokens = 0); "
+                      f"remove commits/{PPL}__{unit.name}.json and run again to compute it")
 
     # --- variants and backends -----------------------------------------------------------------
 
@@ -341,6 +402,14 @@ class UnitWorker:
             weights.parent.rmdir()  # artifacts/ itself, once empty
         except OSError:
             pass
+
+
+def _test_delay(unit: Unit) -> None:
+    """The SLOW_UNIT_ENV test hook: sleep after computing `unit`, before it is returned and written."""
+    delay = float(os.environ.get(SLOW_UNIT_ENV, "0") or 0)
+    if delay > 0:
+        log.info("unit %s: computed; test hook sleeping %.1fs before it is written", unit.id, delay)
+        time.sleep(delay)
 
 
 def _needs_float32(variant, backend: str, dtype: str) -> bool:

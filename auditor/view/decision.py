@@ -2,8 +2,11 @@
 
 Pure over a table of variant rows (``DECISION_COLUMNS``: one row per (variant,
 backend) with size_bytes, bits_per_weight, decode_tokens_per_s, peak_rss_bytes,
-verdict, same_top_share, kl, accuracy; ``decision_rows`` builds it from a run's
-overview and fidelity tables). ``decide(rows, constraints)`` returns a
+verdict, same_top_share, kl, kld_mean and kld_same_top (the full-vocabulary KLD on the
+perplexity windows, auditor.analysis.kld), accuracy, and the artifact the figures describe;
+``decision_rows`` builds it from a run's overview, fidelity and measurements:
+size and speed are those of each variant's deployable artifact, or "simulated"
+for fake quantization, ``auditor.view.deployable``). ``decide(rows, constraints)`` returns a
 ``Decision``: every row with the constraints it meets, misses or cannot be
 judged on, the rows that fit (ranked), the Pareto front, and, when nothing fits,
 the nearest row and what it misses. ``run_decision(view)`` decides a loaded
@@ -14,7 +17,9 @@ as the text the report's decision section and the TUI's decision screen show.
 Rules:
 
 - A figure that was not measured (NaN, None) never passes a constraint: the row
-  does not fit and the check reads "not measured".
+  does not fit and the check reads "not measured". A simulated variant (RTN:
+  no file holds its quantized weights) has no size or speed: its size, decode
+  and peak-memory checks read "simulated" and never pass.
 - Risk grades rank low < not shown < elevated < high. "inconclusive" and "n/a"
   never satisfy a max-grade constraint (their risk is unknown). The dense
   reference and the null baselines (verdict "reference" / "baseline": the
@@ -43,11 +48,15 @@ import pandas as pd
 
 from auditor.analysis.verdicts import ELEVATED, HIGH, LOW, NOT_SHOWN
 from auditor.core.errors import AuditorError
+from auditor.view.deployable import FIGURES, SIMULATED, deployable, is_simulated
 from auditor.view.format import NOT_MEASURED, fixed, is_missing, pct, size_mb
 from auditor.view.run import KIND_VARIANT, RunView
 
 DECISION_COLUMNS = ["variant", "backend", "kind", "size_bytes", "bits_per_weight", "decode_tokens_per_s",
-                    "peak_rss_bytes", "verdict", "same_top_share", "kl", "accuracy"]
+                    "peak_rss_bytes", "verdict", "same_top_share", "kl", "kld_mean", "kld_same_top", "accuracy",
+                    "artifact", "simulated"]
+#: Columns ``decide`` does without: "" when absent (rows built by hand, older callers).
+OPTIONAL_COLUMNS = ("kind", "artifact", "simulated")
 
 #: Risk grades a max-grade constraint can name, in order of risk.
 GRADE_ORDER = {LOW: 0, NOT_SHOWN: 1, ELEVATED: 2, HIGH: 3}
@@ -145,6 +154,8 @@ def check(row: dict, key: str, limit: Any) -> tuple[str, str, float]:
         if rank <= GRADE_ORDER[limit]:
             return PASS, f"grade {value}", 0.0
         return MISS, f"grade {value} > {limit}", float(rank - GRADE_ORDER[limit])
+    if spec.column in FIGURES and is_simulated(row):
+        return UNMEASURED, f"{spec.label} {SIMULATED} (no deployable file; nearest {row['simulated']})", 0.0
     if is_missing(value):
         return UNMEASURED, f"{spec.label} not measured", 0.0
     value = float(value)
@@ -224,6 +235,8 @@ def _short(row: dict) -> str:
     grade = row.get("verdict")
     risk = ("uncompressed, no compression risk" if grade_rank(grade) == -1 else
             f"grade {grade if not is_missing(grade) and grade != '' else NOT_MEASURED}")
+    if is_simulated(row):
+        return f"{SIMULATED} (nearest {row['simulated']}), {risk}, same-top {pct(row.get('same_top_share'), NOT_MEASURED)}"
     return (f"{size_mb(row.get('size_bytes'))}, decode {_tps(row.get('decode_tokens_per_s'))}, {risk}, "
             f"same-top {pct(row.get('same_top_share'), NOT_MEASURED)}")
 
@@ -239,8 +252,13 @@ def standing(row: dict, rank: int | None = None) -> str:
 
 
 def describe_row(row: dict) -> str:
-    """One row's figures in one line ("not measured" where missing)."""
+    """One row's figures in one line ("not measured" where missing, "simulated" for a variant without a file)."""
     bits = row.get("bits_per_weight")
+    if is_simulated(row):
+        return (f"{_name(row)}: size and speed {SIMULATED} (no deployable file; nearest {row['simulated']}), "
+                f"grade {row.get('verdict') if not is_missing(row.get('verdict')) else NOT_MEASURED}, "
+                f"same-top {pct(row.get('same_top_share'), NOT_MEASURED)}, KL {_kl(row.get('kl'))}, "
+                f"accuracy {pct(row.get('accuracy'), NOT_MEASURED)}")
     return (f"{_name(row)}: {size_mb(row.get('size_bytes'))}, "
             f"{NOT_MEASURED if is_missing(bits) else f'{float(bits):.2f}'} bits/weight, "
             f"decode {_tps(row.get('decode_tokens_per_s'))}, peak memory {size_mb(row.get('peak_rss_bytes'))}, "
@@ -251,9 +269,10 @@ def describe_row(row: dict) -> str:
 
 def decide(rows: pd.DataFrame, constraints: Constraints) -> Decision:
     """Judge every row against ``constraints``: fits ranked, Pareto front, nearest (see the module docstring)."""
-    missing = [c for c in DECISION_COLUMNS if c not in rows.columns and c != "kind"]
+    missing = [c for c in DECISION_COLUMNS if c not in rows.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise ValueError(f"decision rows lack column(s) {', '.join(missing)}")
+    rows = rows.assign(**{c: "" for c in OPTIONAL_COLUMNS[1:] if c not in rows.columns})
     given = constraints.given()
     judged = []
     for row in rows.to_dict(orient="records"):
@@ -272,7 +291,7 @@ def decide(rows: pd.DataFrame, constraints: Constraints) -> Decision:
                                           "shortfall", "risk_rank"])
     front, note = _pareto(table)
     table["on_front"] = table.index.isin(front)
-    fits = _ranked(table[table["fits"]])
+    fits = _ranked(table[table["fits"].astype(bool)])  # astype: an empty object column would select columns
     nearest = None
     if len(table) and not len(fits):
         order = table.assign(_n=table["n_missed"] + table["not_measured"].map(len),
@@ -302,7 +321,9 @@ def _pareto(table: pd.DataFrame) -> tuple[list, list[str]]:
     candidates = []
     for idx, row in table.iterrows():
         lacking = [label for col, _, label in _FRONT if is_missing(row[col])]
-        if lacking:
+        if lacking and is_simulated(row.to_dict()):
+            left_off.setdefault(f"{SIMULATED}: no deployable file", []).append(_name(row))
+        elif lacking:
             left_off.setdefault(", ".join(lacking), []).append(_name(row))
         else:
             risk = row["risk_rank"]
@@ -311,13 +332,18 @@ def _pareto(table: pd.DataFrame) -> tuple[list, list[str]]:
     front = [i for i, v in candidates
              if not any(all(a <= b for a, b in zip(w, v)) and any(a < b for a, b in zip(w, v))
                         for j, w in candidates if j != i)]
-    notes = [f"not on the front ({what} not measured): {', '.join(rows)}" for what, rows in left_off.items()]
+    notes = [f"not on the front ({what}{'' if what.startswith(SIMULATED) else ' not measured'}): {', '.join(rows)}"
+             for what, rows in left_off.items()]
     return front, notes
 
 
 def decision_rows(overview: pd.DataFrame, fidelity: pd.DataFrame, protocol: str | None = None,
-                  units: pd.DataFrame | None = None) -> pd.DataFrame:
+                  units: pd.DataFrame | None = None, storage: pd.DataFrame | None = None) -> pd.DataFrame:
     """``DECISION_COLUMNS`` from a run's overview (``RunView.overview``) and fidelity table (``fidelity_table``).
+
+    Size, bits/weight, decode speed and peak memory are those of each row's deployable artifact in
+    ``storage`` (``RunView.storage``, the rows of measurements.json) where it holds one
+    (``auditor.view.deployable``), else the overview's; a simulated variant's are NaN, whatever was measured.
 
     Fidelity is joined on (variant, backend), on ``protocol`` when given (the
     fidelity table may hold several); kl is the mean 3-letter KL. The dense
@@ -340,9 +366,12 @@ def decision_rows(overview: pd.DataFrame, fidelity: pd.DataFrame, protocol: str 
     if "kind" in rows.columns:
         ref = rows["kind"] == "reference"
         rows.loc[ref, "same_top_share"], rows.loc[ref, "kl"] = 1.0, 0.0
+        if "kld_mean" in rows.columns:  # the full-vocabulary KLD's base is dense itself
+            rows.loc[ref, "kld_mean"], rows.loc[ref, "kld_same_top"] = 0.0, 1.0
     for col in DECISION_COLUMNS:
         if col not in rows.columns:
-            rows[col] = float("nan") if col not in ("verdict", "kind") else ""
+            rows[col] = float("nan") if col not in ("verdict", *OPTIONAL_COLUMNS) else ""
+    rows = deployable(rows.drop(columns=["artifact", "simulated"]), storage)
     return rows[DECISION_COLUMNS].reset_index(drop=True)
 
 
@@ -370,7 +399,8 @@ def run_decision(view: RunView, constraints: Constraints | None = None) -> Decis
     """The decision on a loaded run under ``constraints`` (default: its study's [decision] table)."""
     if constraints is None:
         constraints = study_constraints(view.manifest, str(view.run_dir / "manifest.json"))
-    rows = decision_rows(view.overview, view.fidelity, protocol=view.protocol, units=view.units)
+    rows = decision_rows(view.overview, view.fidelity, protocol=view.protocol, units=view.units,
+                         storage=view.storage)
     return decide(rows, constraints)
 
 
@@ -387,7 +417,10 @@ def reference_notes(view: RunView) -> list[str]:
 #: (key, header) of ``display_rows``: what the report's decision table and the TUI's decision screen show.
 DISPLAY_COLUMNS = (("variant", "variant"), ("backend", "runtime"), ("standing", "meets the constraints"),
                    ("grade", "grade"), ("same_top", "same top letter as dense"),
-                   ("kl", "3-letter KL from dense (nats)"), ("size", "size"), ("bits", "bits/weight"),
+                   ("kl", "3-letter KL from dense (nats)"),
+                   ("kld", "full-vocabulary KLD from dense (nats; same top token)"),
+                   ("artifact", "deployable artifact"), ("size", "size"),
+                   ("bits", "bits/weight"),
                    ("decode", "decode tokens/s"), ("peak", "peak memory"), ("accuracy", "accuracy"),
                    ("front", "Pareto front"))
 
@@ -401,14 +434,20 @@ def display_rows(decision: Decision) -> list[dict]:
     for idx in list(decision.fits.index) + [i for i in table.index if i not in ranks]:
         r = table.loc[idx].to_dict()
         grade = r.get("verdict")
+        sim = is_simulated(r)
         out.append({
             "variant": str(r["variant"]), "backend": str(r["backend"]),
             "standing": standing(r, ranks.get(idx)) if constrained else "no constraints",
             "grade": NOT_MEASURED if is_missing(grade) or grade == "" else (
                 str(grade).upper() if r.get("kind") == KIND_VARIANT else str(grade)),
             "same_top": pct(r["same_top_share"], NOT_MEASURED), "kl": fixed(r["kl"], 4, NOT_MEASURED),
-            "size": size_mb(r["size_bytes"]), "bits": fixed(r["bits_per_weight"], 2, NOT_MEASURED),
-            "decode": fixed(r["decode_tokens_per_s"], 1, NOT_MEASURED), "peak": size_mb(r["peak_rss_bytes"]),
+            "kld": NOT_MEASURED if is_missing(r.get("kld_mean")) else
+            f"{fixed(r['kld_mean'], 4)}; {pct(r.get('kld_same_top'), NOT_MEASURED)}",
+            "artifact": str(r.get("artifact") or "-"),
+            "size": SIMULATED if sim else size_mb(r["size_bytes"]),
+            "bits": SIMULATED if sim else fixed(r["bits_per_weight"], 2, NOT_MEASURED),
+            "decode": SIMULATED if sim else fixed(r["decode_tokens_per_s"], 1, NOT_MEASURED),
+            "peak": SIMULATED if sim else size_mb(r["peak_rss_bytes"]),
             "accuracy": pct(r["accuracy"], NOT_MEASURED), "front": "yes" if r.get("on_front") else "",
             "fits": constrained and bool(r.get("fits")), "verdict": "" if is_missing(grade) else str(grade)})
     return out

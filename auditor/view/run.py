@@ -62,7 +62,8 @@ RANGED_KEYS = ("load_s", "prefill_tokens_per_s", "decode_tokens_per_s", "bbq_ms_
 
 UNIT_COLUMNS = ["variant", "backend", "unit", "variant_id", "kind", "method", "family", "level", "n_steps",
                 "sparsity", "compress_s", "scoring_ms_per_prompt", *MEASURE_KEYS,
-                *(f"{k}_{s}" for k in RANGED_KEYS for s in ("min", "max")), "ppl", "ppl_tokens"]
+                *(f"{k}_{s}" for k in RANGED_KEYS for s in ("min", "max")), "ppl", "ppl_tokens", "kld_mean", "kld_se",
+                "kld_same_top", "kld_positions"]
 
 #: Comparison-table columns the overview carries besides n_items, n_pairs and srs_change.
 _COMPARED = tuple(c for c in COMPARISON_COLUMNS if c not in (
@@ -76,7 +77,7 @@ OVERVIEW_COLUMNS = [
     "accuracy_ci_low", "accuracy_ci_high", "accuracy_drop_ci_low", "accuracy_drop_ci_high",
     "srs", "srs_change", "srs_change_pct", "unknown_rate", "n_items", "n_pairs", *_COMPARED, "n_ties",
     "top_letter", "top_letter_share", "letter_mass", "same_top_share", "same_top_ci_low", "same_top_ci_high",
-    "kl_mean", "verdict", "abstention",
+    "kl_mean", "kld_mean", "kld_se", "kld_same_top", "kld_positions", "verdict", "abstention",
 ]
 #: Comparison-table columns copied into the overview ("all" categories row).
 _COMPARISON_KEYS = ("n_items", "n_pairs", "srs_change", *_COMPARED)
@@ -382,7 +383,8 @@ def read_units(run_dir: Path, records: pd.DataFrame, storage: pd.DataFrame | Non
     Measured figures come from, later winning: variants/<unit>.json (top-level
     keys, a "measurements" object, compressor step reports), the unit's row of
     measurements.json (its runtime's format), measurements/<unit>.json;
-    perplexity from ppl/<unit>.json ("ppl", "n_tokens"), only those in `ppl_files` when given
+    perplexity from ppl/<unit>.json ("ppl", "n_tokens"; its "kld" figures against the dense base as
+    kld_mean, kld_se, kld_same_top, kld_positions), only those in `ppl_files` when given
     (the finished perplexity units). Absent files leave NaN.
     """
     storage = storage if storage is not None else pd.DataFrame(columns=STORAGE_COLUMNS)
@@ -408,6 +410,10 @@ def read_units(run_dir: Path, records: pd.DataFrame, storage: pd.DataFrame | Non
         if ppl_path.is_file() and (ppl_files is None or ppl_path in ppl_files):
             ppl = _read_json(ppl_path)
             row.update(ppl=ppl.get("ppl", NAN), ppl_tokens=ppl.get("n_tokens", NAN))
+            kld = ppl.get("kld") if isinstance(ppl.get("kld"), dict) else {}
+            if "kld_mean" in kld:  # against the dense base (auditor.analysis.kld); dense itself has no figure
+                row.update(kld_mean=kld["kld_mean"], kld_se=kld.get("kld_se", NAN),
+                           kld_same_top=kld.get("same_top", NAN), kld_positions=kld.get("n_positions", NAN))
     out = []
     for (spec, _), row in sorted(rows.items()):
         row["kind"] = variant_kind(spec)

@@ -29,3 +29,15 @@ def test_findings_studies_use_the_models_get_models_assembles():
     for name in ("gemma3.toml", "qwen2.5-coder-1.5b.toml"):
         (model,) = load_study(ROOT / "docs" / "findings" / name).models
         assert Path(model).name in text  # the file get_models.py writes
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "docs" / "findings").glob("*.toml")), ids=lambda p: p.stem)
+def test_committed_findings_keep_their_study_hash(path):
+    """A new study setting must keep the hash of studies written before it (its default left out of the
+    hash), or every committed run is refused and its units redone."""
+    import json
+
+    manifest = path.parent / path.stem / "manifest.json"
+    if not manifest.is_file():
+        pytest.skip(f"{manifest} is not committed")
+    assert load_study(path).hash == json.loads(manifest.read_text())["study"]["hash"]

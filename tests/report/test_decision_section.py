@@ -7,9 +7,11 @@ import re
 
 from auditor.report.markdown import write_report
 from tests.helpers_decision import with_decision
+from auditor.view.deployable import nearest_format
 from tests.helpers_runs import MEASURED, build_run
 
-SMALLEST = min((v["size_bytes"], k) for k, v in MEASURED.items())  # (bytes, variant)
+# (bytes, variant) of the smallest real file: rtn@4's planted size is simulated (RTN writes float32 weights)
+SMALLEST = min((v["size_bytes"], k) for k, v in MEASURED.items() if nearest_format(k) is None)
 
 
 def section(text: str) -> str:
@@ -35,6 +37,10 @@ def test_recommendation_under_the_study_constraints(tmp_path):
     assert '<a href="#decision">Which variant to ship</a>' in html
     assert f'<tr class="verdict-low"><td>{SMALLEST[1]}</td>' in html  # the row that fits is tinted
     assert html.count('<tr class="verdict-low"><td>') >= 1
+    decision = json.loads((run / "summary.json").read_text())["decision"]  # the same decision, as data
+    assert decision["fits"] == [{"variant": SMALLEST[1], "backend": "torch"}]
+    assert decision["constraints"] == {"max_size_bytes": SMALLEST[0] * 1.25}
+    assert len(decision["rows"]) == n_rows(run) and decision["nearest"] is None
 
 
 def test_nothing_fits_names_the_nearest(tmp_path):
@@ -43,6 +49,9 @@ def test_nothing_fits_names_the_nearest(tmp_path):
     nearest = f"nothing fits size &lt;= {SMALLEST[0] / 2e6:.1f} MB: the nearest is {SMALLEST[1]}"
     assert f"**Recommendation:** {nearest}" in part
     assert "fits (#" not in part
+    decision = json.loads((run / "summary.json").read_text())["decision"]
+    assert decision["fits"] == [] and decision["nearest"]["variant"] == SMALLEST[1]
+    assert any(line.startswith("nothing fits") for line in decision["lines"])
 
 
 def test_no_constraints_no_recommendation(tmp_path):
@@ -50,11 +59,15 @@ def test_no_constraints_no_recommendation(tmp_path):
     part = section(write_report(run).read_text())
     assert "The study sets no \\[decision\\] constraints, so no variant is recommended" in part
     assert "Recommendation" not in part
-    n_rows = len(json.loads((run / "summary.json").read_text())["overview"])
-    assert part.count("| no constraints |") == n_rows  # every variant still listed with its figures
+    assert part.count("| no constraints |") == n_rows(run)  # every variant still listed with its figures
 
 
 def test_unreadable_constraints_are_said_not_fatal(tmp_path):
     run = with_decision(build_run(tmp_path), {"max_budget": 1})
     part = section(write_report(run).read_text())
     assert "**Not decided:**" in part and "max\\_budget" not in part and "max_budget" in part
+    assert "max_budget" in json.loads((run / "summary.json").read_text())["decision"]["error"]
+
+
+def n_rows(run) -> int:
+    return len(json.loads((run / "summary.json").read_text())["overview"])

@@ -89,3 +89,57 @@ def test_plan_never_reads_the_weights(tmp_path, tiny_model_dir, capsys):
     assert "predicted peak memory per step" in out and "estimated wall time:" in out
     assert "random weights" in out  # a model this small is timed at its full depth
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_second_plan_reads_this_machines_timings(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """The first plan times every kind and keeps the timings; the next one of the same model shape reads them
+    (no proxy built, nothing timed) and estimates the same; --retime times again; a damaged cache is timed past."""
+    import re
+
+    from auditor.cli import main
+    from auditor.study import estimate
+    from auditor.study.rate_cache import RATES_FILE, cache_dir
+    from tests.conftest import SAMPLE_BBQ
+    from tests.study.conftest import write_study
+
+    study = write_study(tmp_path / "plan.toml", {
+        "name": "plan", "output_dir": str(tmp_path / "reports"), "models": [str(tiny_model_dir)], "seeds": [0],
+        "null_baselines": False}, data={"bbq": str(SAMPLE_BBQ), "n_items": 4},
+        compression={"variants": ["magnitude@0.5"]}, execution={"batch_size": 2, "dtype": "float32"})
+    plan = ["run", str(study), "--plan", "--plan-groups", "2"]
+
+    def total(out: str) -> str:
+        return re.search(r"estimated wall time: ([\d.]+) h", out).group(1)
+
+    timed = []
+    real_time_kind = estimate.time_kind
+    monkeypatch.setattr(estimate, "time_kind", lambda kind, *a, **k: timed.append(kind) or real_time_kind(kind, *a, **k))
+    assert main(plan) == 0
+    first = capsys.readouterr().out
+    assert timed and "read from this machine's cache" not in first
+    assert (cache_dir() / RATES_FILE).is_file()
+
+    def no_proxy(*args, **kwargs):
+        raise AssertionError("a cached plan must not build the proxy")
+
+    timed.clear()
+    monkeypatch.setattr(estimate, "proxy_model", no_proxy)
+    assert main(plan) == 0
+    second = capsys.readouterr().out
+    assert timed == [] and "timings read from this machine's cache" in second
+    assert total(second) == total(first)
+    # every unit's estimate is the same figure
+    assert [line for line in second.splitlines() if "__" in line] == [line for line in first.splitlines() if "__" in line]
+
+    monkeypatch.setattr(estimate, "proxy_model", __import__("auditor.study.model_shape",
+                                                            fromlist=["proxy_model"]).proxy_model)
+    assert main([*plan, "--retime"]) == 0
+    assert timed and "read from this machine's cache" not in capsys.readouterr().out
+
+    timed.clear()
+    (cache_dir() / RATES_FILE).write_text("{not json")
+    assert main(plan) == 0
+    assert timed  # an unreadable cache costs a timing, not the plan
+    capsys.readouterr()
+    assert main(["run", str(study), "--retime"]) == 2
+    assert "--retime applies to --plan only" in capsys.readouterr().err

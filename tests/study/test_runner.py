@@ -72,6 +72,12 @@ def test_shards_merge_to_the_unsharded_records(small_study, capsys, tmp_path):
     # Shards change which prompts share a padded batch; scores agree to float32 rounding.
     lp = ["logprob_0", "logprob_1", "logprob_2"]
     assert (one[lp] - three[lp]).abs().to_numpy().max() < 1e-4
+    # The merged descriptor sums the shards' token counts: the plan's count is at least the unsharded one
+    # (shards share less), and what the runtime computed is never below what it planned.
+    merged = [json.loads(p.read_text()) for p in sorted((tmp_path / "reports" / "three" / "variants").glob("*.json"))]
+    shards = [json.loads(p.read_text()) for p in sorted((tmp_path / "reports" / "three" / "units").glob("*.json"))]
+    assert merged[0]["planned_tokens"] == sum(d["planned_tokens"] for d in shards) > 0
+    assert merged[0]["computed_tokens"] >= merged[0]["planned_tokens"]
 
 
 def test_changed_study_is_refused_and_force_keeps_unchanged_units(small_study, capsys, tmp_path):

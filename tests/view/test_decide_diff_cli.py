@@ -43,7 +43,10 @@ def test_decide_ranks_fits(reports, capsys):
     fits = [line for line in out.splitlines() if line.startswith("  1.") or line.startswith("  2.")]
     assert len(fits) == 2 and fits[0].startswith("  1. dense [torch]: 538.0 MB")
     assert fits[1].startswith("  2. magnitude@0.5 [torch]: 538.0 MB") and "decode 39.0 tok/s" in fits[1]
-    assert f"not judged (decode not measured): rtn@4 [torch], {PLANTED_HIGH} [torch]" in out
+    assert f"not judged (decode not measured): {PLANTED_HIGH} [torch]" in out
+    # rtn@4 is fake quantization: its planted 80 MB is no file's size, so it is judged on nothing it lacks
+    assert ("not judged (size simulated (no deployable file; nearest gguf-q4_k_m), decode simulated (no deployable "
+            "file; nearest gguf-q4_k_m)): rtn@4 [torch]") in out
     assert "Pareto front (size x decode x same-top x risk): dense [torch]" in out
 
 
@@ -51,9 +54,9 @@ def test_decide_nothing_fits_names_nearest(reports, capsys):
     code = main(["decide", "a", "--reports", str(reports), "--max-size", "50MB", "--n-boot", "30"])
     out = capsys.readouterr().out
     assert code == 1, out
-    # rtn@4 (80 MB) is the smallest measured variant: 60% over the budget
-    assert ("nothing fits size <= 50.0 MB: the nearest is rtn@4 [torch], which misses: size 80.0 MB > 50.0 MB"
-            in out)
+    # rtn@4's planted 80 MB is simulated (RTN writes float32 weights): the nearest is the smallest real file
+    assert (f"nothing fits size <= 50.0 MB: the nearest is {PLANTED_HIGH} [torch], which misses: size 270.0 MB > "
+            "50.0 MB" in out)
 
 
 def test_decide_json_and_csv(reports, tmp_path, capsys):
@@ -61,11 +64,12 @@ def test_decide_json_and_csv(reports, tmp_path, capsys):
     code = main(["decide", str(reports / "a"), "--max-size", "0.1GB", "--json", "--csv", str(csv_dir),
                  "--n-boot", "30"])
     doc = json.loads(capsys.readouterr().out)
-    assert code == 0
+    assert code == 1  # only rtn@4 was planted under 100 MB, and its size is simulated
     assert doc["constraints"] == {"max_size_bytes": 1e8}
-    assert doc["fits"] == [{"variant": "rtn@4", "backend": "torch"}]
+    assert doc["fits"] == []
     rtn = next(r for r in doc["rows"] if r["variant"] == "rtn@4")
-    assert rtn["size_bytes"] == MEASURED["rtn@4"]["size_bytes"] and rtn["decode_tokens_per_s"] is None
+    assert MEASURED["rtn@4"]["size_bytes"] < 1e8 and rtn["size_bytes"] is None and rtn["decode_tokens_per_s"] is None
+    assert rtn["simulated"] == "gguf-q4_k_m" and rtn["artifact"] == "simulated: nearest gguf-q4_k_m"
     assert sorted(p.name for p in csv_dir.iterdir()) == ["comparison.csv", "decision.csv", "fidelity.csv",
                                                         "overview.csv", "records.csv"]
     records = pd.read_csv(csv_dir / "records.csv")
@@ -129,4 +133,6 @@ def test_decide_says_why_grades_are_inconclusive(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert out.splitlines()[1].startswith("note: every grade is INCONCLUSIVE because the dense reference")
-    assert "rtn@4 [torch], which misses: grade inconclusive (never meets a max-grade constraint)" in out
+    assert main(["decide", str(tmp_path / "position"), "--max-grade", "elevated", "--json", "--n-boot", "30"]) == 0
+    rtn = next(r for r in json.loads(capsys.readouterr().out)["rows"] if r["variant"] == "rtn@4")
+    assert rtn["misses"] == ["grade inconclusive (never meets a max-grade constraint)"]

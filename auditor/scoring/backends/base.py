@@ -26,6 +26,16 @@ class ScoringBackend(ABC):
     def letter_logprobs(self, groups: Sequence[PromptGroup], letter_ids: Sequence[int]) -> list[np.ndarray]:
         """For each group an array (n_suffixes, n_letters) of log-probs at the last position."""
 
+    def planned_tokens(self, groups: Sequence[PromptGroup]) -> int | None:
+        """Tokens `letter_logprobs` plans to run through the model for `groups` (None: the backend does not plan)."""
+        return None
+
+    @property
+    def tokens_computed(self) -> int | None:
+        """Tokens run through the model since the backend was made, pads included (None: not counted).
+        With `planned_tokens`, what the plan saves and what the runtime adds back shows here."""
+        return None
+
     def token_logprobs(self, ids: Sequence[int]) -> np.ndarray:
         """log p(ids[i] | ids[:i]) for i = 1..len(ids)-1 (full-vocabulary log-softmax)."""
         raise NotImplementedError(f"the {self.name} backend cannot score token sequences")

@@ -1,21 +1,38 @@
 """llama.cpp backend: GGUF variants scored from token ids through llama-cpp-python's low-level API.
 
-Groups are scored in the order of their token ids, so neighbours share a start
-(the system prompt always, a context when BBQ pairs it with two questions).
-The KV cache keeps what the previous prompt left: it is truncated to the part
-the next group's prefix shares with it (`llama_memory_seq_rm`) and only the
-rest of that prefix is decoded. For each answer order the cache is truncated
-back to the prefix and only that order's suffix is decoded, with logits
-requested for its last token alone (no logits_all). Scores are the
-log-softmax over the full vocabulary at that position, read at the option
-letters, exactly as the torch backend does.
+Prompts are planned exactly as the torch engine plans them (`auditor.scoring.backends.trees`):
+the prefix common to every prompt, then one prefix tree (trie) per item, or per few items
+that share a context, whose distinct nodes are the tokens to compute. llama.cpp runs the plan
+with its own sequences in one unified KV cache:
+
+- the common prefix is decoded once, on sequence 0;
+- each prompt of a batch gets its own sequence id, which first shares sequence 0's cells
+  (`llama_memory_seq_cp`: a tag on the cells, no copy). A tree node is one token of the
+  llama_batch, tagged with the sequences of every prompt that passes through it, at its
+  depth's position; llama.cpp's mask lets a token see the cells of its first sequence at
+  positions up to its own, which are exactly its ancestors and the common prefix (every
+  sequence through a node shares its ancestors). This is tree attention, as the torch
+  backend's 4-D mask, with the runtime's own kernels;
+- trees are packed into batches of up to `n_batch` tokens (answer orders of several items in
+  one llama_decode: ggml's quantized matmuls are faster per token on more tokens; Qwen2.5 1.5B
+  Q4_K_M on one core decoded 33 tokens/s in batches of 32 and 56-62 in batches of 512, where
+  one answer order's suffix is about 24 tokens), logits are requested for the prompts' last
+  tokens only (no logits_all), and the batch's sequences are dropped after
+  (`llama_memory_seq_rm`);
+- batches are shared out to `n_lanes` one-thread contexts (`LlamaCppBackend`).
+
+Scores are the log-softmax over the full vocabulary at the answer position, read at the option
+letters, as the torch backend computes them. `reuse_prefix=False` decodes every full prompt
+from an empty cache instead (the reference the plan is tested and benchmarked against).
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,8 +42,9 @@ import numpy as np
 from auditor.artifacts.models import resolve_model
 from auditor.core.errors import AuditorError, ModelError
 from auditor.core.progress import progress
-from auditor.data.prompts import PromptGroup, common_prefix_len
+from auditor.data.prompts import PromptGroup
 from auditor.scoring.backends.base import ScoringBackend
+from auditor.scoring.backends.trees import PromptTree, TreePlan, plan_trees
 
 log = logging.getLogger(__name__)
 
@@ -47,76 +65,216 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def planned_decode_tokens(groups: Sequence[PromptGroup]) -> int:
-    """Tokens `LlamaCppBackend.letter_scores` decodes for `groups` with prefix reuse (no runtime needed).
+    """Tokens `LlamaCppBackend.letter_scores` decodes for `groups` (no runtime needed): the tree plan's
+    nodes, the common prefix once; the torch engine plans the same (`plan_trees(groups).n_nodes`)."""
+    return plan_trees(groups).n_nodes
 
-    Groups run in token order; each decodes the part of its prefix the cache (the previous
-    prompt: its prefix and last suffix) does not hold, then every suffix after the prefix.
+
+#: Sequences one llama.cpp context holds: sequence 0 (the common prefix) and one per prompt of a
+#: batch. A batch of n_batch = 512 tokens holds 3-20 BBQ prompts; the cap only bounds its count.
+N_SEQ_MAX = 64
+
+
+@dataclass(frozen=True)
+class TreeTokens:
+    """One tree's nodes as llama_batch rows, parents before children: token, position, sequences.
+
+    `seqs[i]` lists the batch-local prompt indices (0-based, in `TreePlan.members` order) whose
+    path passes through node order[i]; `last[k]` is the row holding prompt k's answer token.
     """
-    cached: list[int] = []
-    total = 0
-    for g in sorted(groups, key=lambda g: g.prefix_ids):
-        prefix = list(g.prefix_ids)
-        keep = common_prefix_len([cached, prefix])
-        total += len(prefix) - keep + sum(len(s) for s in g.suffix_ids)
-        cached = prefix + list(g.suffix_ids[-1]) if g.suffix_ids else prefix
-    return total
+
+    tokens: tuple[int, ...]
+    positions: tuple[int, ...]
+    seqs: tuple[tuple[int, ...], ...]
+    last: tuple[int, ...]
 
 
-def open_llama(path: Path | str, **kwargs):
-    """`llama_cpp.Llama(model_path=path, **kwargs)`, with llama.cpp's extra weight buffers off on AMX CPUs.
+def tree_tokens(tree: PromptTree, offset: int) -> TreeTokens:
+    """`tree`'s nodes ordered by depth (so every sequence's positions rise: llama.cpp requires it,
+    and a parent is decoded before its children even when the batch is split), at positions
+    `offset` + depth, each tagged with the prompts whose path holds it."""
+    through: list[set[int]] = [set() for _ in range(tree.n_nodes)]
+    for k, end in enumerate(tree.ends):
+        node = end
+        while node >= 0 and k not in through[node]:
+            through[node].add(k)
+            node = int(tree.parents[node])
+    order = sorted(range(tree.n_nodes), key=lambda n: int(tree.positions[n]))
+    row = {n: i for i, n in enumerate(order)}
+    return TreeTokens(tuple(int(tree.token_ids[n]) for n in order),
+                      tuple(offset + int(tree.positions[n]) for n in order),
+                      tuple(tuple(sorted(through[n])) for n in order),
+                      tuple(row[e] for e in tree.ends))
+
+
+def pack_batches(plan: TreePlan, n_batch: int, max_seqs: int) -> list[list[int]]:
+    """Tree indices per llama_decode call, in plan order: at most `n_batch` tokens and `max_seqs`
+    prompts each; a tree wider than n_batch goes alone (and is decoded in n_batch chunks)."""
+    batches: list[list[int]] = []
+    tokens = seqs = 0
+    for t, tree in enumerate(plan.trees):
+        n, k = tree.n_nodes, len(plan.members[t])
+        if batches and tokens + n <= n_batch and seqs + k <= max_seqs:
+            batches[-1].append(t)
+            tokens, seqs = tokens + n, seqs + k
+        else:
+            batches.append([t])
+            tokens, seqs = n, k
+    return batches
+
+
+def open_llama(path: Path | str, *, n_seq_max: int = 1, **kwargs):
+    """`llama_cpp.Llama(model_path=path, **kwargs)`, with llama.cpp's extra weight buffers off on AMX
+    CPUs and, for n_seq_max > 1, a context of that many sequences in one unified KV cache.
 
     On a CPU with AMX (Intel Sapphire Rapids and later) ggml repacks Q8_0 and K-quant weights
     into an AMX buffer whose matmul segfaults in the first llama_decode
     (`ggml_backend_amx_mul_mat`, ggml-org/llama.cpp#20824; reproduced with llama-cpp-python
-    0.3.36 on SmolLM2 Q8_0, fine with the buffers off). llama-cpp-python has no keyword for
-    llama.cpp's `use_extra_bufts`, so the default model parameters are replaced for this one
-    construction. Elsewhere the default stays, repacking included (it speeds Q4 kernels).
+    0.3.36 on SmolLM2 Q8_0, fine with the buffers off; on the 2-core AMX machine of
+    docs/engine.md the Qwen2.5 1.5B Q4_K_M file dies with SIGILL instead). llama-cpp-python has
+    no keyword for llama.cpp's `use_extra_bufts`, nor for the context's `n_seq_max` and
+    `kv_unified` (tokens shared by several sequences need the unified cache), so the default
+    parameters are replaced for this one construction. Elsewhere the default stays, repacking
+    included (it speeds Q4 kernels).
     """
     import llama_cpp
     from llama_cpp import llama_cpp as lib
 
-    if b"AMX_INT8 = 1" not in lib.llama_print_system_info():
-        return llama_cpp.Llama(model_path=str(path), **kwargs)
-    default = lib.llama_model_default_params
+    model_default, context_default = lib.llama_model_default_params, lib.llama_context_default_params
+    amx = b"AMX_INT8 = 1" in lib.llama_print_system_info()
 
-    def without_extra_buffers():
-        params = default()
-        params.use_extra_bufts = False
+    def model_params():
+        params = model_default()
+        if amx:
+            params.use_extra_bufts = False
         return params
 
-    lib.llama_model_default_params = without_extra_buffers
+    def context_params():
+        params = context_default()
+        if n_seq_max > 1:
+            params.n_seq_max = n_seq_max
+            params.kv_unified = True
+        return params
+
+    lib.llama_model_default_params, lib.llama_context_default_params = model_params, context_params
     try:
         return llama_cpp.Llama(model_path=str(path), **kwargs)
     finally:
-        lib.llama_model_default_params = default
+        lib.llama_model_default_params, lib.llama_context_default_params = model_default, context_default
+
+
+class _Lane:
+    """One llama.cpp context of the model with its batch: the unit that decodes, alone or beside others.
+
+    `owned` contexts were made here (`llama_init_from_model`) and are freed by `close`; the
+    backend's first lane is its Llama's own context. `decoded` counts the tokens sent to
+    llama_decode.
+    """
+
+    def __init__(self, lib, ctx, *, n_batch: int, n_seq_max: int, n_vocab: int, path: Path, owned: bool) -> None:
+        self.lib, self.ctx, self.path, self.owned = lib, ctx, path, owned
+        self.n_batch, self.n_vocab = n_batch, n_vocab
+        self.memory = lib.llama_get_memory(ctx)
+        # Room for every sequence id on one token: a shared node may belong to all prompts of a batch.
+        self.batch = lib.llama_batch_init(n_batch, 0, n_seq_max)
+        self.decoded = 0
+
+    def clear(self) -> None:
+        self.lib.llama_memory_clear(self.memory, True)
+
+    def share_prefix(self, seq: int) -> None:
+        """Sequence `seq` also holds sequence 0's cells: a tag on the cells, no keys or values copied."""
+        self.lib.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
+
+    def drop(self, seq: int) -> None:
+        if not self.lib.llama_memory_seq_rm(self.memory, seq, -1, -1):
+            raise ModelError(f"{self.path}: llama.cpp could not drop sequence {seq} from its KV cache")
+
+    def decode(self, ids: Sequence[int], start_pos: int, *, want_last: bool) -> np.ndarray | None:
+        """Decode `ids` on sequence 0 at positions start_pos.. in chunks of n_batch; the last token's logits if asked."""
+        result = None
+        for start in range(0, len(ids), self.n_batch):
+            chunk = ids[start:start + self.n_batch]
+            is_last_chunk = start + len(chunk) == len(ids)
+            outputs = [len(chunk) - 1] if (want_last and is_last_chunk) else []
+            self.submit(chunk, range(start_pos + start, start_pos + start + len(chunk)), [(0,)] * len(chunk),
+                        outputs=outputs)
+            if outputs:
+                result = self.logits(len(chunk) - 1)
+        return result
+
+    def submit(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[Sequence[int]], *,
+               outputs) -> None:
+        """One llama_decode of `tokens` (<= n_batch) at `positions`, token i in sequences seqs[i],
+        logits at the `outputs` indices."""
+        batch = self.batch
+        wanted = set(outputs)
+        batch.n_tokens = len(tokens)
+        for i, (token, pos, ids) in enumerate(zip(tokens, positions, seqs)):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = len(ids)
+            for j, seq in enumerate(ids):
+                batch.seq_id[i][j] = seq
+            batch.logits[i] = 1 if i in wanted else 0
+        rc = self.lib.llama_decode(self.ctx, batch)  # ctypes releases the GIL: lanes decode in parallel
+        self.decoded += len(tokens)
+        if rc != 0:
+            raise ModelError(f"{self.path}: llama_decode failed with code {rc} "
+                             f"({len(tokens)} tokens from position {min(positions)})")
+
+    def logits(self, i: int) -> np.ndarray:
+        """A copy of the logits of batch index i (which must have been requested)."""
+        ptr = self.lib.llama_get_logits_ith(self.ctx, i)
+        if not ptr:
+            raise ModelError(f"{self.path}: llama.cpp returned no logits for batch index {i}")
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)).copy()
+
+    def close(self) -> None:
+        self.lib.llama_batch_free(self.batch)
+        if self.owned:
+            self.lib.llama_free(self.ctx)
 
 
 class LlamaCppBackend(ScoringBackend):
-    """Scores PromptGroups with a GGUF model in llama.cpp, reusing each group's prefix KV cache.
+    """Scores PromptGroups with a GGUF model in llama.cpp: the torch engine's tree plan on llama.cpp sequences.
 
-    `reuse_prefix=False` re-decodes every full prompt from an empty cache (the
-    reference the reuse path is tested against). n_threads defaults to half the
-    cores, as llama-cpp-python's own default: ggml's worker threads spin-wait for
-    each other, and with one core taken by another process a 2-thread prefill on
-    2 cores was measured 34x slower than 1 thread (docs/gguf.md).
+    Letter scoring runs on `n_lanes` contexts of one thread each, which share the model's
+    weights and take batches from one queue (Python threads; llama_decode releases the GIL).
+    Independent one-thread contexts never wait for each other, so they use every core without
+    the collapse of one multi-threaded context on a busy machine: ggml's worker threads
+    spin-wait at barriers, and with one core taken by another process a 2-thread prefill on
+    2 cores was measured 34x slower than 1 thread (docs/gguf.md). `n_lanes` defaults to
+    `n_threads` when that is given, else to every core (the torch backend's default).
+    `n_threads` (default half the cores, llama-cpp-python's own default) is the thread count
+    of the one context that serves `token_logprobs`, `prefill_s` and generation.
+
+    `reuse_prefix=False` re-decodes every full prompt from an empty cache on one lane (the
+    reference the plan is tested and benchmarked against).
     """
 
     name = "llama.cpp"
 
     def __init__(self, gguf_path: Path | str, *, n_ctx: int = 2048, n_batch: int = 512,
-                 n_threads: int | None = None, reuse_prefix: bool = True) -> None:
+                 n_threads: int | None = None, n_lanes: int | None = None, reuse_prefix: bool = True) -> None:
         import llama_cpp
 
+        if n_batch < 2 or (n_lanes is not None and n_lanes < 1):
+            raise ValueError(f"n_batch must be >= 2 and n_lanes >= 1, got {n_batch}, {n_lanes}")
         source = resolve_model(Path(gguf_path))  # ModelError for a missing, non-GGUF or truncated file
         if source.kind != "gguf":
             raise ModelError(f"{gguf_path}: the llama.cpp backend needs a GGUF file, not an HF directory")
         self.path = source.path
         self.n_threads = n_threads or max(1, (os.cpu_count() or 1) // 2)
+        self.n_lanes = n_lanes or n_threads or os.cpu_count() or 1
         self.reuse_prefix = reuse_prefix
         try:
             self.llm = open_llama(
-                self.path, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-                n_threads=self.n_threads, n_threads_batch=self.n_threads, logits_all=False, verbose=False,
+                # llama.cpp aborts on a context with more sequences than n_ubatch tokens
+                # (llama-cpp-python lowers n_batch to n_ctx).
+                self.path, n_seq_max=max(2, min(N_SEQ_MAX, n_batch, n_ctx)), n_ctx=n_ctx, n_batch=n_batch,
+                n_ubatch=n_batch, n_threads=self.n_threads, n_threads_batch=self.n_threads, logits_all=False,
+                verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: llama.cpp cannot load this GGUF ({exc})") from None
@@ -124,13 +282,45 @@ class LlamaCppBackend(ScoringBackend):
         self.n_ctx = self.llm.n_ctx()
         self.n_batch = self.llm.n_batch
         self.n_vocab = self.llm.n_vocab()
-        self._memory = llama_cpp.llama_get_memory(self.llm.ctx)
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.n_seq_max = llama_cpp.llama_n_seq_max(self.llm.ctx)
+        self._lanes = [self._lane(self.llm.ctx, owned=False)]  # more are opened on first parallel use
         self._closed = False
-        self._cached: list[int] = []  # the token ids whose keys/values sequence 0 holds, from position 0
-        self.tokens_decoded = 0  # tokens through llama_decode since load: what KV reuse saves shows here
+
+    @property
+    def tokens_decoded(self) -> int:
+        """Tokens through llama_decode since load, all lanes: the computed tokens."""
+        return sum(lane.decoded for lane in self._lanes)
+
+    @property
+    def tokens_computed(self) -> int:
+        return self.tokens_decoded
+
+    def _lane(self, ctx, *, owned: bool) -> _Lane:
+        return _Lane(self._llama_cpp, ctx, n_batch=self.n_batch, n_seq_max=self.n_seq_max, n_vocab=self.n_vocab,
+                     path=self.path, owned=owned)
+
+    def _open_lanes(self, n: int) -> list[_Lane]:
+        """`n` lanes of one thread each: the Llama's own context (set to one thread) and n - 1 new ones."""
+        lib = self._llama_cpp
+        while len(self._lanes) < n:
+            params = type(self.llm.context_params).from_buffer_copy(self.llm.context_params)
+            params.n_threads = params.n_threads_batch = 1
+            ctx = lib.llama_init_from_model(self.llm.model, params)
+            if not ctx:
+                raise ModelError(f"{self.path}: llama.cpp could not open scoring context {len(self._lanes) + 1} "
+                                 f"of {n} (memory?); pass fewer threads")
+            self._lanes.append(self._lane(ctx, owned=True))
+        lib.llama_set_n_threads(self.llm.ctx, 1, 1)
+        return self._lanes[:n]
 
     # -- scoring ---------------------------------------------------------------------------------
+
+    def planned_tokens(self, groups: Sequence[PromptGroup]) -> int:
+        """Tokens `letter_scores` plans for `groups`: the tree plan's nodes, or every full prompt without
+        reuse. Each lane beyond the first decodes the common prefix once more (computed, not planned)."""
+        if not self.reuse_prefix:
+            return sum(len(g.full_ids(s)) for g in groups for s in range(len(g.suffix_ids)))
+        return planned_decode_tokens(groups)
 
     def letter_logprobs(self, groups: Sequence[PromptGroup], letter_ids: Sequence[int]) -> list[np.ndarray]:
         return [s.logprobs for s in self.letter_scores(groups, letter_ids)]
@@ -139,60 +329,122 @@ class LlamaCppBackend(ScoringBackend):
         """Raw logits and full-vocab log-softmax at the last position, read at `letter_ids`."""
         letters = np.asarray(list(letter_ids), dtype=np.int64)
         self._check_ids(letters.tolist(), "letter ids")
-        out: list[LetterScores | None] = [None] * len(groups)
+        for group in groups:
+            self._check_group(group)
+        out = [LetterScores(np.empty((len(g.suffix_ids), len(letters))), np.empty((len(g.suffix_ids), len(letters))))
+               for g in groups]
         n_prompts = sum(len(g.suffix_ids) for g in groups)
-        order = sorted(range(len(groups)), key=lambda i: groups[i].prefix_ids)
-        self._clear()
-        with progress(n_prompts, "prompts") as bar:
-            for i in order:
-                group = groups[i]
-                logits = np.empty((len(group.suffix_ids), len(letters)))
-                logprobs = np.empty_like(logits)
-                for s, last in enumerate(self._group_last_logits(group)):
-                    logits[s] = last[letters]
-                    logprobs[s] = log_softmax(last)[letters]
-                    bar.update(1)
-                out[i] = LetterScores(logits, logprobs)
-        return out  # type: ignore[return-value]
+        lock = threading.Lock()
 
-    def _group_last_logits(self, group: PromptGroup):
-        """Yield the last-position logits (n_vocab,) of prefix + suffix[i] for each suffix."""
-        prefix = list(group.prefix_ids)
-        longest = len(prefix) + max((len(s) for s in group.suffix_ids), default=0)
+        with progress(n_prompts, "prompts") as bar:
+            def record(g: int, s: int, last: np.ndarray) -> None:
+                logprobs = log_softmax(last)[letters]
+                with lock:
+                    out[g].logits[s] = last[letters]
+                    out[g].logprobs[s] = logprobs
+                    bar.update(1)
+
+            if self.reuse_prefix:
+                self._score_plan(plan_trees(groups), record)
+            else:
+                lane = self._lanes[0]
+                for g, group in enumerate(groups):
+                    for s in range(len(group.suffix_ids)):
+                        lane.clear()
+                        record(g, s, lane.decode(list(group.full_ids(s)), 0, want_last=True))
+                lane.clear()
+        return out
+
+    def _check_group(self, group: PromptGroup) -> None:
+        longest = len(group.prefix_ids) + max((len(s) for s in group.suffix_ids), default=0)
         if longest > self.n_ctx:
             raise AuditorError(f"item {group.item_id}: prompt of {longest} tokens exceeds the llama.cpp "
                                f"context of {self.n_ctx}; raise n_ctx")
-        self._check_ids(prefix, f"item {group.item_id}")
-        if self.reuse_prefix:
-            keep = common_prefix_len([self._cached, prefix])
-            self._truncate(keep)
-            if keep < len(prefix):
-                self._decode(prefix[keep:], keep, want_last=False)
-                self._cached = list(prefix)
-            for suffix in group.suffix_ids:
-                if not suffix:
-                    raise ValueError(f"item {group.item_id}: empty suffix (the answer position must be its own)")
-                self._check_ids(suffix, f"item {group.item_id}")
-                self._truncate(len(prefix))  # drop the previous order's suffix
-                last = self._decode(list(suffix), len(prefix), want_last=True)
-                self._cached = prefix + list(suffix)
-                yield last
-        else:
-            for suffix in group.suffix_ids:
-                self._check_ids(suffix, f"item {group.item_id}")
-                self._clear()
-                yield self._decode(prefix + list(suffix), 0, want_last=True)
+        if any(not s for s in group.suffix_ids):
+            raise ValueError(f"item {group.item_id}: empty suffix (the answer position must be its own)")
+        self._check_ids(group.prefix_ids, f"item {group.item_id}")
+        for suffix in group.suffix_ids:
+            self._check_ids(suffix, f"item {group.item_id}")
+
+    def _score_plan(self, plan: TreePlan, record) -> None:
+        """The common prefix on each lane's sequence 0, then the batches of trees from one queue."""
+        prefix = list(plan.prefix_ids)
+        widest = max((t.n_nodes for t in plan.trees), default=0)
+        if len(prefix) + widest > self.n_ctx:
+            raise AuditorError(f"the common prompt prefix ({len(prefix)} tokens) and a prompt tree of {widest} "
+                               f"tokens exceed the llama.cpp context of {self.n_ctx}; raise n_ctx")
+        most = max((len(m) for m in plan.members), default=0)
+        if most > self.n_seq_max - 1:
+            raise AuditorError(f"a prompt tree of {most} prompts exceeds the {self.n_seq_max - 1} sequences a "
+                               "llama.cpp batch holds; score fewer answer orders per item")
+        batches = pack_batches(plan, self.n_batch, self.n_seq_max - 1)
+        n = min(self.n_lanes, len(batches))
+        if n <= 1:
+            self._run_lane(self._lanes[0], plan, iter(batches), record)
+            return
+        queue = iter(batches)
+        lock = threading.Lock()
+
+        def take():
+            while True:
+                with lock:
+                    batch = next(queue, None)
+                if batch is None:
+                    return
+                yield batch
+
+        try:
+            with ThreadPoolExecutor(max_workers=n) as pool:
+                for done in [pool.submit(self._run_lane, lane, plan, take(), record) for lane in self._open_lanes(n)]:
+                    done.result()  # re-raises a lane's error here
+        finally:
+            self._llama_cpp.llama_set_n_threads(self.llm.ctx, self.n_threads, self.n_threads)
+
+    def _run_lane(self, lane: _Lane, plan: TreePlan, batches, record) -> None:
+        """Decode the common prefix on `lane`, then each batch of trees `batches` yields (module docstring)."""
+        prefix = list(plan.prefix_ids)
+        lane.clear()
+        try:
+            if prefix:
+                lane.decode(prefix, 0, want_last=False)
+            for batch in batches:
+                rows: list[tuple[int, int, tuple[int, ...]]] = []  # (token, position, sequence ids) per batch row
+                answers: dict[int, list[tuple[int, int]]] = {}  # batch row -> the (group, order)s it answers
+                n_seqs = 0
+                for t in batch:
+                    nodes = tree_tokens(plan.trees[t], len(prefix))
+                    for k, row in enumerate(nodes.last):  # identical prompts share their answer row
+                        answers.setdefault(len(rows) + row, []).append(plan.members[t][k])
+                    rows.extend((tok, pos, tuple(1 + n_seqs + k for k in ks))
+                                for tok, pos, ks in zip(nodes.tokens, nodes.positions, nodes.seqs))
+                    n_seqs += len(plan.members[t])
+                seq_ids = range(1, 1 + n_seqs)
+                if prefix:
+                    for seq in seq_ids:
+                        lane.share_prefix(seq)
+                for start in range(0, len(rows), self.n_batch):
+                    chunk = rows[start:start + self.n_batch]
+                    outputs = [i for i in range(len(chunk)) if start + i in answers]
+                    lane.submit([r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk], outputs=outputs)
+                    for i in outputs:
+                        last = lane.logits(i)
+                        for g, s in answers[start + i]:
+                            record(g, s, last)
+                for seq in seq_ids:
+                    lane.drop(seq)
+        finally:
+            lane.clear()
 
     def prefill_s(self, ids: Sequence[int]) -> float:
         """Seconds to decode `ids` from an empty cache in n_batch chunks, logits at the last token only:
         llama.cpp's prefill, the peak token rate its scoring is compared with (`auditor bench runtimes`)."""
         ids = [int(t) for t in ids]
         self._check_ids(ids, "prefill")
-        self._clear()
+        self._lanes[0].clear()
         start = time.perf_counter()
-        self._decode(ids, 0, want_last=True)
+        self._lanes[0].decode(ids, 0, want_last=True)
         elapsed = time.perf_counter() - start
-        self._clear()
+        self._lanes[0].clear()
         return elapsed
 
     def token_logprobs(self, ids: Sequence[int]) -> np.ndarray:
@@ -200,23 +452,34 @@ class LlamaCppBackend(ScoringBackend):
 
         The whole sequence must fit the context (n <= n_ctx); callers window longer texts.
         """
+        return self.token_logprobs_rows(ids, ())[0]
+
+    def token_logprobs_rows(self, ids: Sequence[int], rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """`token_logprobs(ids)` and the full log-softmax (float32, (len(rows), n_vocab)) at output positions
+        `rows`: row j is the distribution of ids[j + 1] (auditor.analysis.kld)."""
         ids = [int(t) for t in ids]
         if len(ids) > self.n_ctx:
             raise AuditorError(f"{len(ids)} tokens exceed the llama.cpp context of {self.n_ctx}; "
                                "use windows of at most n_ctx tokens")
         self._check_ids(ids, "token_logprobs")
         out = np.empty(max(len(ids) - 1, 0))
+        wanted = {int(r): k for k, r in enumerate(rows)}
+        full = np.empty((len(wanted), self.n_vocab), dtype=np.float32)
         if len(ids) < 2:
-            return out
-        self._clear()
+            return out, full
+        lane = self._lanes[0]
+        lane.clear()
         for start in range(0, len(ids) - 1, self.n_batch):
             chunk = ids[start:start + self.n_batch]
             # Logits at every position but the very last (which predicts nothing we score).
             n_out = min(len(chunk), len(ids) - 1 - start)
-            self._submit(chunk, start, outputs=range(n_out))
+            lane.submit(chunk, range(start, start + len(chunk)), [(0,)] * len(chunk), outputs=range(n_out))
             for i in range(n_out):
-                out[start + i] = log_softmax(self._logits(i))[ids[start + i + 1]]
-        return out
+                logp = log_softmax(lane.logits(i))
+                out[start + i] = logp[ids[start + i + 1]]
+                if start + i in wanted:
+                    full[wanted[start + i]] = logp
+        return out, full
 
     def check_tokenization(self, tokenizer, texts: Sequence[str]) -> int:
         """Raise AuditorError unless llama.cpp tokenizes every text to the HF tokenizer's ids.
@@ -245,55 +508,10 @@ class LlamaCppBackend(ScoringBackend):
         if bad:
             raise AuditorError(f"{what}: token id {bad[0]} outside this model's vocabulary (0..{self.n_vocab - 1})")
 
-    def _clear(self) -> None:
-        self._llama_cpp.llama_memory_clear(self._memory, True)
-        self._cached = []
-
-    def _truncate(self, n: int) -> None:
-        """Keep positions [0, n) of sequence 0 and forget the rest."""
-        if not self._llama_cpp.llama_memory_seq_rm(self._memory, 0, n, -1):
-            raise ModelError(f"{self.path}: llama.cpp could not truncate its KV cache")
-        self._cached = self._cached[:n]
-
-    def _decode(self, ids: list[int], start_pos: int, *, want_last: bool) -> np.ndarray | None:
-        """Decode `ids` at positions start_pos.. in chunks of n_batch; the last token's logits if asked."""
-        result = None
-        for start in range(0, len(ids), self.n_batch):
-            chunk = ids[start:start + self.n_batch]
-            is_last_chunk = start + len(chunk) == len(ids)
-            outputs = [len(chunk) - 1] if (want_last and is_last_chunk) else []
-            self._submit(chunk, start_pos + start, outputs=outputs)
-            if outputs:
-                result = self._logits(len(chunk) - 1)
-        return result
-
-    def _submit(self, chunk: Sequence[int], pos0: int, *, outputs) -> None:
-        """One llama_decode of `chunk` (<= n_batch tokens) on sequence 0, logits at `outputs` indices."""
-        batch = self._batch
-        wanted = set(outputs)
-        batch.n_tokens = len(chunk)
-        for i, token in enumerate(chunk):
-            batch.token[i] = token
-            batch.pos[i] = pos0 + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 1 if i in wanted else 0
-        rc = self._llama_cpp.llama_decode(self.llm.ctx, batch)
-        self.tokens_decoded += len(chunk)
-        if rc != 0:
-            raise ModelError(f"{self.path}: llama_decode failed with code {rc} "
-                             f"({len(chunk)} tokens at position {pos0}, context {self.n_ctx})")
-
-    def _logits(self, i: int) -> np.ndarray:
-        """A copy of the logits of batch index i (which must have been requested)."""
-        ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, i)
-        if not ptr:
-            raise ModelError(f"{self.path}: llama.cpp returned no logits for batch index {i}")
-        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)).copy()
-
     def close(self) -> None:
         if not getattr(self, "_closed", True):
-            self._llama_cpp.llama_batch_free(self._batch)
+            for lane in reversed(self._lanes):
+                lane.close()
             self.llm.close()
             self._closed = True
 

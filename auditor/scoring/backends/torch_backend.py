@@ -79,6 +79,7 @@ class TorchBackend(ScoringBackend):
         self.max_items_per_tree = max_items_per_tree
         self.max_tree_nodes = max_tree_nodes
         self.tree_attention = tree_attention  # auto: eager for tree batches on CPU (_tree_attention)
+        self._computed = 0  # tokens through the model's forward, pads included (tokens_computed)
         if (reason := float32_head_problem(model)) is not None:
             log.warning("letter log-probs from the model's own logits cast to float32, not a float32 head: %s "
                         "(exact ties between letters stay possible in %s)", reason, self.compute_dtype)
@@ -97,12 +98,29 @@ class TorchBackend(ScoringBackend):
         # Parameters of a bitsandbytes model may be int8; the embeddings carry the compute dtype.
         return self.model.get_input_embeddings().weight.dtype
 
+    @property
+    def tokens_computed(self) -> int:
+        return self._computed
+
+    def planned_tokens(self, groups: Sequence[PromptGroup]) -> int:
+        """The tree plan's tokens (`TreePlan.n_nodes`), or every full prompt on the plain path."""
+        if self._plain_path(groups):
+            return sum(len(g.full_ids(s)) for g in groups for s in range(len(g.suffix_ids)))
+        return plan_trees(groups, max_items_per_tree=self.max_items_per_tree,
+                          max_tree_nodes=self.max_tree_nodes).n_nodes
+
+    def _plain_path(self, groups: Sequence[PromptGroup]) -> bool:
+        """Whether a prompt is longer than the smallest sliding window (module docstring)."""
+        window = smallest_sliding_window(self.model.config)
+        longest = max((len(g.prefix_ids) + max(map(len, g.suffix_ids)) for g in groups), default=0)
+        return window is not None and longest > window
+
     def letter_logprobs(self, groups: Sequence[PromptGroup], letter_ids: Sequence[int]) -> list[np.ndarray]:
         import torch
 
         window = smallest_sliding_window(self.model.config)
         longest = max((len(g.prefix_ids) + max(map(len, g.suffix_ids)) for g in groups), default=0)
-        if window is not None and longest > window:
+        if self._plain_path(groups):
             log.warning("a prompt of %d tokens exceeds the %d-token sliding window: scoring every prompt "
                         "with a plain forward (exact, slower)", longest, window)
             return self._plain_letter_logprobs(groups, letter_ids)
@@ -137,6 +155,7 @@ class TorchBackend(ScoringBackend):
             for g, group in enumerate(groups):
                 for s in range(len(group.suffix_ids)):
                     x = torch.tensor([list(group.full_ids(s))], dtype=torch.long, device=self.device)
+                    self._computed += x.shape[1]
                     logits = self.model(input_ids=x, use_cache=False, logits_to_keep=1).logits[0, -1].float()
                     out[g][s] = torch.log_softmax(logits, dim=-1)[letters].cpu().numpy()
                     bar.update(1)
@@ -150,6 +169,7 @@ class TorchBackend(ScoringBackend):
             return None
         x = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device)
         cache = self.model(input_ids=x, use_cache=True).past_key_values
+        self._computed += len(prefix_ids)
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _answer_logprobs(self, packed: PackedBatch, prefix_kv):
@@ -163,6 +183,7 @@ class TorchBackend(ScoringBackend):
         dtype = self._float_dtype
         mask = torch.zeros(allowed.shape, dtype=dtype, device=dev)
         mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        self._computed += packed.input_ids.size
         cache = None
         if prefix_kv is not None:
             rows = packed.input_ids.shape[0]

@@ -22,7 +22,7 @@ from auditor.view.decision import DISPLAY_COLUMNS, Decision, display_rows, front
 from auditor.view.run import KIND_REFERENCE, RunView
 
 #: Narrower headers than the report's, so the table fits a terminal (same keys: DISPLAY_COLUMNS).
-SHORT = {"standing": "meets constraints", "same_top": "same top", "kl": "KL", "bits": "bits/w",
+SHORT = {"standing": "meets constraints", "same_top": "same top", "kl": "KL", "artifact": "artifact", "bits": "bits/w",
          "decode": "decode tok/s", "peak": "peak mem", "front": "front"}
 COLUMNS = [(key, SHORT.get(key, header)) for key, header in DISPLAY_COLUMNS]
 NO_CONSTRAINTS = ("no [decision] constraints in the study: nothing is recommended; `auditor decide RUN --max-size "

@@ -8,6 +8,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from auditor.tui.cells import cell, fill, verdict_cell
+from auditor.view.deployable import SIMULATED, nearest_format
 from auditor.view.format import NOT_MEASURED, fixed, pct, pts, pvalue, size_mb
 from auditor.view.run import KIND_VARIANT, SORT_KEYS, RunView, sort_overview
 
@@ -64,10 +65,11 @@ class VariantsScreen(Screen[None]):
         rows = []
         for r in o.itertuples():
             key = (r.variant, r.backend)
+            sim = nearest_format(r.variant) is not None  # fake quantization: no file holds its weights
             rows.append((row_key(*key), [
                 cell("*" if key in self.marked else ""), r.variant, r.backend, verdict_cell(r.verdict),
-                size_mb(r.size_bytes), fixed(r.bits_per_weight, 2, NOT_MEASURED),
-                fixed(r.decode_tokens_per_s, 1, NOT_MEASURED), fixed(r.ppl, 2, NOT_MEASURED), pct(r.accuracy),
+                SIMULATED if sim else size_mb(r.size_bytes), SIMULATED if sim else fixed(r.bits_per_weight, 2, NOT_MEASURED),
+                SIMULATED if sim else fixed(r.decode_tokens_per_s, 1, NOT_MEASURED), fixed(r.ppl, 2, NOT_MEASURED), pct(r.accuracy),
                 pct(r.same_top_share), pct(r.srs), pct(r.flip_rate), pct(r.flip_null), pts(r.directed_shift),
                 pvalue(r.q_direction)]))
         table = self.query_one(DataTable)

@@ -216,6 +216,20 @@ def test_extra_weight_buffers_are_off_exactly_on_amx_cpus(tiny_gguf, monkeypatch
         llm.close()
 
 
+def test_open_llama_makes_a_unified_cache_of_several_sequences_and_restores_the_defaults(tiny_gguf):
+    from llama_cpp import llama_cpp as lib
+
+    from auditor.scoring.backends.llama_backend import open_llama
+
+    default = lib.llama_context_default_params
+    llm = open_llama(tiny_gguf, n_seq_max=4, n_ctx=64, n_batch=16, n_threads=THREADS, verbose=False)
+    try:
+        assert lib.llama_n_seq_max(llm.ctx) == 4 and llm.context_params.kv_unified
+        assert lib.llama_context_default_params is default and default().n_seq_max == 1
+    finally:
+        llm.close()
+
+
 @pytest.mark.slow
 def test_real_model_q8_0_scores_on_this_cpu(tmp_path, smollm2_f32_gguf, prompts):
     """SmolLM2 quantized to Q8_0 scores its prompts: on an AMX CPU this segfaulted before open_llama."""
@@ -235,3 +249,105 @@ def test_real_model_q8_0_scores_on_this_cpu(tmp_path, smollm2_f32_gguf, prompts)
     for full, q8 in zip(scores["f32"], scores["q8_0"]):
         # Q8_0 keeps each weight to about 1/254 of its block's range: letter log-probs move little.
         assert np.abs(full.logprobs - q8.logprobs).max() < 0.5
+
+
+def _max_diff(a, b) -> float:
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+
+
+def test_tree_plan_on_lanes_equals_a_fresh_context_per_prompt(tiny_gguf, prompts):
+    """The plan's batches (several items per llama_decode, trees split over decode calls, identical
+    prompts, two lanes) give every prompt's scores as decoding it alone from an empty cache."""
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend, pack_batches, planned_decode_tokens
+    from auditor.scoring.backends.trees import plan_trees
+
+    g0 = prompts.groups[0]
+    repeated = dataclasses.replace(g0, suffix_ids=g0.suffix_ids + g0.suffix_ids[:1])  # an order listed twice
+    groups = list(prompts.groups) + [repeated]
+    plan = plan_trees(groups)
+    # n_batch 212: batches of several trees, and trees wider than a batch (decoded in two calls).
+    batches = pack_batches(plan, 212, 62)
+    assert any(len(b) > 1 for b in batches) and any(plan.trees[b[0]].n_nodes > 212 for b in batches)
+    fresh = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=THREADS, reuse_prefix=False)
+    lanes = LlamaCppBackend(tiny_gguf, n_ctx=512, n_batch=212, n_threads=THREADS, n_lanes=2)
+    try:
+        want = fresh.letter_scores(groups, prompts.letter_ids)
+        before = lanes.tokens_decoded
+        got = lanes.letter_scores(groups, prompts.letter_ids)
+        decoded = lanes.tokens_decoded - before
+        assert len(lanes._lanes) == 2 and all(lane.decoded for lane in lanes._lanes)  # both lanes worked
+        assert fresh.planned_tokens(groups) == fresh.tokens_decoded == sum(len(g.full_ids(s)) for g in groups
+                                                                          for s in range(len(g.suffix_ids)))
+    finally:
+        fresh.close()
+        lanes.close()
+    assert [a.logprobs.shape for a in got] == [b.logprobs.shape for b in want]
+    print("max abs difference, tree plan on lanes vs fresh context per prompt:",
+          _max_diff([a.logprobs for a in got], [b.logprobs for b in want]))
+    assert _max_diff([a.logprobs for a in got], [b.logprobs for b in want]) < 1e-4
+    assert _max_diff([a.logits for a in got], [b.logits for b in want]) < 1e-4
+    assert (got[-1].logprobs[3] == got[-1].logprobs[0]).all()
+    # Planned: the torch engine's plan; computed adds the common prefix once for the second lane.
+    assert lanes.planned_tokens(groups) == planned_decode_tokens(groups) == plan.n_nodes
+    assert decoded == plan.n_nodes + len(plan.prefix_ids)
+
+
+def test_tree_tokens_tag_each_node_with_the_prompts_through_it():
+    from auditor.scoring.backends.llama_backend import tree_tokens
+    from auditor.scoring.backends.trees import prompt_tree
+
+    seqs = [(5, 6, 7), (5, 6, 8, 9), (5, 10), (5, 6, 7)]
+    tree = prompt_tree(seqs)
+    rows = tree_tokens(tree, offset=30)
+    for k, seq in enumerate(seqs):
+        path = [i for i, ks in enumerate(rows.seqs) if k in ks]
+        # Prompt k's rows are its tokens in order, at positions 30.., its answer on the last one.
+        assert [rows.tokens[i] for i in path] == list(seq)
+        assert [rows.positions[i] for i in path] == list(range(30, 30 + len(seq)))
+        assert rows.last[k] == path[-1]
+    assert rows.seqs[0] == (0, 1, 2, 3) and len(rows.tokens) == tree.n_nodes == 6
+    assert list(rows.positions) == sorted(rows.positions)  # parents first, whatever the trie's packing order
+
+
+def test_pack_batches_keeps_the_token_and_sequence_budgets():
+    from auditor.data.prompts import PromptGroup
+    from auditor.scoring.backends.llama_backend import pack_batches
+    from auditor.scoring.backends.trees import plan_trees
+
+    groups = [PromptGroup(f"i{n}", ((0, 1, 2),) * 3, (1, 2, 100 + n) + (3,) * (n % 4 * 10),
+                          ((4, 5), (6, 5), (7, 5))) for n in range(12)]
+    plan = plan_trees(groups, max_items_per_tree=1)
+    for n_batch, max_seqs in ((40, 62), (200, 6), (10, 62)):
+        batches = pack_batches(plan, n_batch, max_seqs)
+        assert sorted(t for b in batches for t in b) == list(range(len(plan.trees)))
+        for b in batches:
+            assert len(b) == 1 or (sum(plan.trees[t].n_nodes for t in b) <= n_batch
+                                   and sum(len(plan.members[t]) for t in b) <= max_seqs)
+        if n_batch == 10:  # every tree is wider than the batch: each goes alone
+            assert all(len(b) == 1 for b in batches)
+        else:
+            assert any(len(b) > 1 for b in batches)
+
+
+def test_random_trees_equal_a_fresh_context_per_prompt(backend, tiny_gguf):
+    """Repeated orders, an answer that is an ancestor of another prompt's tokens, shared contexts."""
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend
+    from tests.scoring.backends.test_torch_backend import LETTERS, random_groups, shared_context_groups
+
+    groups = random_groups(7, seed=2) + shared_context_groups(9, seed=3)
+    fresh = LlamaCppBackend(tiny_gguf, n_ctx=512, n_threads=THREADS, reuse_prefix=False)
+    try:
+        want = fresh.letter_logprobs(groups, LETTERS)
+    finally:
+        fresh.close()
+    assert _max_diff(backend.letter_logprobs(groups, LETTERS), want) < 1e-4
+
+
+def test_score_reports_planned_and_computed_tokens(backend, prompts):
+    from auditor.scoring.backends.trees import plan_trees
+    from auditor.scoring.engine import score
+
+    result = score(backend, prompts, "dense")
+    # One lane: llama.cpp computes exactly the plan, the torch engine's plan of the same prompts.
+    assert result.planned_tokens == result.computed_tokens == plan_trees(prompts.groups).n_nodes
+    assert result.planned_tokens < sum(len(g.full_ids(s)) for g in prompts.groups for s in range(3))

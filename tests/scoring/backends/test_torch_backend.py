@@ -186,3 +186,16 @@ def test_smollm2_kv_reuse_equals_no_reuse(smollm2_model, smollm2_tokenizer) -> N
     ref = no_reuse_logprobs(smollm2_model, prompts.groups, prompts.letter_ids)
     for r, g in zip(ref, got):
         np.testing.assert_allclose(g, r, atol=1e-4, rtol=0)
+
+
+def test_planned_and_computed_tokens(tiny_llama) -> None:
+    from auditor.scoring.backends.trees import plan_trees
+
+    groups = shared_context_groups(8, seed=4) + random_groups(6, seed=4)
+    alone = TorchBackend(tiny_llama, batch_size=1, max_items_per_tree=1)  # one tree per row: no pads
+    padded = TorchBackend(tiny_llama, batch_size=16)
+    for backend in (alone, padded):
+        backend.letter_logprobs(groups, LETTERS)
+    assert alone.planned_tokens(groups) == alone.tokens_computed == plan_trees(groups, max_items_per_tree=1).n_nodes
+    # Trees of different widths share a batch: the narrower rows are left-padded.
+    assert padded.planned_tokens(groups) == plan_trees(groups).n_nodes < padded.tokens_computed
