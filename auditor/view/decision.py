@@ -405,13 +405,21 @@ def run_decision(view: RunView, constraints: Constraints | None = None) -> Decis
 
 
 def reference_notes(view: RunView) -> list[str]:
-    """Why no compressed variant can meet a max-grade constraint: an invalid dense reference grades all
-    INCONCLUSIVE."""
+    """What a reader of the decision must know first: an invalid dense reference grades every variant
+    INCONCLUSIVE (no max-grade constraint can be met), and speeds timed while other work took the cores."""
+    out = []
     validity = view.validity
-    if validity is None or validity.valid:
-        return []
-    return [f"every grade is INCONCLUSIVE because {validity.short or 'the dense reference is not valid'}; "
-            "size, speed and fidelity constraints still apply"]
+    if validity is not None and not validity.valid:
+        out.append(f"every grade is INCONCLUSIVE because {validity.short or 'the dense reference is not valid'}; "
+                   "size, speed and fidelity constraints still apply")
+    load = view.measure_context.get("load_average") or {}
+    if load.get("competing"):
+        out.append(f"decode speeds and peak memory were timed while other work competed for the cores (1-minute "
+                   f"load average {load.get('min', float('nan')):.1f}-{load.get('max', float('nan')):.1f} on "
+                   f"{view.measure_context.get('cpus') or '?'} CPUs, {load.get('own_threads', '?')} threads per "
+                   "runtime): a speed that meets or misses its limit is not settled; measure again on a quiet "
+                   "machine (remove commits/measure__measurements.json and rerun `auditor run`)")
+    return out
 
 
 #: (key, header) of ``display_rows``: what the report's decision table and the TUI's decision screen show.

@@ -55,3 +55,19 @@ def test_nothing_fits_headline_and_no_constraints():
     free = decide(ROWS, Constraints())
     assert {r["standing"] for r in display_rows(free)} == {"no constraints"}
     assert not any(r["fits"] for r in display_rows(free))
+
+
+def test_speeds_timed_under_competing_load_are_flagged_first():
+    """A decision on decode speeds measured while other work took the cores says so before anything else."""
+    from types import SimpleNamespace
+
+    from auditor.view.decision import reference_notes
+
+    quiet = SimpleNamespace(validity=None, measure_context={"load_average": {"min": 0.2, "max": 1.1,
+                                                                             "competing": False}})
+    assert reference_notes(quiet) == []
+    busy = SimpleNamespace(validity=None, measure_context={"cpus": "2", "load_average": {
+        "min": 3.7, "max": 5.0, "own_threads": 2, "competing": True}})
+    (note,) = reference_notes(busy)
+    assert "load average 3.7-5.0 on 2 CPUs, 2 threads per runtime" in note and "not settled" in note
+    assert "commits/measure__measurements.json" in note
