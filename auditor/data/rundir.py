@@ -353,7 +353,8 @@ def merged_descriptor(stem: str, descriptors: list[dict], shard_names: list[str]
                   unit_wall_s=sum(d.get("unit_wall_s", 0.0) or 0.0 for d in descriptors))
     for key in ("planned_tokens", "computed_tokens"):  # the backend's token counts; None when a shard lacks one
         counts = [d.get(key) for d in descriptors]
-        merged[key] = sum(counts) if all(isinstance(c, int) for c in counts) else None
+        if any(key in d for d in descriptors):  # runs written before the counts keep their merged files as they are
+            merged[key] = sum(counts) if all(isinstance(c, int) for c in counts) else None
     return merged
 
 

@@ -423,13 +423,15 @@ def reference_notes(view: RunView) -> list[str]:
 
 
 #: (key, header) of ``display_rows``: what the report's decision table and the TUI's decision screen show.
+#: Short headers keep the report's first screen (Summary and this table) on one printed A4 page; every
+#: fidelity figure is "from dense" (the report's fidelity section says so in full).
 DISPLAY_COLUMNS = (("variant", "variant"), ("backend", "runtime"), ("standing", "meets the constraints"),
-                   ("grade", "grade"), ("same_top", "same top letter as dense"),
-                   ("kl", "3-letter KL from dense (nats)"),
-                   ("kld", "full-vocabulary KLD from dense (nats; same top token)"),
-                   ("artifact", "deployable artifact"), ("size", "size"),
+                   ("grade", "grade"), ("same_top", "same top letter"),
+                   ("kl", "letter KL (nats)"),
+                   ("kld", "full-vocab KLD (nats); same top"),
+                   ("artifact", "ships as"), ("size", "size"),
                    ("bits", "bits/weight"),
-                   ("decode", "decode tokens/s"), ("peak", "peak memory"), ("accuracy", "accuracy"),
+                   ("decode", "decode tok/s"), ("peak", "peak memory"), ("accuracy", "accuracy"),
                    ("front", "Pareto front"))
 
 

@@ -56,7 +56,7 @@ def _export_model_and_tokenizer(family, request):
 def test_gguf_export_loads_in_llama_cpp_and_agrees_with_torch(tmp_path, converter, request, family):
     from auditor.artifacts.gguf_writer import write_gguf
     from auditor.data.prompts import PromptGroup
-    from auditor.scoring.backends.llama_backend import LlamaCppBackend, log_softmax
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend
 
     model, tokenizer = _export_model_and_tokenizer(family, request)
     path = write_gguf(model, tmp_path / f"{family}.gguf", tokenizer=tokenizer, outtype="f32").path
@@ -65,7 +65,8 @@ def test_gguf_export_loads_in_llama_cpp_and_agrees_with_torch(tmp_path, converte
     group = PromptGroup("p", ((0, 1, 2), (1, 0, 2)), tuple(ids[:-2]), ((ids[-2], ids[-1]), (ids[-1],)))
     backend = LlamaCppBackend(path, n_ctx=64, n_threads=THREADS)
     try:
-        lasts = [log_softmax(x) for x in backend._group_last_logits(group)]
+        # every token id as a "letter": the full-vocabulary log-softmax at each order's last position
+        lasts = backend.letter_scores([group], range(backend.n_vocab))[0].logprobs
     finally:
         backend.close()
     for s, got in enumerate(lasts):

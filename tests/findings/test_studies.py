@@ -41,3 +41,16 @@ def test_committed_findings_keep_their_study_hash(path):
     if not manifest.is_file():
         pytest.skip(f"{manifest} is not committed")
     assert load_study(path).hash == json.loads(manifest.read_text())["study"]["hash"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "docs" / "findings").glob("*.toml")), ids=lambda p: p.stem)
+def test_committed_findings_read_as_complete(path):
+    """A change to what units write (a new descriptor field, a new file) must leave runs written before it
+    complete and undamaged, as `auditor status` and the report read them."""
+    from auditor.data.rundir import COMPLETE, run_status
+
+    run = path.parent / path.stem
+    if not (run / "manifest.json").is_file():
+        pytest.skip(f"{run} is not committed")
+    status = run_status(run)
+    assert status.state == COMPLETE and not status.missing and not status.problems, (status.problems, status.detail)
