@@ -352,8 +352,9 @@ def execute_plan(plan: RunPlan, *, force: bool, executor, units: Iterable[Unit] 
             for stale in run_dir.glob(f"{PROTOCOL_REPORT_PREFIX}*"):
                 shutil.rmtree(stale, ignore_errors=True)
         # a log's progress (stdout not a terminal): unit lines and a heartbeat; the local executor computes
-        # `todo` in order, so it can say when each unit starts
-        progress = start_unit_progress(len(plan.units), len(kept))
+        # `todo` in order, so it can say when each unit starts. Counted over the units chosen now (--only),
+        # so the time left is this invocation's, not the whole study's.
+        progress = start_unit_progress(len(chosen), len(chosen & kept))
         _set_state(run_dir, RUNNING, plan, n_finished=len(kept))
         done = len(kept)
         failed: list[str] = []

@@ -99,3 +99,13 @@ def test_a_study_run_into_a_log_says_each_unit_and_beats(small_study, capsys, mo
     assert any("left" in line for line in beats)
     assert lines.index(f"progress: unit {units[0]} started (0/2 finished)") < next(
         i for i, line in enumerate(lines) if line.startswith(f"progress: unit {units[1]} started"))
+
+
+def test_an_only_run_counts_the_units_it_was_asked_for(small_study, capsys, monkeypatch):
+    """`--only SPEC` runs a few of the study's units: the log counts those, so its time left is this run's."""
+    monkeypatch.setenv(HEARTBEAT_ENV, "0.05")
+    study = small_study("only", variants=("magnitude@0.5", "magnitude@0.3"), n_items=4, seeds=(0,))
+    assert main(["run", str(study), "--only", "magnitude@0.5"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress: ")]
+    assert "progress: unit score:magnitude_0.5-18bb4f08__torch started (0/1 finished)" in lines, lines
+    assert not any("/3 " in line or "/3)" in line for line in lines), lines
