@@ -316,11 +316,24 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
                           n_groups=n_timed, budget_s=budget_s, window=len(window) if with_window and window else 0,
                           threads=ctx.threads, device=ctx.device)
 
+    with_window = {kind: _times_window(plan, kind, ctx.dtype) for kind in [PROXY_KIND, *kinds]}
+    keys = {kind: key(kind, windowed) for kind, windowed in with_window.items()}
     raw: dict[str, KindTiming] = {}
     measured: dict[str, str] = {}  # kind -> when its timing was taken (UTC)
     cached: set[str] = set()
+
+    def build_proxy():
+        """The proxy model, its construction timed as PROXY_KIND unless that timing is cached."""
+        start = time.perf_counter()
+        model = proxy_model(ctx.source, shape, seed=ctx.compress_seed, n_layers=proxy_dims.n_layers,
+                            trust_remote_code=ctx.trust_remote_code).to(ctx.device)
+        if PROXY_KIND not in raw:
+            raw[PROXY_KIND] = KindTiming(PROXY_KIND, 0, 0, 0.0, time.perf_counter() - start)
+            measured[PROXY_KIND] = now_utc()
+        return model
+
     for kind in [PROXY_KIND, *kinds]:
-        hit = cache.get(key(kind, _times_window(plan, kind, ctx.dtype))) if cache and not retime else None
+        hit = cache.get(keys[kind]) if cache and not retime else None
         if hit is not None:
             try:
                 raw[kind] = KindTiming(**hit[0])
@@ -334,31 +347,21 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
             if kind in raw:
                 continue
             if dense is None:
-                start = time.perf_counter()
-                dense = proxy_model(ctx.source, shape, seed=ctx.compress_seed, n_layers=proxy_dims.n_layers,
-                                    trust_remote_code=ctx.trust_remote_code).to(ctx.device)
-                if PROXY_KIND not in raw:
-                    raw[PROXY_KIND] = KindTiming(PROXY_KIND, 0, 0, 0.0, time.perf_counter() - start)
-                    measured[PROXY_KIND] = now_utc()
-            with_window = _times_window(plan, kind, ctx.dtype)
+                dense = build_proxy()
             dtype = kind.split()[-1] if kind.startswith("torch ") and not spec else "float32"
             raw[kind] = time_kind(
                 kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_timed,
                 batch_size=ctx.batch_size, pad_id=int(pad), workdir=Path(tmp) / kind.replace(" ", "_"),
-                seed=ctx.compress_seed, window_ids=window if with_window else None,
+                seed=ctx.compress_seed, window_ids=window if with_window[kind] else None,
                 n_threads=ctx.threads, budget_s=budget_s)
             measured[kind] = now_utc()
         if PROXY_KIND not in raw:  # every kind cached but the proxy's construction: build it once to time it
-            start = time.perf_counter()
-            dense = proxy_model(ctx.source, shape, seed=ctx.compress_seed, n_layers=proxy_dims.n_layers,
-                                trust_remote_code=ctx.trust_remote_code)
-            raw[PROXY_KIND] = KindTiming(PROXY_KIND, 0, 0, 0.0, time.perf_counter() - start)
-            measured[PROXY_KIND] = now_utc()
+            dense = build_proxy()
     del dense
     if cache is not None:
         for kind, timing in raw.items():
             if kind not in cached:
-                cache.put(key(kind, _times_window(plan, kind, ctx.dtype)), asdict(timing), measured[kind])
+                cache.put(keys[kind], asdict(timing), measured[kind])
     timings: dict[str, KindTiming] = {}
     for kind in kinds:
         t = raw[kind]
