@@ -19,6 +19,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from auditor.artifacts.gguf_conversions import gguf_config
 from auditor.core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,14 @@ def gguf_to_float32_folder(path: Path, folder: Path) -> int:
     import numpy as np
     import torch
     from gguf import GGUFReader, dequantize
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
                                                           get_gguf_hf_weights_map, load_gguf_checkpoint, read_field)
 
     path = Path(path)
     try:
         parsed = load_gguf_checkpoint(str(path), return_tensors=False)
-        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        config = gguf_config(path)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: cannot load model ({exc})") from None
     with torch.device("meta"):

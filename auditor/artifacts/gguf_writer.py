@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from auditor.artifacts.gguf_conversions import gguf_tokenizer
 from auditor.artifacts.llama_converter import Converter, check_convertible, convert_hf_dir, find_converter
 from auditor.artifacts.safetensors_dir import linked_hf_dir, save_hf_dir
 from auditor.core.errors import ModelError
@@ -92,12 +93,12 @@ def tokenizer_for_model(model):
 
     where = Path(str(getattr(model.config, "_name_or_path", "") or ""))
     if where.is_file() and where.suffix == ".gguf":
-        return AutoTokenizer.from_pretrained(str(where.parent), gguf_file=where.name)
+        return gguf_tokenizer(where)
     if where.is_dir():
         if (where / "tokenizer.json").is_file() or (where / "tokenizer.model").is_file():
             return AutoTokenizer.from_pretrained(str(where))
         ggufs = sorted(where.glob("*.gguf"))
         if len(ggufs) == 1:
-            return AutoTokenizer.from_pretrained(str(where), gguf_file=ggufs[0].name)
+            return gguf_tokenizer(ggufs[0])
     raise ModelError(f"cannot find the tokenizer of the model loaded from {str(where) or '<unknown>'!r}; "
                      "pass it explicitly (tokenizer=...)")

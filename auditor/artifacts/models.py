@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from auditor.artifacts.gguf_header import gguf_metadata
+from auditor.artifacts.gguf_conversions import gguf_tokenizer
 from auditor.artifacts.gguf_float32 import gguf_to_float32_folder
 from auditor.core.errors import ModelError
 
@@ -179,7 +180,7 @@ def load_tokenizer(source: ModelSource):
     from transformers import AutoTokenizer
 
     if source.kind == "gguf":
-        return AutoTokenizer.from_pretrained(str(source.path.parent), gguf_file=source.path.name)
+        return gguf_tokenizer(source.path)
     return AutoTokenizer.from_pretrained(str(source.path))
 
 

@@ -69,6 +69,9 @@ def register(sub) -> None:
     p.add_argument("--naive-items", type=int, default=None, help="items for the naive loop (default: all)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs of each measurement; the best counts (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timings, profile one 1-order engine pass (torch.profiler) and print where its "
+                        "CPU time goes: linears, attention, elementwise kernels, copies and casts")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -197,6 +200,8 @@ def run(args) -> int:
                     "engine_over_gemm_bound": ENGINE_OVER_GEMM_TARGET, "engine_over_naive": ENGINE_OVER_NAIVE_TARGET,
                     f"seeds{args.seeds}_over_seeds1_cost": SEEDS_COST_TARGET},
     }
+    if args.profile:
+        figures["profile"] = op_profile(lambda: score(backend, one, "dense"))
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
@@ -235,4 +240,52 @@ def run(args) -> int:
     print(f"{args.seeds} seeds / 1 seed:    {cost:8.2f} ({seeds_s:.1f} s vs {engine_s:.1f} s; target < "
           f"{SEEDS_COST_TARGET}: {verdict(cost < SEEDS_COST_TARGET)}; exact scoring computes "
           f"a planned-token ratio of {plan_many.n_nodes / plan_one.n_nodes:.2f})")
+    if args.profile:
+        print_profile(figures["profile"])
     return 0
+
+
+# Which aten operators are which kind of work, by name (self CPU time is charged to the innermost op).
+OP_KINDS = {
+    "linears": ("aten::mm", "aten::addmm", "aten::_mkl_linear", "aten::mkldnn_linear", "aten::_weight_int8pack_mm",
+                "aten::linear"),
+    "attention": ("aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_safe_softmax", "aten::softmax",
+                  "aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                  "aten::masked_fill", "aten::masked_fill_", "aten::where"),
+    "elementwise": ("aten::mul", "aten::add", "aten::add_", "aten::rsqrt", "aten::pow", "aten::mean", "aten::silu",
+                    "aten::neg", "aten::sigmoid", "aten::div", "aten::sub", "aten::cos", "aten::sin", "aten::exp",
+                    "aten::log_softmax", "aten::_log_softmax", "aten::sum"),
+    "copies and casts": ("aten::copy_", "aten::cat", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous",
+                         "aten::index_select", "aten::index", "aten::gather", "aten::embedding", "aten::fill_",
+                         "aten::zero_", "aten::empty", "aten::empty_strided", "aten::resize_"),
+}
+
+
+def op_profile(fn, top: int = 12) -> dict:
+    """Self CPU time of `fn()` per kind of operator (OP_KINDS; the rest is "other") and its `top` operators."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    kind_of = {name: kind for kind, names in OP_KINDS.items() for name in names}
+    by_kind: dict[str, float] = {}
+    for e in events:
+        kind = kind_of.get(e.key, "other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total
+    ops = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return {"self_cpu_s": total / 1e6,
+            "by_kind": {k: {"s": v / 1e6, "share": v / total} for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "top_ops": [{"op": e.key, "kind": kind_of.get(e.key, "other"), "calls": e.count,
+                         "s": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total} for e in ops]}
+
+
+def print_profile(profile: dict) -> None:
+    print(f"profile of one 1-order engine pass (torch.profiler, self CPU time {profile['self_cpu_s']:.2f} s):")
+    for kind, v in profile["by_kind"].items():
+        print(f"  {kind:<18} {v['s']:7.2f} s  {v['share']:6.1%}")
+    print("  top operators:")
+    for op in profile["top_ops"]:
+        print(f"    {op['op']:<52} {op['kind']:<17} {op['calls']:6d} calls {op['s']:7.2f} s  {op['share']:6.1%}")

@@ -329,6 +329,9 @@ def export_variant(spec: str, steps: Sequence, variant, *, tokenizer, gguf_token
     possible, why = export_formats(variant)
     wanted = [f for f in settings.formats if f in possible]
     notes = [f"{spec}: {why}"] if why else []
+    if not wanted:  # every variant gets measured: one none of the asked formats can hold, in its own (bnb)
+        wanted = [possible[0]]
+        notes.append(f"{spec}: measured as {possible[0]}, its only format ({', '.join(settings.formats)} asked)")
     rows: list[Measurement] = []
     pending: list[Pending] = []
     hf_dir = None

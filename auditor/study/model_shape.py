@@ -14,6 +14,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from auditor.artifacts.gguf_conversions import gguf_config
 from auditor.artifacts.models import ModelSource
 from auditor.core.errors import ModelError
 from auditor.scoring.gemm import ModelDims
@@ -45,7 +46,7 @@ def load_config(source: ModelSource, *, trust_remote_code: bool = False):
 
     try:
         if source.kind == "gguf":
-            return AutoConfig.from_pretrained(str(source.path.parent), gguf_file=source.path.name)
+            return gguf_config(source.path)
         return AutoConfig.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:  # e.g. a GGUF architecture transformers lacks
         raise ModelError(f"{source.path}: cannot read the model's config ({exc})") from None

@@ -22,27 +22,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from auditor.core.cache import cache_dir
 from auditor.core.files import write_json
 from auditor.core.provenance import auditor_version, machine, package_versions
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "AUDITOR_CACHE_DIR"
 RATES_FILE = "plan-rates.json"
 #: Bumped when what a timing means changes (how `time_kind` measures), so old entries miss.
 RATES_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """Where per-user caches go: $AUDITOR_CACHE_DIR, else $XDG_CACHE_HOME/auditor, else ~/.cache/auditor."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "auditor"
 
 
 def timing_key(kind: str, proxy_config: str, **settings: Any) -> str:

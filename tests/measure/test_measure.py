@@ -242,3 +242,14 @@ def test_measure_tiny_model_every_format(tiny_dir, tmp_path):
     assert {c["verdict"] for c in doc["claims"]} <= {"agrees", "disagrees", "inconclusive (noise)", "unknown"}
     assert set(doc["load_average"]) >= {"start", "end", "min", "max", "moved"}
     assert report.wall_s > 0 and doc["wall_s"] == pytest.approx(report.wall_s)
+
+
+def test_a_variant_none_of_the_asked_formats_holds_is_measured_in_its_own(tiny_dir, tmp_path):
+    """A study asking for GGUF alone still measures bnb-nf4, whose only form is safetensors, and says so."""
+    settings = MeasureSettings(repeats=1, new_tokens=2, bbq_items=0, formats=("gguf",))
+    report = measure(["bnb-nf4"], model=str(tiny_dir), settings=settings, out_dir=tmp_path)
+    got = {(r.variant, r.format) for r in report.rows}
+    assert got == {("dense", "gguf"), ("bnb-nf4", "safetensors")}
+    bnb = next(r for r in report.rows if r.variant == "bnb-nf4")
+    assert bnb.runtime == "torch" and bnb.decode_tokens_per_s is not None and bnb.size_bytes > 0
+    assert any(n.startswith("bnb-nf4: measured as safetensors, its only format (gguf asked)") for n in report.notes)

@@ -98,7 +98,8 @@ def test_a_second_plan_reads_this_machines_timings(tmp_path, tiny_model_dir, cap
 
     from auditor.cli import main
     from auditor.study import estimate
-    from auditor.study.rate_cache import RATES_FILE, cache_dir
+    from auditor.core.cache import cache_dir
+    from auditor.study.rate_cache import RATES_FILE
     from tests.conftest import SAMPLE_BBQ
     from tests.study.conftest import write_study
 
