@@ -38,38 +38,43 @@ def gguf_tokenizer(path: Path | str):
     """The transformers tokenizer of the GGUF at `path`, converted once and then read from the cache."""
     from transformers import AutoTokenizer
 
-    path = Path(path)
-    entry = _entry(path)
-    if (entry / _TOKENIZER_DONE).is_file():
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(entry))
-            tokenizer.name_or_path = str(path.parent)  # what the direct conversion names
-            return tokenizer
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            log.warning("%s: cached tokenizer unreadable (%s); converting %s again", entry, exc, path.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    _keep(entry, lambda folder: (tokenizer.save_pretrained(str(folder)), (folder / _TOKENIZER_DONE).touch()),
-          carry_if=_CONFIG, carry=lambda name: name == _CONFIG)
-    return tokenizer
+    def save(tokenizer, folder: Path) -> None:
+        tokenizer.save_pretrained(str(folder))
+        (folder / _TOKENIZER_DONE).touch()  # last: the tokenizer's files are all there
+
+    def name(tokenizer, where: str) -> None:
+        tokenizer.name_or_path = where
+
+    # Rewriting the tokenizer keeps the entry's config, and the other way round.
+    return _converted(Path(path), "tokenizer", AutoTokenizer, save, name, done=_TOKENIZER_DONE,
+                      carry_if=_CONFIG, carry=lambda file: file == _CONFIG)
 
 
 def gguf_config(path: Path | str):
     """The transformers config of the GGUF at `path`, converted once and then read from the cache."""
     from transformers import AutoConfig
 
-    path = Path(path)
+    def name(config, where: str) -> None:
+        config._name_or_path = where
+
+    return _converted(Path(path), "config", AutoConfig, lambda config, folder: config.save_pretrained(str(folder)),
+                      name, done=_CONFIG, carry_if=_TOKENIZER_DONE, carry=lambda file: file != _CONFIG)
+
+
+def _converted(path: Path, what: str, auto, save, name, *, done: str, carry_if: str, carry):
+    """`auto.from_pretrained` of the GGUF at `path`, read from its cache entry when `done` is there, else
+    converted and kept (`save`); `name` gives it the direct conversion's name_or_path (the GGUF's folder)."""
     entry = _entry(path)
-    if (entry / _CONFIG).is_file():
+    if (entry / done).is_file():
         try:
-            config = AutoConfig.from_pretrained(str(entry))
-            config._name_or_path = str(path.parent)  # what the direct conversion names
-            return config
+            loaded = auto.from_pretrained(str(entry))
+            name(loaded, str(path.parent))
+            return loaded
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            log.warning("%s: cached config unreadable (%s); converting %s again", entry, exc, path.name)
-    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    _keep(entry, lambda folder: config.save_pretrained(str(folder)),
-          carry_if=_TOKENIZER_DONE, carry=lambda name: name != _CONFIG)
-    return config
+            log.warning("%s: cached %s unreadable (%s); converting %s again", entry, what, exc, path.name)
+    converted = auto.from_pretrained(str(path.parent), gguf_file=path.name)
+    _keep(entry, lambda folder: save(converted, folder), carry_if=carry_if, carry=carry)
+    return converted
 
 
 def _entry(path: Path) -> Path:
