@@ -58,9 +58,7 @@ def register(sub) -> None:
                               "rules: docs/api.md")
     p.add_argument("run", metavar="RUN", help="run directory, or a run name under --reports")
     p.add_argument("--reports", default="reports", help="folder holding run directories (default: reports)")
-    for flag, key, field, text in OPTIONS:
-        p.add_argument(flag, dest=field, default=None,
-                       metavar={"size": "SIZE", "grade": "GRADE"}.get(DECISION_KEYS[key][1], "X"), help=text)
+    add_constraint_flags(p)
     p.add_argument("--study", type=Path, default=None, metavar="FILE",
                    help="study TOML whose [decision] table sets the constraints (default: the [decision] table of "
                         "the study the run was made from); flags override it key by key")
@@ -70,6 +68,14 @@ def register(sub) -> None:
     p.add_argument("--n-boot", dest="n_boot", default="1000", metavar="N",
                    help="bootstrap replicates of the run's intervals and the fidelity CIs (default 1000)")
     p.set_defaults(func=run)
+
+
+def add_constraint_flags(parser, title: str | None = None) -> None:
+    """--max-size, --min-decode-tps, ... (one per [decision] key) on `parser`, in a group headed `title` if given."""
+    where = parser.add_argument_group(title) if title else parser
+    for flag, key, field, text in OPTIONS:
+        where.add_argument(flag, dest=field, default=None,
+                           metavar={"size": "SIZE", "grade": "GRADE"}.get(DECISION_KEYS[key][1], "X"), help=text)
 
 
 def flag_constraints(args) -> dict:

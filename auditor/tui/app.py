@@ -51,10 +51,13 @@ class AuditorApp(App[None]):
         Binding("escape", "back", "Back", show=False),
     ]
 
-    def __init__(self, reports_dir: Path, run: Path | None = None) -> None:
+    def __init__(self, reports_dir: Path, run: Path | None = None, constraints: dict | None = None) -> None:
         super().__init__()
         self.reports_dir = Path(reports_dir)
         self.initial_run = run
+        # Decision constraints given on the command line ({Constraints field: value}); they override the
+        # study's [decision] key by key on every run opened, as `auditor decide`'s flags do.
+        self.constraints = dict(constraints or {})
         self.view: RunView | None = None
         self.marked: list[tuple[str, str]] = []  # (variant, backend) chosen for compare, two at most
         self.loading: Path | None = None
@@ -117,7 +120,8 @@ class AuditorApp(App[None]):
             else:
                 await self.push_screen(VariantsScreen(self.view))
             return
-        await self._show_over_variants(VIEWS[name](self.view))
+        screen = (DecisionScreen(self.view, self.constraints) if name == "decision" else VIEWS[name](self.view))
+        await self._show_over_variants(screen)
 
     async def action_runs(self) -> None:
         await self._pop_to(self.runs_screen)

@@ -94,3 +94,31 @@ def test_decision_key_needs_an_open_run(tmp_path):
             await pilot.press("q")
 
     asyncio.run(scenario())
+
+
+def test_constraints_given_to_the_tui_replace_the_studys(tmp_path):
+    """`auditor tui --max-size ...`: the study allows only the smallest file; a 600 MB budget given to the app
+    replaces that key, so dense (538 MB) fits as well and the title names the budget given."""
+    run = with_decision(build_run(tmp_path / "reports"), {"max_size_bytes": SMALLEST[0] * 1.25})
+
+    async def scenario() -> None:
+        app = AuditorApp(tmp_path / "reports", run, {"max_size_bytes": 600e6})
+        async with app.run_test(size=(200, 40)) as pilot:
+            await ready(pilot, app, VariantsScreen, "#variants", rows=5)
+            await pilot.press("d")
+            table = await ready(pilot, app, DecisionScreen, "#decision", rows=5)
+            assert "constraints size <= 600.0 MB" in static_text(app, "#decision-title")
+            standing = dict(zip(column(table, 0), column(table, 2)))
+            assert standing["dense"].startswith("fits") and standing[SMALLEST[1]].startswith("fits")
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+
+
+def test_tui_refuses_a_bad_constraint_flag_before_starting(tmp_path, capsys):
+    from auditor.cli import main
+
+    build_run(tmp_path / "reports")
+    assert main(["tui", "--reports", str(tmp_path / "reports"), "--max-size", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-size" in err and "lots" in err

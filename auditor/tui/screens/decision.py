@@ -18,7 +18,8 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from auditor.tui.cells import cell, fill, verdict_cell
 from auditor.core.errors import AuditorError
-from auditor.view.decision import DISPLAY_COLUMNS, Decision, display_rows, front_text, reference_notes, run_decision
+from auditor.view.decision import (DISPLAY_COLUMNS, Constraints, Decision, display_rows, front_text, reference_notes,
+                                   run_decision, study_constraints)
 from auditor.view.run import KIND_REFERENCE, RunView
 
 #: Narrower headers than the report's, so the table fits a terminal (same keys: DISPLAY_COLUMNS).
@@ -35,12 +36,15 @@ class DecisionScreen(Screen[None]):
     BINDINGS = [Binding("enter", "compare_dense", "vs dense")]
     AUTO_FOCUS = "#decision"
 
-    def __init__(self, view: RunView) -> None:
+    def __init__(self, view: RunView, overrides: dict | None = None) -> None:
         super().__init__()
         self.view = view
         self.problem = ""
         try:
-            self.decision: Decision | None = run_decision(view)
+            # The study's [decision], with the constraints given to `auditor tui` replacing its keys.
+            constraints = Constraints(**{**study_constraints(view.manifest, str(view.run_dir / "manifest.json")).given(),
+                                         **(overrides or {})})
+            self.decision: Decision | None = run_decision(view, constraints)
         except AuditorError as exc:  # a damaged [decision] in the manifest: say so on the screen
             self.decision, self.problem = None, str(exc)
 
