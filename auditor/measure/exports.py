@@ -18,6 +18,7 @@ from auditor.artifacts.safetensors_dir import save_hf_dir
 from auditor.artifacts.sparse import write_sparse_dir
 from auditor.core.errors import AuditorError
 from auditor.core.files import json_safe
+from auditor.core.names import split_mask_seed
 from compressors.calibration import load_calibration
 from compressors.registry import build_variant, parse_chain
 
@@ -28,6 +29,29 @@ FORMATS: tuple[str, ...] = ("safetensors", "gguf", "sparse")
 
 
 NO_GGUF_NOTE = "bitsandbytes model: no GGUF form (llama.cpp has no bnb types); safetensors only"
+
+
+#: rtn@BITS -> the registry's real format of the same bits (auditor.view.deployable's docstring).
+NEAREST_FORMAT = {"8": "gguf-q8_0", "4": "gguf-q4_k_m", "3": "gguf-q3_k_m"}
+
+
+def spec_methods(spec: str) -> list[tuple[str, str]]:
+    """(method, level text) of each step of a spec ("wanda@0.5+rtn@4:g64" -> [("wanda", "0.5"), ("rtn", "4:g64")])."""
+    return [(part.strip().partition("@")[0], part.strip().partition("@")[2]) for part in spec.split("+")]
+
+
+def nearest_format(variant: str) -> str | None:
+    """The nearest real format of a simulated variant (its spec with the RTN step replaced by the llama.cpp
+    type of the same bits), or None when the variant has a deployable file: RTN is fake quantization, its
+    rounded weights are stored as float32 and no file holds them in B bits (auditor.view.deployable)."""
+    steps = spec_methods(split_mask_seed(variant)[0])
+    last_rtn = max((i for i, (m, _) in enumerate(steps) if m == "rtn"), default=None)
+    if last_rtn is None or any(m.startswith(("gguf-", "bnb-")) for m, _ in steps[last_rtn + 1:]):
+        return None
+    bits = steps[last_rtn][1].partition(":")[0]
+    real = NEAREST_FORMAT.get(bits, NEAREST_FORMAT["4"])  # the registry allows 3, 4 and 8 bits
+    parts = [f"{m}@{lvl}" if lvl else m for m, lvl in steps[:last_rtn]] + [real]
+    return "+".join(parts)
 
 
 def check_zstd_level(level: int) -> None:

@@ -72,6 +72,7 @@ from auditor.data.rundir import (
 from auditor.data.sources import PROJECT_ROOT, DataSource, resolve_bbq, resolve_corpus
 from auditor.scoring.backends.factory import available
 from auditor.scoring.generative import TEXT_VERSION
+from auditor.measure.exports import nearest_format
 from auditor.measure.measurement import MeasureSettings, write_measurements
 from auditor.study.executors import make_executor
 from auditor.study.reproduce import reproduce_record
@@ -213,9 +214,12 @@ def _plan_units(study: Study, chains: dict[str, list], with_ppl: bool,
 
 
 def measured_specs(study: Study) -> tuple[str, ...]:
-    """The specs the measurement unit measures: every variant of the study, dense first, a spec repeated under
-    mask or calibration seeds once (its size and speed do not depend on the seed)."""
-    return tuple(dict.fromkeys(split_mask_seed(v)[0] for v in study.variants))
+    """The specs the measurement unit measures: every variant of the study with a deployable file, dense first,
+    a spec repeated under mask or calibration seeds once (its size and speed do not depend on the seed). RTN
+    variants are left out: no file holds their rounded weights, so they are "simulated" wherever size or
+    speed shows (auditor.view.deployable), and their float32 export would cost a build and a GGUF F16 file
+    for nothing (3.6 GB each at 1.5B parameters)."""
+    return tuple(dict.fromkeys(split_mask_seed(v)[0] for v in study.variants if nearest_format(v) is None))
 
 
 def measure_settings(study: Study, calib_path: str | None) -> MeasureSettings | None:

@@ -14,7 +14,7 @@ A decision row (variant, backend) is judged on the file a team would ship, taken
 
 An RTN variant (rtn@B, `compressors.rtn`) is fake quantization: its B-bit codes are dequantized back into
 float32 weights, and no file the auditor writes holds B-bit weights. Its size and speed are "simulated": not
-measured, never passing a size or speed constraint, with the nearest real format named (``NEAREST_FORMAT``):
+measured, never passing a size or speed constraint, with the nearest real format named (``auditor.measure.exports.NEAREST_FORMAT``):
 the llama.cpp type of the same bits the auditor can build and measure (rtn@8 -> gguf-q8_0; rtn@4 ->
 gguf-q4_k_m; rtn@3 -> gguf-q3_k_m). They are near, not equal: llama.cpp's Q8_0 scales blocks of 32 weights
 symmetrically, the K-quants mix types per tensor, RTN uses asymmetric min-max groups of 128 (closest in
@@ -31,33 +31,11 @@ import pandas as pd
 
 from auditor.analysis.baselines import DENSE_FLOAT32, DENSE_GGUF_F16
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH, split_mask_seed
+from auditor.measure.exports import nearest_format, spec_methods
 
-#: rtn@BITS -> the registry's real format of the same bits (module docstring).
-NEAREST_FORMAT = {"8": "gguf-q8_0", "4": "gguf-q4_k_m", "3": "gguf-q3_k_m"}
 #: Figures of a deployable artifact, as the decision rows name them.
 FIGURES = ("size_bytes", "bits_per_weight", "decode_tokens_per_s", "peak_rss_bytes")
 SIMULATED = "simulated"
-
-
-def _methods(spec: str) -> list[tuple[str, str]]:
-    """(method, level text) of each step of a spec ("wanda@0.5+rtn@4:g64" -> [("wanda", "0.5"), ("rtn", "4:g64")])."""
-    return [(part.strip().partition("@")[0], part.strip().partition("@")[2]) for part in spec.split("+")]
-
-
-def nearest_format(variant: str) -> str | None:
-    """The nearest real format of a simulated variant (its spec with the RTN step replaced by the llama.cpp
-    type of the same bits), or None when the variant has a deployable file (module docstring)."""
-    spec = split_mask_seed(variant)[0]
-    if spec in (DENSE, DENSE_GGUF_F16, DENSE_FLOAT32):
-        return None
-    steps = _methods(spec)
-    last_rtn = max((i for i, (m, _) in enumerate(steps) if m == "rtn"), default=None)
-    if last_rtn is None or any(m.startswith(("gguf-", "bnb-")) for m, _ in steps[last_rtn + 1:]):
-        return None
-    bits = steps[last_rtn][1].partition(":")[0]
-    real = NEAREST_FORMAT.get(bits, NEAREST_FORMAT["4"])  # the registry allows 3, 4 and 8 bits
-    parts = [f"{m}@{lvl}" if lvl else m for m, lvl in steps[:last_rtn]] + [real]
-    return "+".join(parts)
 
 
 def _median(value: Any) -> float:
@@ -76,7 +54,7 @@ def artifact_row(storage: pd.DataFrame, variant: str, backend: str) -> dict:
     rows = storage[(storage["variant"] == name) & storage["runtime"].notna()]
     gguf = rows[(rows["format"] == "gguf") & (rows["runtime"] == LLAMA_CPP)]
     torch = rows[(rows["format"] == "safetensors") & (rows["runtime"] == TORCH)]
-    bnb = any(m.startswith("bnb-") for m, _ in _methods(spec))
+    bnb = any(m.startswith("bnb-") for m, _ in spec_methods(spec))
     if backend == LLAMA_CPP or not bnb:
         chosen = gguf if len(gguf) else torch
     else:

@@ -64,7 +64,7 @@ def test_unit_planned_last_and_selected_by_only(small_study):
     plan = runner.plan_study(study)[0]
     assert plan.units[-1].kind == MEASURE and plan.units[-1].id == f"{MEASURE}:{MEASURE_UNIT}"
     assert [u.kind for u in plan.units[:-1]] == [SCORE] * 3
-    assert plan.context.measured == ("dense", "magnitude@0.5", "rtn@4")
+    assert plan.context.measured == ("dense", "magnitude@0.5")  # rtn@4 has no deployable file: not measured
     assert plan.context.measure.repeats == 1 and plan.context.measure.formats == ("safetensors",)
     assert [u.kind for u in runner.select_units(plan, [MEASURE_UNIT])] == [MEASURE]
     assert MEASURE not in {u.kind for u in runner.select_units(plan, ["rtn@4"])}
@@ -80,12 +80,12 @@ def test_measured_committed_skipped_then_redone_when_damaged(small_study, tmp_pa
     assert status.is_complete and status.units[-1].id == f"{MEASURE}:{MEASURE_UNIT}"
     doc = json.loads((run_dir / "measurements.json").read_text())
     assert not sealed_json_problem(run_dir / "measurements.json", "measurements.json")
-    assert {r["variant"] for r in doc["measurements"]} == {"dense", "magnitude@0.5", "rtn@4"}
+    assert {r["variant"] for r in doc["measurements"]} == {"dense", "magnitude@0.5"}  # rtn@4 is simulated
     assert doc["settings"]["repeats"] == 1 and doc["settings"]["new_tokens"] == 2
     commit = json.loads((run_dir / "commits" / f"{MEASURE}__{MEASURE_UNIT}.json").read_text())
     assert set(commit["files"]) == {"measurements.json", *(f"measurements/{p.name}" for p in
                                                           (run_dir / "measurements").glob("*.json"))}
-    assert len(commit["files"]) == 4  # measurements.json + one torch row per variant
+    assert len(commit["files"]) == 3  # measurements.json + one torch row per measured variant
     assert not (run_dir / ARTIFACTS_DIR).exists()  # the measurement's scratch folder is gone
 
     # Every variant has measured figures of its deployable artifact, or is simulated (RTN: float32 weights).
