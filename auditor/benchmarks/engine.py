@@ -277,7 +277,8 @@ def op_profile(fn, top: int = 12) -> dict:
         by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total
     ops = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
     return {"self_cpu_s": total / 1e6,
-            "by_kind": {k: {"s": v / 1e6, "share": v / total} for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "by_kind": {k: {"s": v / 1e6, "share": v / total}
+                        for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "top_ops": [{"op": e.key, "kind": kind_of.get(e.key, "other"), "calls": e.count,
                          "s": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total} for e in ops]}
 

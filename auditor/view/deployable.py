@@ -14,7 +14,8 @@ A decision row (variant, backend) is judged on the file a team would ship, taken
 
 An RTN variant (rtn@B, `compressors.rtn`) is fake quantization: its B-bit codes are dequantized back into
 float32 weights, and no file the auditor writes holds B-bit weights. Its size and speed are "simulated": not
-measured, never passing a size or speed constraint, with the nearest real format named (``auditor.measure.exports.NEAREST_FORMAT``):
+measured (a study's measurement unit leaves it out), never passing a size or speed constraint, with the
+nearest real format named (``auditor.measure.exports.nearest_format``, ``NEAREST_FORMAT`` there):
 the llama.cpp type of the same bits the auditor can build and measure (rtn@8 -> gguf-q8_0; rtn@4 ->
 gguf-q4_k_m; rtn@3 -> gguf-q3_k_m). They are near, not equal: llama.cpp's Q8_0 scales blocks of 32 weights
 symmetrically, the K-quants mix types per tensor, RTN uses asymmetric min-max groups of 128 (closest in

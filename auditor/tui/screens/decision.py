@@ -42,8 +42,8 @@ class DecisionScreen(Screen[None]):
         self.problem = ""
         try:
             # The study's [decision], with the constraints given to `auditor tui` replacing its keys.
-            constraints = Constraints(**{**study_constraints(view.manifest, str(view.run_dir / "manifest.json")).given(),
-                                         **(overrides or {})})
+            study = study_constraints(view.manifest, str(view.run_dir / "manifest.json"))
+            constraints = Constraints(**{**study.given(), **(overrides or {})})
             self.decision: Decision | None = run_decision(view, constraints)
         except AuditorError as exc:  # a damaged [decision] in the manifest: say so on the screen
             self.decision, self.problem = None, str(exc)
