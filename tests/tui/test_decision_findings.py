@@ -3,7 +3,7 @@ measured it: every one of its 18 variants has a measured size and decode speed o
 budget with a decode floor names a variant; the TUI's decision screen, given the same flags, shows that decision.
 
 The first test skips until the measurement is committed (`auditor run docs/findings/qwen2.5-coder-1.5b.toml
---only measurements`, about 60 GB of scratch disk and 2-3 h on 2 cores: the study's [measure] comment); until
+--only measurements`, about 66 GB of scratch disk and 2-3 h on 2 cores: the study's [measure] comment); until
 then the decision runs on the 5 variants an earlier `auditor measure` measured."""
 from __future__ import annotations
 
