@@ -70,7 +70,7 @@ def _converted(path: Path, what: str, auto, save, name, *, done: str, carry_if: 
             loaded = auto.from_pretrained(str(entry))
             name(loaded, str(path.parent))
             return loaded
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError) as exc:  # ValueError covers json.JSONDecodeError
             log.warning("%s: cached %s unreadable (%s); converting %s again", entry, what, exc, path.name)
     converted = auto.from_pretrained(str(path.parent), gguf_file=path.name)
     _keep(entry, lambda folder: save(converted, folder), carry_if=carry_if, carry=carry)

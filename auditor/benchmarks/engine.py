@@ -32,6 +32,7 @@ import time
 
 from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
 from auditor.artifacts.precision import DTYPES, FLOAT32, cast_for_scoring, resolve_dtype
+from auditor.benchmarks._load import warn_if_busy
 from auditor.core.errors import AuditorError
 from auditor.core.progress import progress
 from auditor.data.bbq import select_items
@@ -214,8 +215,7 @@ def run(args) -> int:
     print(f"planned tokens: {plan_one.n_nodes} for 1 seed ({plan_one.n_nodes / sum(prompt_tokens):.2f} of the "
           f"{sum(prompt_tokens)} prompt tokens), {plan_many.n_nodes} for {args.seeds} seeds "
           f"(max {args.max_items_per_tree} items and {args.max_tree_nodes} tokens per tree)")
-    if max(load_start, figures["load_avg_1m_end"]) > (os.cpu_count() or 1):
-        print("WARNING: the machine was busy (load average above the core count): figures are unreliable")
+    warn_if_busy(load_start, figures["load_avg_1m_end"])
     print(f"compute dtype {dtype}; GEMM rate measured in {dtype}")
     print(f"{figures['torch_threads']} torch threads; load average {load_start:.2f} -> {figures['load_avg_1m_end']:.2f} "
           f"(other processes make these figures noisy; best of {args.repeats})")

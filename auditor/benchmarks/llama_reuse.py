@@ -31,6 +31,7 @@ from pathlib import Path
 
 from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
 from auditor.artifacts.precision import cast_for_scoring
+from auditor.benchmarks._load import warn_if_busy
 from auditor.core.errors import AuditorError
 from auditor.data.bbq import select_items
 from auditor.data.sources import resolve_bbq
@@ -149,8 +150,7 @@ def run(args) -> int:
               f"{_count(r['planned_tokens']):>12} {_count(r['computed_tokens']):>13}")
     print(f"load average (1 min) from {load[0]:.1f} to {load[-1]:.1f}, max {max(load):.1f}, on "
           f"{os.cpu_count()} cores; models built and loaded in {build_s:.0f} s")
-    if max(load) > (os.cpu_count() or 1):
-        print("WARNING: the machine was busy (load average above the core count): figures are unreliable")
+    warn_if_busy(*load)
     return 0
 
 

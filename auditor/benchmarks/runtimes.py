@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from auditor.artifacts.models import load_model, load_tokenizer, resolve_model
+from auditor.benchmarks._load import warn_if_busy
 from auditor.core.errors import AuditorError
 from auditor.data.bbq import select_items
 from auditor.data.sources import resolve_bbq
@@ -136,6 +137,5 @@ def run(args) -> int:
               f"{r['load_avg_1m_start']:>5.1f}->{r['load_avg_1m_end']:<5.1f}")
     slowest = min(results, key=lambda r: r["items_per_s"])
     print(f"slowest: {slowest['kind']} at {slowest['items_per_s']:.2f} items/s")
-    if max(max(r["load_avg_1m_start"], r["load_avg_1m_end"]) for r in results) > (os.cpu_count() or 1):
-        print("WARNING: the machine was busy (load average above the core count): figures are unreliable")
+    warn_if_busy(*(load for r in results for load in (r["load_avg_1m_start"], r["load_avg_1m_end"])))
     return 0
