@@ -32,6 +32,7 @@ from auditor.view.format import (
     size_mb,
     with_range,
 )
+from auditor.view.deployable import FIGURES, SIMULATED, deployable, is_simulated
 from auditor.view.items import ItemDetail, flip_examples
 from auditor.view.run import KIND_BASELINE, KIND_REFERENCE, KIND_VARIANT, RunView
 
@@ -253,17 +254,21 @@ def _summary(view: RunView) -> list[Block]:
         out.append(Para("valid: it reads the content (the grades below can be read as written)." if v.valid
                         else f"NOT valid: {v.short}; every grade is INCONCLUSIVE.", label="Dense reference:"))
     if view.verdicts:
-        o = view.overview.set_index(["variant", "backend"])
+        # Size and speed of what the variant ships as, as in "Which variant to ship" (a pruned variant's GGUF
+        # F16 export when measured, not the float32 directory its scoring runtime loads; RTN simulated).
+        columns = ["variant", "backend", "same_top_share", *(c for c in FIGURES if c in view.overview.columns)]
+        o = deployable(view.overview[columns], view.storage).set_index(["variant", "backend"])
         order = {"high": 0, "elevated": 1, "not shown": 2, "low": 3, "inconclusive": 4}
         rows, classes = [], []
         for verdict in sorted(view.verdicts, key=lambda x: (order.get(x.level, 5), x.variant)):
             r = o.loc[(verdict.variant, verdict.backend)]
+            sim = is_simulated(r.to_dict())
             rows.append((verdict.variant, verdict.backend, verdict.level.upper(), verdict.short,
-                         pct(r["same_top_share"]), size_mb(r["size_bytes"]),
-                         fixed(r["decode_tokens_per_s"], 1, NOT_MEASURED)))
+                         pct(r["same_top_share"]), SIMULATED if sim else size_mb(r["size_bytes"]),
+                         SIMULATED if sim else fixed(r["decode_tokens_per_s"], 1, NOT_MEASURED)))
             classes.append(f"verdict-{verdict.level.replace(' ', '-')}")
         out.append(Table(("variant", "runtime", "grade", "why (details: Verdicts)", "same top letter as dense",
-                          "size", "decode tokens/s"), tuple(rows), tuple(classes)))
+                          "size as shipped", "decode tokens/s as shipped"), tuple(rows), tuple(classes)))
     out.append(Para(_caveat(view), label="Biggest caveat:", kind="note"))
     return out
 

@@ -71,3 +71,31 @@ def test_unreadable_constraints_are_said_not_fatal(tmp_path):
 
 def n_rows(run) -> int:
     return len(json.loads((run / "summary.json").read_text())["overview"])
+
+
+def _table(part: str, key: str, *columns: str) -> dict[str, tuple[str, ...]]:
+    """{variant: the named columns' cells} of the first Markdown table in ``part`` whose header has ``key``."""
+    lines = [line for line in part.splitlines() if line.startswith("| ")]
+    header = next(i for i, line in enumerate(lines) if key in line)
+    names = [c.strip() for c in lines[header].strip("|").split("|")]
+    at = [names.index(c) for c in columns]
+    out = {}
+    for line in lines[header + 1:]:
+        if "---" in line:
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(names):
+            break
+        out[cells[0]] = tuple(cells[i] for i in at)
+    return out
+
+
+def test_summary_shows_what_each_variant_ships_as_like_the_decision_table(tmp_path):
+    md = write_report(build_run(tmp_path)).read_text()
+    summary = _table(md[md.index("## Summary"):md.index("## Which variant to ship")], "size as shipped",
+                     "size as shipped", "decode tokens/s as shipped")
+    decision = _table(section(md), "ships as", "size", "decode tok/s")
+    assert summary and set(summary) <= set(decision)
+    for variant, figures in summary.items():
+        assert figures == decision[variant], variant
+    assert summary["rtn@4"] == ("simulated", "simulated")  # RTN writes float32 weights: no file to measure
