@@ -1,10 +1,7 @@
-"""Issue 29 on the committed Qwen2.5-Coder-1.5B study (docs/findings), once its run's measurement unit has
-measured it: every one of its 18 variants has a measured size and decode speed or is marked simulated; a 1 GB
-budget with a decode floor names a variant; the TUI's decision screen, given the same flags, shows that decision.
-
-The first test skips until the measurement is committed (`auditor run docs/findings/qwen2.5-coder-1.5b.toml
---only measurements`, about 66 GB of scratch disk and 2-3 h on 2 cores: the study's [measure] comment); until
-then the decision runs on the 5 variants an earlier `auditor measure` measured."""
+"""Issue 29 on the committed Qwen2.5-Coder-1.5B study (docs/findings), measured by its run's measurement unit
+(`auditor run docs/findings/qwen2.5-coder-1.5b.toml --only measurements`, committed 2026-12-07): every one of its
+18 variants has a measured size and decode speed or is marked simulated; a 1 GB budget with a decode floor names
+a variant; the TUI's decision screen, given the same flags, shows that decision."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from auditor.data.rundir import MEASURE, MEASURE_UNIT
 from auditor.tui.app import AuditorApp
 from auditor.tui.screens.decision import DecisionScreen
 from auditor.tui.screens.variants import VariantsScreen
@@ -25,7 +21,6 @@ FINDINGS = Path(__file__).resolve().parents[2] / "docs" / "findings" / "qwen2.5-
 # `auditor decide docs/findings/qwen2.5-coder-1.5b --max-size 1GB --min-decode-tps 10`
 BUDGET = Constraints(max_size_bytes=1e9, min_decode_tokens_per_s=10.0)
 
-REMEASURED = (FINDINGS / "commits" / f"{MEASURE}__{MEASURE_UNIT}.json").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +28,6 @@ def view():
     return RunView.load(FINDINGS)
 
 
-@pytest.mark.skipif(not REMEASURED, reason="the Qwen findings are not re-measured yet (the study's [measure] comment)")
 def test_every_variant_is_measured_or_simulated(view):
     table = run_decision(view, BUDGET).table
     variants = table[table["kind"] == "variant"]
