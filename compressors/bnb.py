@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from auditor.artifacts.models import read_float32_tensors
+from auditor.artifacts.models import from_folder_by_reads, read_float32_tensors
 from auditor.artifacts.safetensors_dir import save_hf_dir, stored_tensors
 from compressors.base import CalibrationData, Compressor, StepReport, Variant, chain_spec
 from compressors.pruning import require_torch_model
@@ -102,9 +102,6 @@ class _BnbQuantizer(Compressor):
 
     def apply(self, variant: Variant, *, calibration: CalibrationData | None = None,
               seed: int = 0, workdir: Path | None = None) -> Variant:
-        from transformers import AutoModelForCausalLM
-
-
         require_torch_model(variant, self.spec)
         model = variant.model
         device = next(model.parameters()).device
@@ -122,10 +119,10 @@ class _BnbQuantizer(Compressor):
             Path(workdir).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="bnb-", dir=workdir) as tmp:
             float_dir = variant.weights_dir or save_hf_dir(model, None, Path(tmp) / "float")
-            quantized = AutoModelForCausalLM.from_pretrained(
-                str(float_dir), quantization_config=self.quantization_config(), dtype=torch.float32,
-                device_map={"": str(device)}, use_safetensors=True,
-            ).eval()
+            # Read, not memory-mapped: the float32 pages are not held beside the quantized model.
+            quantized = from_folder_by_reads(
+                float_dir, quantization_config=self.quantization_config(), dtype=torch.float32,
+                device_map={"": str(device)}).eval()
             wall_s = time.perf_counter() - start
             artifact = save_hf_dir(quantized, None, Path(tmp) / "quantized")
             measured: dict[str, Any] = artifact_bits(stored_tensors(artifact), original_numel, total_params)

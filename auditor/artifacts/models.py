@@ -330,6 +330,41 @@ def read_float32_tensors(folder: Path, names):
         yield name, buffer
 
 
+def from_folder_by_reads(folder: Path, **kwargs):
+    """`from_pretrained` of a safetensors folder whose tensors are read with plain reads (safetensors'
+    pread backend), one at a time as the loader asks for them, instead of through memory maps.
+
+    transformers maps every shard of the folder and keeps the maps until the whole model is
+    loaded, so a quantizing load (bitsandbytes) holds every page of the float32 folder it has
+    read beside the quantized model (7.1 GB of file pages at 1.5B parameters, docs/memory.md),
+    and the tensors it keeps unquantized (the embeddings) stay views of those maps. Read
+    instead, each tensor is an ordinary one that the loader quantizes and frees. Same values:
+    the same bytes reach the same conversion. `kwargs` go to `from_pretrained` (not
+    `trust_remote_code`: the class comes from transformers' own mapping of the config).
+    """
+    from safetensors import safe_open
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(str(folder))
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if model_class is None:
+        raise ModelError(f"{folder}: transformers has no causal language model for {type(config).__name__}")
+    files = sorted(folder.glob("*.safetensors"))
+    handles = [safe_open(str(f), framework="pt", device="cpu", backend="pread") for f in files]
+    # Lazy slices: the loader materialises each one when it converts that tensor.
+    state = {name: handle.get_slice(name) for handle in handles for name in handle.keys()}
+    try:
+        # The class itself, not AutoModel: an Auto class with a state_dict and no path deep-copies its
+        # arguments (the slices cannot be copied) and then refuses the missing path.
+        model = model_class.from_pretrained(None, config=config, state_dict=state, **kwargs)
+    finally:
+        state.clear()
+        for handle in handles:
+            handle.__exit__(None, None, None)
+    return model
+
+
 def _read_float32(fh, buffer, path: Path, name: str) -> None:
     """Fill the float32 tensor `buffer` with the next bytes of the open file `fh`; a short read is a truncated file."""
     import numpy as np

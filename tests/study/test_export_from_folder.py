@@ -1,9 +1,10 @@
 """Issue 28: the dense model goes to GGUF from its float32 folder, never read into the process.
 
-A unit worker hands llama.cpp's converter the dense float32 safetensors folder itself (linked
-beside the saved tokenizer) instead of saving a copy of a loaded model. The GGUF must be the
-one the old path wrote from the model, byte for byte, both for a GGUF quantization variant and
-for the F16 export the llama.cpp runtime baseline scores.
+A unit worker, and `auditor measure`, hand llama.cpp's converter the dense float32 safetensors
+folder itself (linked beside the saved tokenizer) instead of saving a copy of a loaded model. The
+GGUF must be the one the old path wrote from the model, byte for byte, both for a GGUF
+quantization variant and for the F16 export the llama.cpp runtime baseline scores. bitsandbytes
+loads the folder quantized with plain reads, so the quantized model holds none of its pages.
 """
 from __future__ import annotations
 
@@ -74,3 +75,56 @@ def test_bnb_variant_from_the_folder_equals_the_saved_model_path(tmp_path, tiny_
     want = {k: v for k, v in saved.model.state_dict().items() if torch.is_tensor(v)}
     assert got.keys() == want.keys() and [k for k in got if not torch.equal(got[k], want[k])] == []
     assert got_measured == saved.steps[0].measured
+
+
+def test_measure_exports_the_dense_gguf_from_the_folder(tmp_path, tiny_model_dir, converter, monkeypatch):
+    """`auditor measure`'s dense F16 export: the folder itself, not the model saved again (which read every
+    page of the folder's map into the process: 7.1 GB at 1.5B parameters)."""
+    from auditor.artifacts import safetensors_dir
+    from auditor.artifacts.gguf_writer import write_gguf
+    from auditor.artifacts.models import float32_weights_dir, load_model, load_tokenizer, resolve_model
+    from auditor.measure.exports import export_gguf
+    from compressors.registry import build_on_load
+
+    def no_save(*args, **kwargs):
+        raise AssertionError("the dense model was saved again instead of linked")
+
+    source = resolve_model(tiny_model_dir)
+    tokenizer = load_tokenizer(source)
+    weights = float32_weights_dir(source, tmp_path / "f32")
+    dense = build_on_load([], load_model(source, weights=weights), weights)
+    monkeypatch.setattr("auditor.artifacts.gguf_writer.save_hf_dir", no_save)
+    from_folder = _sha256(export_gguf(dense, tokenizer, tmp_path / "dense.gguf"))
+    monkeypatch.setattr("auditor.artifacts.gguf_writer.save_hf_dir", safetensors_dir.save_hf_dir)
+    want = write_gguf(load_model(source), tmp_path / "saved.gguf", tokenizer=tokenizer, outtype="f16", name="dense")
+    assert from_folder == _sha256(want.path)
+
+
+def _mapped_files() -> set[str]:
+    with open("/proc/self/maps") as maps:
+        return {line.split(maxsplit=5)[5].strip() for line in maps if len(line.split(maxsplit=5)) == 6}
+
+
+def test_bnb_reads_the_folder_instead_of_mapping_it(tmp_path, tiny_model_dir):
+    """The quantizing load reads the float32 folder: equal, tensor for tensor, to transformers' own
+    memory-mapped load of it, and the quantized model keeps no map of the folder open (the mapped
+    load left its unquantized tensors as views of the files, so their pages stayed resident)."""
+    import sys
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from auditor.artifacts.models import float32_weights_dir, load_model, resolve_model
+    from compressors.registry import build_on_load, parse_chain
+
+    source = resolve_model(tiny_model_dir)
+    weights = float32_weights_dir(source, tmp_path / "f32")
+    variant = build_on_load(parse_chain("bnb-nf4"), load_model(source, weights=weights), weights)
+    if sys.platform.startswith("linux"):
+        assert not [f for f in _mapped_files() if f.startswith(str(weights.resolve()))]
+    got = {k: v for k, v in variant.model.state_dict().items() if torch.is_tensor(v)}
+    step = parse_chain("bnb-nf4")[0]
+    mapped = AutoModelForCausalLM.from_pretrained(str(weights), quantization_config=step.quantization_config(),
+                                                  dtype=torch.float32, device_map={"": "cpu"}, use_safetensors=True)
+    want = {k: v for k, v in mapped.state_dict().items() if torch.is_tensor(v)}
+    assert got.keys() == want.keys() and [k for k in got if not torch.equal(got[k], want[k])] == []
