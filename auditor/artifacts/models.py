@@ -343,7 +343,7 @@ def from_folder_by_reads(folder: Path, **kwargs):
     `trust_remote_code`: the class comes from transformers' own mapping of the config).
     """
     from safetensors import safe_open
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, GenerationConfig
 
     folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder))
@@ -362,6 +362,10 @@ def from_folder_by_reads(folder: Path, **kwargs):
         state.clear()
         for handle in handles:
             handle.__exit__(None, None, None)
+    if model.can_generate() and (folder / "generation_config.json").is_file():
+        # What from_pretrained reads from a path; without one it derives it from config.json, which
+        # can differ (Qwen's saved bnb-nf4 folder came out 19 bytes longer).
+        model.generation_config = GenerationConfig.from_pretrained(str(folder))
     return model
 
 

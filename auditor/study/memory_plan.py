@@ -142,8 +142,8 @@ def unit_steps(unit: Unit, *, dtype: str, n_params: int, vocab: int, hidden: int
     if unit.spec != DENSE:
         # Built block by block into the scoring dtype when its first unit is torch in a cheaper dtype
         # (UnitWorker._variant); a GGUF quantization of the dense model from its folder; otherwise
-        # compressed whole in float32 (bitsandbytes loads the folder quantized, but transformers reads
-        # every float32 page of it through the map: measured 10.5 GB at 1.78B, as a float32 step).
+        # compressed whole in float32. bitsandbytes loads the folder quantized with plain reads (5.3 GB at
+        # 1.78B) but stays a float32 step: measured at one size only, the float32 bound is its upper bound.
         streamed = unit.backend != LLAMA_CPP and dtype != "float32" and can_stream(chain)
         if streamed:
             steps.append(step(f"build {unit.spec} (by block)", dtype, calibration_bytes(calibration_tokens, hidden)))

@@ -100,31 +100,51 @@ def test_measure_exports_the_dense_gguf_from_the_folder(tmp_path, tiny_model_dir
     assert from_folder == _sha256(want.path)
 
 
-def _mapped_files() -> set[str]:
+def _mapped_ranges(prefix: str) -> list[tuple[int, int]]:
+    """Address ranges of this process's memory maps of files under `prefix` (/proc/self/maps)."""
+    ranges = []
     with open("/proc/self/maps") as maps:
-        return {line.split(maxsplit=5)[5].strip() for line in maps if len(line.split(maxsplit=5)) == 6}
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].strip().startswith(prefix):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                ranges.append((start, end))
+    return ranges
 
 
 def test_bnb_reads_the_folder_instead_of_mapping_it(tmp_path, tiny_model_dir):
-    """The quantizing load reads the float32 folder: equal, tensor for tensor, to transformers' own
-    memory-mapped load of it, and the quantized model keeps no map of the folder open (the mapped
-    load left its unquantized tensors as views of the files, so their pages stayed resident)."""
+    """The quantizing load reads the float32 folder: equal, tensor for tensor and saved file for saved
+    file (its generation config included), to transformers' own memory-mapped load of it, and the
+    quantized model keeps no map of the folder open (the mapped load left its unquantized tensors as
+    views of the files, so their pages stayed resident)."""
+    import json
+    import shutil
     import sys
 
     import torch
     from transformers import AutoModelForCausalLM
 
     from auditor.artifacts.models import float32_weights_dir, load_model, resolve_model
+    from auditor.artifacts.safetensors_dir import save_hf_dir
     from compressors.registry import build_on_load, parse_chain
 
-    source = resolve_model(tiny_model_dir)
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    # A generation config the model's config.json cannot give: a load that ignores the file differs.
+    (folder / "generation_config.json").write_text(json.dumps({"do_sample": True, "temperature": 0.25,
+                                                               "bos_token_id": 1, "eos_token_id": 2}))
+    source = resolve_model(folder)
     weights = float32_weights_dir(source, tmp_path / "f32")
     variant = build_on_load(parse_chain("bnb-nf4"), load_model(source, weights=weights), weights)
-    if sys.platform.startswith("linux"):
-        assert not [f for f in _mapped_files() if f.startswith(str(weights.resolve()))]
+    if sys.platform.startswith("linux"):  # no tensor of the quantized model lives in a map of the folder
+        ranges = _mapped_ranges(str(weights.resolve()))
+        tensors = [*variant.model.parameters(), *variant.model.buffers()]
+        assert [t for t in tensors if any(lo <= t.data_ptr() < hi for lo, hi in ranges)] == []
     got = {k: v for k, v in variant.model.state_dict().items() if torch.is_tensor(v)}
     step = parse_chain("bnb-nf4")[0]
     mapped = AutoModelForCausalLM.from_pretrained(str(weights), quantization_config=step.quantization_config(),
                                                   dtype=torch.float32, device_map={"": "cpu"}, use_safetensors=True)
     want = {k: v for k, v in mapped.state_dict().items() if torch.is_tensor(v)}
     assert got.keys() == want.keys() and [k for k in got if not torch.equal(got[k], want[k])] == []
+    ours, theirs = save_hf_dir(variant.model, None, tmp_path / "ours"), save_hf_dir(mapped, None, tmp_path / "theirs")
+    assert sorted(f.name for f in ours.iterdir()) == sorted(f.name for f in theirs.iterdir())
+    assert [f.name for f in ours.iterdir() if f.read_bytes() != (theirs / f.name).read_bytes()] == []
