@@ -480,9 +480,9 @@ def measure(specs: Sequence[str], *, model: str | ModelSource | None = None,
             report.rows.extend(rows)
             report.notes.extend(notes)
             log.info("%s: exported (%.0fs so far)", spec, time.perf_counter() - start)
-            # Collect before trimming: a quantized model's objects hold reference cycles, so without a
-            # collection the last variant (and the pages of the folder it mapped) outlived `del` into the
-            # next build (14.3 GB at 1.5B parameters: bnb-nf4's mapping beside magnitude's float32 copy).
+            # Collect before trimming: a bitsandbytes model holds reference cycles, so without a collection it
+            # outlived `del` into the next float32 build (1.5B parameters: 1.3 GB of heap, and 5.3 GB of the
+            # folder's pages while bitsandbytes still mapped it; 14.0 GB beside magnitude's build).
             del variant
             gc.collect()
             return_freed_memory()
