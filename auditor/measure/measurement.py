@@ -481,8 +481,8 @@ def measure(specs: Sequence[str], *, model: str | ModelSource | None = None,
             report.notes.extend(notes)
             log.info("%s: exported (%.0fs so far)", spec, time.perf_counter() - start)
             # Collect before trimming: a bitsandbytes model holds reference cycles, so without a collection it
-            # outlived `del` into the next float32 build (1.5B parameters: 1.3 GB of heap, and 5.3 GB of the
-            # folder's pages while bitsandbytes still mapped it; 14.0 GB beside magnitude's build).
+            # outlived `del` into the next float32 build (1.5B parameters: 1.35 GB of heap, and 5.4 GB of the
+            # folder's pages while bitsandbytes still mapped it; 14.4 GB beside magnitude's build).
             del variant
             gc.collect()
             return_freed_memory()
