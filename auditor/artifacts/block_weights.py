@@ -42,10 +42,10 @@ class BlockWeights:
     def done(self, index: int, block) -> None:
         """Block `index` is compressed: cast it, freeing its float32 weights."""
         block.to(self.dtype)
-        return_freed_memory()
+        return_freed_memory(collect=False)  # only tensors were dropped: no cycles to collect
 
     def finish(self, model) -> None:
         """Every block is done: the rest of the model cast straight from the file."""
         read_weights_privately(model, self.folder, dtype=self.dtype)
-        return_freed_memory()
+        return_freed_memory(collect=False)
         log.info("streamed build finished in %s", str(self.dtype).removeprefix("torch."))

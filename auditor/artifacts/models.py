@@ -280,7 +280,6 @@ def float32_weights_dir(source: ModelSource, folder: Path, *, trust_remote_code:
             del model
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{folder}: cannot write the float32 weights of {source.path} ({exc})") from None
-    gc.collect()
     return_freed_memory()
     (folder / FLOAT32_DIR_DONE).write_text(str(source.path))
     log.info("float32 weights of %s written to %s (loaded memory-mapped from there)", source.name, folder)
@@ -441,13 +440,20 @@ def read_weights_privately(model, folder: Path, dtype=None, prefix: str = "") ->
     return read
 
 
-def return_freed_memory() -> bool:
-    """Hand the heap's freed pages back to the OS (glibc `malloc_trim(0)`); False where there is no glibc.
+def return_freed_memory(*, collect: bool = True) -> bool:
+    """Free what was dropped and hand the heap's freed pages back to the OS (glibc `malloc_trim(0)`);
+    False where there is no glibc.
 
+    `collect` first runs the garbage collector: a model whose objects hold reference cycles (a
+    bitsandbytes model) is not freed by `del` alone, and stayed alive, with the pages of the folder
+    it had mapped, into the next build (14.4 GB at 1.5B parameters, docs/memory.md). A caller that
+    only dropped tensors (a block cast in a loop) passes False: a collection costs ~60 ms.
     glibc keeps freed chunks below its mmap threshold for reuse, so after a float32
     model or variant is dropped the process keeps its size (1.27 GB at 1.5B parameters,
-    docs/memory.md) until this is called. Numbers are unaffected: it only releases memory.
+    docs/memory.md) until the trim. Numbers are unaffected: it only releases memory.
     """
+    if collect:
+        gc.collect()
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -27,7 +27,6 @@ file only.
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
@@ -480,12 +479,8 @@ def measure(specs: Sequence[str], *, model: str | ModelSource | None = None,
             report.rows.extend(rows)
             report.notes.extend(notes)
             log.info("%s: exported (%.0fs so far)", spec, time.perf_counter() - start)
-            # Collect before trimming: a bitsandbytes model holds reference cycles, so without a collection it
-            # outlived `del` into the next float32 build (1.5B parameters: 1.35 GB of heap, and 5.4 GB of the
-            # folder's pages while bitsandbytes still mapped it; 14.4 GB beside magnitude's build).
             del variant
-            gc.collect()
-            return_freed_memory()
+            return_freed_memory()  # collects first: a bitsandbytes model is not freed by `del` alone
         # Every artifact exists now: time them in interleaved rounds.
         timed, loads = time_interleaved([p for _, p in pending], workload, settings)
         for (index, _), row in zip(pending, timed):

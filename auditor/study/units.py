@@ -381,7 +381,6 @@ class UnitWorker:
         for backend in built.backends.values():
             backend.close()
         del built.backends, built.variant
-        gc.collect()
         return_freed_memory()
         if not self.ctx.keep_artifacts and built.workdir.exists():
             shutil.rmtree(built.workdir, ignore_errors=True)

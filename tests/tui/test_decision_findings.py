@@ -22,7 +22,6 @@ FINDINGS = Path(__file__).resolve().parents[2] / "docs" / "findings" / "qwen2.5-
 BUDGET = Constraints(max_size_bytes=1e9, min_decode_tokens_per_s=10.0)
 
 
-
 @pytest.fixture(scope="module")
 def view():
     return RunView.load(FINDINGS)
