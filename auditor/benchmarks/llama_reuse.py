@@ -9,6 +9,8 @@ loaders, every answer order) with
   context of `--llama-threads` threads),
 - llama.cpp "after": the torch engine's tree plan on llama.cpp sequences, in batches, on
   one-thread lanes (`LlamaCppBackend`, module docstring there),
+- on a CPU with AMX, "after" again with llama.cpp's extra weight buffers off (its AMX kernels
+  unused, as before `llama_amx` let a build that runs them keep them on),
 
 for each GGUF type, each built from the same dense model with the project's own quantization path
 (`compressors`: gguf-q4_k_m, gguf-q8_0; dense loaded from `--model`, a GGUF is dequantized to
@@ -35,6 +37,7 @@ from auditor.benchmarks._load import warn_if_busy
 from auditor.core.errors import AuditorError
 from auditor.data.bbq import select_items
 from auditor.data.sources import resolve_bbq
+from auditor.scoring.backends.llama_amx import amx_cpu
 from auditor.scoring.backends.llama_backend import LlamaCppBackend
 from auditor.scoring.backends.torch_backend import TorchBackend
 from auditor.scoring.engine import PromptSet, score
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 
 #: GGUF types benchmarked by default, as compressor specs.
 SPECS = ("gguf-q4_k_m", "gguf-q8_0")
+AMX_OFF = ", AMX off"
 
 
 def register(sub) -> None:
@@ -107,6 +111,7 @@ def run(args) -> int:
         del dense
         build_s = time.perf_counter() - start
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        amx = amx_cpu()
         configs: list[tuple[str, object, PromptSet]] = [
             ("torch bfloat16", TorchBackend(model, batch_size=args.batch_size, pad_id=int(pad)), prompts)]
         for spec in specs:
@@ -114,6 +119,9 @@ def run(args) -> int:
             configs.append((f"llama.cpp {kind} before", LlamaCppBackend(
                 paths[spec], reuse_prefix=False, n_threads=args.llama_threads, n_lanes=1), before_prompts))
             configs.append((f"llama.cpp {kind} after", LlamaCppBackend(paths[spec], n_lanes=threads), prompts))
+            if amx:  # the plan with ggml's AMX kernels off, as before this build ran them (llama_amx)
+                configs.append((f"llama.cpp {kind} after{AMX_OFF}", LlamaCppBackend(
+                    paths[spec], n_lanes=threads, extra_buffers=False), prompts))
         try:
             for _, backend, ps in configs:  # warm-up: first-call allocations, lanes opened
                 backend.letter_logprobs(ps.groups[:2], ps.letter_ids)
@@ -134,6 +142,8 @@ def run(args) -> int:
         rows.append({"config": name, "prompts": ps.n_prompts, "wall_s": r.wall_s,
                      "prompts_per_s": _rate(r, ps), "over_torch_bf16": _rate(r, ps) / torch_rate,
                      "planned_tokens": r.planned_tokens, "computed_tokens": r.computed_tokens})
+        if name.endswith(AMX_OFF):  # what the AMX kernels move: the same prompts' answers and log-probs
+            rows[-1].update(_agreement(r.records, best[name.removesuffix(AMX_OFF)].records))
     figures = {"model": source.describe(), "data": data.origin, "n_items": len(items), "seeds": args.seeds,
                "before_items": n_before, "threads": threads, "rounds": args.rounds, "cpu_count": os.cpu_count(),
                "build_s": build_s, "load_avg_1m": load, "configs": rows}
@@ -143,15 +153,27 @@ def run(args) -> int:
     print(source.describe())
     print(f"data: {data.origin}; {len(items)} items x {args.seeds} order(s) ({n_before} items for 'before'); "
           f"torch threads / llama.cpp lanes {threads}; best of {args.rounds} interleaved round(s)")
-    print(f"{'config':<26} {'prompts':>7} {'prompts/s':>10} {'x torch bf16':>13} {'planned tok':>12} "
+    print(f"{'config':<33} {'prompts':>7} {'prompts/s':>10} {'x torch bf16':>13} {'planned tok':>12} "
           f"{'computed tok':>13}")
     for r in rows:
-        print(f"{r['config']:<26} {r['prompts']:>7} {r['prompts_per_s']:>10.2f} {r['over_torch_bf16']:>13.2f} "
+        print(f"{r['config']:<33} {r['prompts']:>7} {r['prompts_per_s']:>10.2f} {r['over_torch_bf16']:>13.2f} "
               f"{_count(r['planned_tokens']):>12} {_count(r['computed_tokens']):>13}")
+    for r in rows:
+        if "same_answer_as_amx_on" in r:
+            print(f"{r['config']}: same answer as with the AMX kernels on for {r['same_answer_as_amx_on']:.1%} of "
+                  f"prompts; letter log-probs differ by at most {r['max_logprob_diff_from_amx_on']:.3f}")
     print(f"load average (1 min) from {load[0]:.1f} to {load[-1]:.1f}, max {max(load):.1f}, on "
           f"{os.cpu_count()} cores; models built and loaded in {build_s:.0f} s")
     warn_if_busy(*load)
     return 0
+
+
+def _agreement(off, on) -> dict[str, float]:
+    """Share of prompts whose chosen answer is the same with the AMX kernels off as on, and the largest
+    difference of a letter's log-probability (records of the same prompts, in the same order)."""
+    columns = ["logprob_0", "logprob_1", "logprob_2"]
+    return {"same_answer_as_amx_on": float((off["chosen"].to_numpy() == on["chosen"].to_numpy()).mean()),
+            "max_logprob_diff_from_amx_on": float(abs(off[columns].to_numpy() - on[columns].to_numpy()).max())}
 
 
 def _rate(result, prompts: PromptSet) -> float:

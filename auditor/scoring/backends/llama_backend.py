@@ -44,6 +44,7 @@ from auditor.core.errors import AuditorError, ModelError
 from auditor.core.progress import progress
 from auditor.data.prompts import PromptGroup
 from auditor.scoring.backends.base import ScoringBackend
+from auditor.scoring.backends.llama_amx import extra_weight_buffers
 from auditor.scoring.backends.trees import PromptTree, TreePlan, plan_trees
 
 log = logging.getLogger(__name__)
@@ -123,30 +124,25 @@ def pack_batches(plan: TreePlan, n_batch: int, max_seqs: int) -> list[list[int]]
     return batches
 
 
-def open_llama(path: Path | str, *, n_seq_max: int = 1, **kwargs):
-    """`llama_cpp.Llama(model_path=path, **kwargs)`, with llama.cpp's extra weight buffers off on AMX
-    CPUs and, for n_seq_max > 1, a context of that many sequences in one unified KV cache.
+def open_llama(path: Path | str, *, n_seq_max: int = 1, extra_buffers: bool | None = None, **kwargs):
+    """`llama_cpp.Llama(model_path=path, **kwargs)`, with llama.cpp's extra weight buffers (AMX,
+    repacking) on unless this build's AMX kernels crash on this file (`llama_amx`) and, for
+    n_seq_max > 1, a context of that many sequences in one unified KV cache.
 
-    On a CPU with AMX (Intel Sapphire Rapids and later) ggml repacks Q8_0 and K-quant weights
-    into an AMX buffer whose matmul segfaults in the first llama_decode
-    (`ggml_backend_amx_mul_mat`, ggml-org/llama.cpp#20824; reproduced with llama-cpp-python
-    0.3.36 on SmolLM2 Q8_0, fine with the buffers off; on the 2-core AMX machine of
-    docs/engine.md the Qwen2.5 1.5B Q4_K_M file dies with SIGILL instead). llama-cpp-python has
-    no keyword for llama.cpp's `use_extra_bufts`, nor for the context's `n_seq_max` and
-    `kv_unified` (tokens shared by several sequences need the unified cache), so the default
-    parameters are replaced for this one construction. Elsewhere the default stays, repacking
-    included (it speeds Q4 kernels).
+    llama-cpp-python has no keyword for llama.cpp's `use_extra_bufts`, nor for the context's
+    `n_seq_max` and `kv_unified` (tokens shared by several sequences need the unified cache), so
+    the default parameters are replaced for this one construction. `extra_buffers` forces the
+    buffers on or off (benchmarks compare the two).
     """
     import llama_cpp
     from llama_cpp import llama_cpp as lib
 
     model_default, context_default = lib.llama_model_default_params, lib.llama_context_default_params
-    amx = b"AMX_INT8 = 1" in lib.llama_print_system_info()
+    extra = extra_weight_buffers(path) if extra_buffers is None else extra_buffers
 
     def model_params():
         params = model_default()
-        if amx:
-            params.use_extra_bufts = False
+        params.use_extra_bufts = extra
         return params
 
     def context_params():
@@ -250,13 +246,14 @@ class LlamaCppBackend(ScoringBackend):
     of the one context that serves `token_logprobs`, `prefill_s` and generation.
 
     `reuse_prefix=False` re-decodes every full prompt from an empty cache on one lane (the
-    reference the plan is tested and benchmarked against).
+    reference the plan is tested and benchmarked against). `extra_buffers` is `open_llama`'s.
     """
 
     name = "llama.cpp"
 
     def __init__(self, gguf_path: Path | str, *, n_ctx: int = 2048, n_batch: int = 512,
-                 n_threads: int | None = None, n_lanes: int | None = None, reuse_prefix: bool = True) -> None:
+                 n_threads: int | None = None, n_lanes: int | None = None, reuse_prefix: bool = True,
+                 extra_buffers: bool | None = None) -> None:
         import llama_cpp
 
         if n_batch < 2 or (n_lanes is not None and n_lanes < 1):
@@ -272,7 +269,8 @@ class LlamaCppBackend(ScoringBackend):
             self.llm = open_llama(
                 # llama.cpp aborts on a context with more sequences than n_ubatch tokens
                 # (llama-cpp-python lowers n_batch to n_ctx).
-                self.path, n_seq_max=max(2, min(N_SEQ_MAX, n_batch, n_ctx)), n_ctx=n_ctx, n_batch=n_batch,
+                self.path, n_seq_max=max(2, min(N_SEQ_MAX, n_batch, n_ctx)), extra_buffers=extra_buffers,
+                n_ctx=n_ctx, n_batch=n_batch,
                 n_ubatch=n_batch, n_threads=self.n_threads, n_threads_batch=self.n_threads, logits_all=False,
                 verbose=False,
             )

@@ -198,8 +198,9 @@ def test_real_model_f32_export_agrees_with_torch(smollm2_f32_gguf, smollm2_model
 
 
 @pytest.mark.parametrize("amx", [True, False])
-def test_extra_weight_buffers_are_off_exactly_on_amx_cpus(tiny_gguf, monkeypatch, amx):
-    """ggml's AMX repacking segfaults in llama_decode (open_llama's docstring); the default stays elsewhere."""
+def test_an_unquantized_file_has_the_extra_buffers_off_exactly_on_amx_cpus(tiny_gguf, monkeypatch, amx):
+    """Nothing of an F32 file would move to ggml's AMX buffer, so it is opened without them and without a probe
+    on AMX CPUs (llama_amx); elsewhere llama.cpp's default stays."""
     from llama_cpp import llama_cpp as lib
 
     from auditor.scoring.backends.llama_backend import open_llama
@@ -232,7 +233,8 @@ def test_open_llama_makes_a_unified_cache_of_several_sequences_and_restores_the_
 
 @pytest.mark.slow
 def test_real_model_q8_0_scores_on_this_cpu(tmp_path, smollm2_f32_gguf, prompts):
-    """SmolLM2 quantized to Q8_0 scores its prompts: on an AMX CPU this segfaulted before open_llama."""
+    """SmolLM2 quantized to Q8_0 scores its prompts: on an AMX CPU this died in ggml's AMX kernels before the
+    patched build and llama_amx's check."""
     from auditor.scoring.backends.llama_backend import LlamaCppBackend
     from compressors.gguf_quant import quantize_gguf
 
