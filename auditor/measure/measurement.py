@@ -181,6 +181,8 @@ class Measurement:
     load_average: Spread | None = None  # 1-minute load average before each of this row's runs
     note: str = ""
     sha256: str | None = None  # of the artifact as measured (core.provenance.tree_sha256), taken before any deletion
+    # llama.cpp only: its extra weight buffers (ggml's AMX kernels on such CPUs) on or off; None for torch
+    llama_extra_buffers: bool | None = None
 
 
 @dataclass
@@ -274,6 +276,7 @@ def runtime_row(base: Measurement, results: Sequence[dict], loads: Sequence[floa
         decode_tokens_per_s=rates(results[0]["new_tokens"], joined("decode_s")),
         bbq_ms_per_prompt=statistics.median(bbq) if bbq else None,
         load_average=Spread.of([v for v in loads if v is not None]) if loads else None,
+        llama_extra_buffers=results[0].get("llama_extra_buffers"),
     )
 
 

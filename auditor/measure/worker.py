@@ -142,7 +142,8 @@ class _LlamaCpp:
         self.n_threads = request["n_threads"]
         self.n_ctx = request["n_ctx"]
         self.llm: Any = None
-        extra_weight_buffers(self.path)  # the first open of a file may probe the build: not inside the timed load
+        # Asked before the timed load (the first open of a file may probe the build), and reported.
+        self.extra_buffers = extra_weight_buffers(self.path)
 
     def load(self) -> None:
         self.llm = open_llama(self.path, n_ctx=self.n_ctx, n_batch=self.n_ctx, n_threads=self.n_threads,
@@ -218,6 +219,7 @@ def measure(request: dict) -> dict:
         "rss_before_load_bytes": rss_before, "peak_rss_bytes": peak, "load_s": load_s, "ttft_s": ttft_s,
         "n_prompt_tokens": len(prompt), "prefill_s": prefill_s, "new_tokens": request["new_tokens"],
         "decode_s": [d for d, _ in decodes], "generated_ids": decodes[0][1], **bbq,
+        "llama_extra_buffers": getattr(runtime, "extra_buffers", None),
     }
 
 

@@ -244,7 +244,8 @@ class UnitWorker:
         scored = score(backend, prompts, unit.variant)
         descriptor = {"prompt_template": prompts.prompt_format, "n_items": len(prompts.items),
                       "n_prompts": prompts.n_prompts, "scoring_wall_s": scored.wall_s, "ms_per_prompt": scored.ms_per_prompt,
-                      "planned_tokens": scored.planned_tokens, "computed_tokens": scored.computed_tokens}
+                      "planned_tokens": scored.planned_tokens, "computed_tokens": scored.computed_tokens,
+                      **_kernels(backend)}
         records = scored.records
         if self.ctx.cloze:
             if self._cloze is None:
@@ -293,7 +294,7 @@ class UnitWorker:
                               "n_vocab": base.n_vocab, "bytes_per_position": bytes_per_position(base.n_vocab)}
         elif kld is not None:
             figures["kld"] = {**kld, **(sink.summary() if isinstance(sink, Comparison) else {})}
-        return UnitResult(unit, {"ppl_wall_s": res.wall_s}, perplexity=figures, kld_base=base)
+        return UnitResult(unit, {"ppl_wall_s": res.wall_s, **_kernels(backend)}, perplexity=figures, kld_base=base)
 
     def _kld_base(self, unit: Unit) -> tuple[KldBase | None, str]:
         """(the committed dense base, its unit's name) of dense on this unit's backend, else on torch; (None, why)
@@ -417,3 +418,10 @@ def _needs_float32(variant, backend: str, dtype: str) -> bool:
     if variant.model is None:
         return False
     return dtype == FLOAT32 if backend == TORCH else backend == LLAMA_CPP and variant.gguf_path is None
+
+
+def _kernels(backend) -> dict:
+    """For a llama.cpp unit, whether ggml's extra weight buffers (its AMX kernels on such CPUs) were on:
+    they change a quantized file's answers on a few percent of prompts (docs/engine.md)."""
+    extra = getattr(backend, "extra_buffers", None)
+    return {} if extra is None else {"llama_extra_buffers": bool(extra)}

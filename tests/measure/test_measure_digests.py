@@ -32,6 +32,9 @@ def test_measured_artifacts_carry_their_sha256(tiny_dir, tmp_path):
         assert r["sha256"] == tree_sha256(Path(report.artifacts_dir) / r["path"]), r["path"]
     dense = [r["sha256"] for r in rows if r["variant"] == "dense"]
     assert len(set(dense)) == len(dense) > 1  # each layout is its own file: a digest names one artifact
+    # Which llama.cpp kernels were timed (llama_amx): said for every llama.cpp row, never for torch's.
+    timed = {r["runtime"]: r["llama_extra_buffers"] for r in rows if r["runtime"] is not None}
+    assert timed["torch"] is None and isinstance(timed["llama.cpp"], bool)
 
     class View:  # the section reads only the manifest and the storage table
         manifest: dict = {}

@@ -168,6 +168,12 @@ def test_null_baseline_unit_is_scored_by_llama_cpp(small_study, capsys, tmp_path
     lp = ["logprob_0", "logprob_1", "logprob_2"]
     assert (gguf[lp] - dense[lp]).abs().to_numpy().max() < 0.1
     assert not (run_dir / "artifacts").exists()  # the F16 export is removed unless keep_artifacts
+    # The llama.cpp unit says which kernels ran: an F16 file keeps the extra buffers off on AMX CPUs (llama_amx).
+    from auditor.scoring.backends.llama_amx import amx_cpu
+
+    kernels = {d["variant"]: d.get("llama_extra_buffers") for d in
+               (json.loads(p.read_text()) for p in (run_dir / "units").glob("*.json"))}
+    assert kernels == {"dense": None, DENSE_GGUF_F16: not amx_cpu()}
 
 
 def test_perplexity_units_write_ppl_files(small_study, capsys, tmp_path):

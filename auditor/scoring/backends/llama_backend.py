@@ -265,11 +265,13 @@ class LlamaCppBackend(ScoringBackend):
         self.n_threads = n_threads or max(1, (os.cpu_count() or 1) // 2)
         self.n_lanes = n_lanes or n_threads or os.cpu_count() or 1
         self.reuse_prefix = reuse_prefix
+        # Whether ggml's AMX/repacked weight buffers are on: a unit's records carry it (their kernels differ).
+        self.extra_buffers = extra_weight_buffers(self.path) if extra_buffers is None else extra_buffers
         try:
             self.llm = open_llama(
                 # llama.cpp aborts on a context with more sequences than n_ubatch tokens
                 # (llama-cpp-python lowers n_batch to n_ctx).
-                self.path, n_seq_max=max(2, min(N_SEQ_MAX, n_batch, n_ctx)), extra_buffers=extra_buffers,
+                self.path, n_seq_max=max(2, min(N_SEQ_MAX, n_batch, n_ctx)), extra_buffers=self.extra_buffers,
                 n_ctx=n_ctx, n_batch=n_batch,
                 n_ubatch=n_batch, n_threads=self.n_threads, n_threads_batch=self.n_threads, logits_all=False,
                 verbose=False,
