@@ -2,10 +2,11 @@
 
 On a CPU with AMX (Intel Sapphire Rapids and later) ggml moves Q4_0/Q4_1/Q8_0 and K-quant
 weights into an "AMX" buffer whose matmuls run on the tile unit: Qwen2.5-Coder-1.5B Q8_0
-prefilled 3.6x faster there (221 against 62 tokens/s, 256 tokens, 2 threads; docs/gguf.md).
-ggml 0.3.36's tile configuration breaks in two ways, both ending in SIGILL on `tilezero`:
-GCC 12 drops the configuration's stores as dead, and a thread-local flag skips reloading it
-after oneDNN (torch's bfloat16 matmuls) released the tiles on the same thread.
+prefilled 3.4x faster there (212 against 62 tokens/s, 256 tokens, 2 threads; docs/gguf.md).
+The ggml of llama-cpp-python 0.3.36 loads its tile configuration wrongly in two ways, both
+ending in SIGILL on `tilezero`: GCC 12 drops the configuration's stores as dead, and a
+thread-local flag skips reloading it after oneDNN (torch's bfloat16 matmuls) released the
+tiles on the same thread.
 `patches/llama-cpp-python-amx-tile-config.patch` fixes both, and the Makefile builds the
 wheel with it; a wheel built elsewhere may not have it.
 
@@ -75,7 +76,7 @@ def _verdict(path: str, size: int, mtime_ns: int, library: tuple) -> bool:
         return entries[key]["runs"]
     runs, signal = probe(Path(path))
     if runs is None:
-        return False  # a failure that says nothing about the AMX kernels: off, and asked again next time
+        return False  # a failure that says nothing about the AMX kernels: off, and asked again by the next process
     if not runs:
         log.warning("%s: llama.cpp's AMX kernels died with signal %d in this llama-cpp-python build, so its extra "
                     "weight buffers stay off (slower Q8_0 and K-quant matmuls); %s, which runs them "
