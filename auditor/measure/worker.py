@@ -146,8 +146,8 @@ class _LlamaCpp:
         self.extra_buffers = extra_weight_buffers(self.path)
 
     def load(self) -> None:
-        self.llm = open_llama(self.path, n_ctx=self.n_ctx, n_batch=self.n_ctx, n_threads=self.n_threads,
-                              n_threads_batch=self.n_threads, logits_all=False, verbose=False)
+        self.llm = open_llama(self.path, extra_buffers=self.extra_buffers, n_ctx=self.n_ctx, n_batch=self.n_ctx,
+                              n_threads=self.n_threads, n_threads_batch=self.n_threads, logits_all=False, verbose=False)
 
     def unload(self) -> None:
         if self.llm is not None:

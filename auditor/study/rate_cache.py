@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
-from auditor.core.cache import cache_dir
-from auditor.core.files import write_json
+from auditor.core.cache import cache_dir, read_entries, write_entries
 from auditor.core.provenance import auditor_version, machine, package_versions
 from auditor.scoring.backends.llama_amx import library_identity
 
-log = logging.getLogger(__name__)
 
 RATES_FILE = "plan-rates.json"
 #: Bumped when what a timing means changes (how `time_kind` measures), so old entries miss.
@@ -56,19 +53,7 @@ class RateCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_dir() / RATES_FILE
-        self._entries = self._read()
-
-    def _read(self) -> dict[str, dict]:
-        if not self.path.is_file():
-            return {}
-        try:
-            entries = json.loads(self.path.read_text())["entries"]
-            if not isinstance(entries, dict):
-                raise TypeError("entries is not an object")
-            return entries
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged cache costs a timing, not the plan
-            log.warning("%s: unreadable plan-rate cache, timing every kind instead (%s)", self.path, exc)
-            return {}
+        self._entries = read_entries(self.path, name="plan-rate cache", instead="timing every kind instead")
 
     def get(self, key: str) -> tuple[dict[str, Any], str] | None:
         """The figures stored under `key` and when they were measured (UTC, ISO), or None."""
@@ -79,8 +64,4 @@ class RateCache:
 
     def put(self, key: str, timing: dict[str, Any], measured_utc: str) -> None:
         self._entries[key] = {"measured_utc": measured_utc, "timing": timing}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json({"entries": self._entries}, self.path)
-        except OSError as exc:  # a read-only home must not fail the plan
-            log.warning("%s: cannot keep the plan's timings (%s)", self.path, exc)
+        write_entries(self.path, self._entries, what="the plan's timings")

@@ -34,8 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from auditor.artifacts.gguf_header import gguf_metadata
-from auditor.core.cache import cache_dir
-from auditor.core.files import write_json
+from auditor.core.cache import cache_dir, read_entries, write_entries
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def extra_weight_buffers(path: Path | str) -> bool:
 def _verdict(path: str, size: int, mtime_ns: int, library: tuple) -> bool:
     key = hashlib.sha256(json.dumps([path, size, mtime_ns, library]).encode()).hexdigest()[:32]
     store = cache_dir() / VERDICTS_FILE
-    entries = _read(store)
+    entries = read_entries(store, name="extra-buffer verdicts", instead="asking the build again")
     if isinstance(entries.get(key), dict) and isinstance(entries[key].get("runs"), bool):
         return entries[key]["runs"]
     runs, signal = probe(Path(path))
@@ -83,13 +82,15 @@ def _verdict(path: str, size: int, mtime_ns: int, library: tuple) -> bool:
                     "(docs/gguf.md, 'AMX CPUs')", path, signal, REBUILD)
     entries[key] = {"runs": runs, "signal": signal, "file": path,
                     "checked_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    kept = dict(sorted(entries.items(), key=lambda kv: str(kv[1].get("checked_utc", "")))[-MAX_VERDICTS:])
-    try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        write_json(kept, store)
-    except OSError as exc:  # a read-only home costs a probe per process, not the run
-        log.warning("%s: cannot keep llama.cpp's extra-buffer verdict (%s)", store, exc)
+    kept = dict(sorted(entries.items(), key=_checked)[-MAX_VERDICTS:])
+    write_entries(store, kept, what="llama.cpp's extra-buffer verdict")  # unwritable: a probe per process
     return runs
+
+
+def _checked(item: tuple[str, object]) -> str:
+    """When a kept verdict was reached (oldest first); an entry that is not one sorts first, to go."""
+    entry = item[1]
+    return str(entry.get("checked_utc", "")) if isinstance(entry, dict) else ""
 
 
 def probe(path: Path) -> tuple[bool | None, int | None]:
@@ -121,19 +122,6 @@ def library_identity() -> tuple:
         return ()
     lib_dir = Path(list(spec.submodule_search_locations)[0]) / "lib"
     return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(lib_dir.glob("*.so*")))
-
-
-def _read(store: Path) -> dict:
-    if not store.is_file():
-        return {}
-    try:
-        entries = json.loads(store.read_text())
-        if not isinstance(entries, dict):
-            raise TypeError("not an object")
-        return entries
-    except (OSError, ValueError, TypeError) as exc:  # a damaged file costs a probe
-        log.warning("%s: unreadable, asked again (%s)", store, exc)
-        return {}
 
 
 def _decode_a_batch(path: str) -> None:

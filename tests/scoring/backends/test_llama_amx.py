@@ -74,7 +74,7 @@ def test_a_build_whose_amx_kernels_die_keeps_the_buffers_off_and_says_how_to_reb
     with caplog.at_level(logging.WARNING):
         assert llama_amx.extra_weight_buffers(q8_gguf[1]) is False
     assert "signal 4" in caplog.text and "amx-tile-config.patch" in caplog.text and str(q8_gguf[1]) in caplog.text
-    kept = json.loads((llama_amx.cache_dir() / llama_amx.VERDICTS_FILE).read_text())
+    kept = json.loads((llama_amx.cache_dir() / llama_amx.VERDICTS_FILE).read_text())["entries"]
     assert [(v["runs"], v["signal"]) for v in kept.values()] == [(False, 4)]
 
     llama_amx._verdict.cache_clear()  # another process: the kept verdict answers, no child
