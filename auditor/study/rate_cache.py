@@ -8,15 +8,16 @@ each is kept in one JSON file per user, under a key of everything that changes i
 the kind, the proxy's config (architecture, widths, depth), the batch size, the timed
 groups and window, threads and device, the CPU model and core count, the
 versions of torch, transformers and llama-cpp-python, and llama.cpp's library files
-themselves (a rebuilt wheel, e.g. one that runs ggml's AMX kernels, times anew). A later plan with the same key
-reads the timing instead of measuring it; a different machine, model shape or
-library version misses and is timed again. `--retime` times every kind anew and
-replaces its entry.
+themselves (a rebuilt wheel, e.g. one that runs ggml's AMX kernels, times anew). A
+later plan with the same key reads the timing instead of measuring it; a different
+machine, model shape or library version misses and is timed again. `--retime` times
+every kind anew and replaces its entry.
 
 The file is `$AUDITOR_CACHE_DIR/plan-rates.json` (default
-`$XDG_CACHE_HOME/auditor`, else `~/.cache/auditor`): plain JSON, never a pickle. An
-unreadable file is ignored with a warning (the plan times instead) and replaced on
-the next write; entries are written atomically.
+`$XDG_CACHE_HOME/auditor`, else `~/.cache/auditor`): plain JSON, never a pickle, read
+and written by `auditor.core.cache.read_entries`/`write_entries`. An unreadable file
+is ignored with a warning (the plan times instead) and replaced on the next write;
+entries are written atomically.
 """
 from __future__ import annotations
 
