@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from auditor.core.errors import ModelError
+from auditor.artifacts.gguf_header import gguf_header
 
 #: Types llama.cpp's quantizer may choose on purpose for each file type (its
 #: per-tensor mixes, e.g. Q6_K for some attn_v/ffn_down in *_K_M); any other
@@ -135,39 +135,22 @@ def bits_per_weight(tensors: Iterable[TensorInfo]) -> float:
     return 8 * n_bytes / n_elements if n_elements else math.nan
 
 
-def unreadable_gguf(path: Path, exc: Exception) -> ModelError:
-    """The error for a GGUF the reader cannot parse. The reader's own message is a numpy or struct detail ("not
-    enough values to unpack"); what it means for the user is a truncated or corrupt file, so that comes first."""
-    try:
-        size = f"{Path(path).stat().st_size:,} bytes"
-    except OSError as err:
-        size = err.strerror or "unreadable"
-    return ModelError(f"{path}: unreadable GGUF: its header or tensor table is truncated or corrupt ({size}; "
-                      f"the reader said: {exc})")
-
-
 def read_gguf_info(path: Path) -> GGUFInfo:
-    """Read tensor types and sizes from a GGUF's header (tensor data is memory-mapped, not read)."""
-    from gguf import GGUFReader, LlamaFileType
+    """Read tensor types and sizes from a GGUF's header (auditor.artifacts.gguf_header: the tensor data and the
+    vocabulary's arrays are not read); a ModelError naming the file when it is truncated or not a GGUF."""
+    from gguf import LlamaFileType
 
     path = Path(path)
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:  # truncated or not a GGUF: one clear error naming the file
-        raise unreadable_gguf(path, exc) from None
-    field = reader.fields.get("general.file_type")
-    if field is None:
+    header = gguf_header(path)
+    value = header.metadata.get("general.file_type")
+    if value is None:
         file_type = "unknown"
     else:
-        value = int(field.contents())
         try:
-            file_type = LlamaFileType(value).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+            file_type = LlamaFileType(int(value)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
         except ValueError:
             file_type = f"file_type {value}"
-    tensors = tuple(
-        TensorInfo(t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_elements), int(t.n_bytes))
-        for t in reader.tensors
-    )
+    tensors = tuple(TensorInfo(*t) for t in header.tensors)
     return GGUFInfo(path, file_type, path.stat().st_size, tensors)
 
 

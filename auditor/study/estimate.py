@@ -24,7 +24,9 @@ groups in token order until PLAN_BUDGET_S seconds are spent. A kind's rate for
 the real model is the proxy's rate x the FLOPs of the same work on the proxy /
 on the real model (`forward_flops`: blocks and attention scale with the depth,
 the head does not); a build (cast, quantize, export) and the model load are
-scaled by parameters. Estimate of a unit = tokens / rate of its kind; of the run
+scaled by parameters. The llama.cpp kinds are quantized from one F32 GGUF of the
+proxy (`export_f32`), whose export time each kind's build counts, as the run
+exports once per variant. Estimate of a unit = tokens / rate of its kind; of the run
 = the units + compression + model load.
 
 Every unit's predicted peak memory comes from the same shape
@@ -44,6 +46,8 @@ from pathlib import Path
 from typing import Sequence
 
 from auditor.analysis.baselines import DENSE_FLOAT32
+from auditor.artifacts.gguf_info import read_gguf_info
+from auditor.artifacts.gguf_writer import tokenizer_for_model, write_gguf
 from auditor.artifacts.models import load_tokenizer
 from auditor.artifacts.precision import FLOAT32
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH
@@ -62,6 +66,8 @@ from auditor.study.rate_cache import RateCache, timing_key
 from auditor.study.runner import RunPlan, unit_dtype
 from auditor.study.spec import chain_runtimes
 from auditor.study.units import shard_indices
+from compressors.base import Variant
+from compressors.gguf_quant import quantize_gguf
 from compressors.registry import build_variant, parse_chain
 
 log = logging.getLogger(__name__)
@@ -222,19 +228,47 @@ def _time_window(backend, ids: Sequence[int]) -> float:
     return time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class F32Export:
+    """The dense model's F32 GGUF, written once and quantized into each llama.cpp kind (`time_kind`)."""
+
+    path: Path
+    export_s: float  # what writing it took: part of every kind's build, as the run exports for each variant
+
+
+def export_f32(dense, workdir: Path) -> F32Export:
+    """Write `dense` as an F32 GGUF under `workdir`, as GGUFQuantizer does before it quantizes (timed)."""
+    start = time.perf_counter()
+    path = write_gguf(dense, workdir / "dense-f32.gguf", tokenizer=tokenizer_for_model(dense), outtype="f32",
+                      name=DENSE).path
+    return F32Export(path, time.perf_counter() - start)
+
+
 def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts: PromptSet, *,
               n_groups: int, batch_size: int, pad_id: int, workdir: Path, seed: int,
               window_ids: Sequence[int] | None = None, n_threads: int | None = None,
-              peak_prefill_ids: Sequence[int] | None = None, budget_s: float | None = None) -> KindTiming:
+              peak_prefill_ids: Sequence[int] | None = None, budget_s: float | None = None,
+              f32_export: F32Export | None = None) -> KindTiming:
     """Build the kind's variant from `dense` (timed), score `n_groups` groups (timed) and one window.
 
+    With `f32_export` a llama.cpp kind is quantized from that file by llama.cpp's quantizer (F16
+    too: the same tensor types as the converter's F16) and its build is the export's time plus its
+    own: what GGUFQuantizer does, without writing the same 4 bytes per parameter once per kind.
     With `peak_prefill_ids` (llama.cpp kinds) the runtime's prefill rate on that prompt is measured
     too, best of 3 after a warm-up: the peak its scoring rate is compared with.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    variant = build_variant(parse_chain(spec) if spec else [], dense, seed=seed, workdir=workdir)
     backend_name = LLAMA_CPP if kind.startswith("llama.cpp") else TORCH
+    start = time.perf_counter()
+    if f32_export is not None and backend_name == LLAMA_CPP:
+        ftype = kind.split()[-1]  # "F16", "Q4_K_M", ...
+        path = workdir / f"dense-{ftype.lower()}.gguf"
+        quantize_gguf(f32_export.path, path, ftype)
+        read_gguf_info(path)  # as GGUFQuantizer measures the file it wrote
+        variant = Variant(spec or DENSE, gguf_path=path)
+        start -= f32_export.export_s
+    else:
+        variant = build_variant(parse_chain(spec) if spec else [], dense, seed=seed, workdir=workdir)
     backend = make_backend(variant, backend_name, tokenizer=tokenizer, batch_size=batch_size, pad_id=pad_id,
                            workdir=workdir, n_threads=n_threads, dtype=dtype)
     build_s = time.perf_counter() - start  # quantizing, casting or exporting, and loading the runtime
@@ -341,19 +375,21 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
                 continue
             measured[kind] = hit[1]
             cached.add(kind)
-    dense = None
+    dense = f32 = None
     with tempfile.TemporaryDirectory(prefix="auditor-plan-") as tmp:  # never inside the run directory
         for kind, spec in kinds.items():
             if kind in raw:
                 continue
             if dense is None:
                 dense = build_proxy()
+            if kind.startswith("llama.cpp") and f32 is None:  # one export for every llama.cpp kind (time_kind)
+                f32 = export_f32(dense, Path(tmp))
             dtype = kind.split()[-1] if kind.startswith("torch ") and not spec else "float32"
             raw[kind] = time_kind(
                 kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_timed,
                 batch_size=ctx.batch_size, pad_id=int(pad), workdir=Path(tmp) / kind.replace(" ", "_"),
                 seed=ctx.compress_seed, window_ids=window if with_window[kind] else None,
-                n_threads=ctx.threads, budget_s=budget_s)
+                n_threads=ctx.threads, budget_s=budget_s, f32_export=f32)
             measured[kind] = now_utc()
         if PROXY_KIND not in raw:  # every kind cached but the proxy's construction: build it once to time it
             dense = build_proxy()

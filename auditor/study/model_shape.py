@@ -22,9 +22,13 @@ from auditor.scoring.gemm import ModelDims
 #: The proxy `--plan` times holds at most this many parameters (0.8 GB in float32): a model this small
 #: (SmolLM2-135M) is timed at its full depth, so only its weights differ from the real model; a larger
 #: one gets as many blocks as fit, and at least PROXY_MIN_LAYERS (the embedding and head keep their
-#: full size: a 7-8B shape's proxy holds ~1.5B parameters).
+#: full size: a 7-8B shape's proxy holds ~1.9B parameters).
 PROXY_MAX_PARAMS = 200_000_000
-PROXY_MIN_LAYERS = 2
+#: Why 4: a call's costs that do not grow with the depth (the head's few answer rows reading the whole
+#: vocabulary matrix, the embedding, Python) are scaled up with the blocks' FLOPs. On two blocks of
+#: Qwen2.5-Coder-1.5B they made torch bfloat16 look half as fast as the real model (53 against 104
+#: planned tokens/s, same 16 groups, batch 8); four and eight blocks both gave 85 (docs/engine.md).
+PROXY_MIN_LAYERS = 4
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
-"""The fast GGUF metadata reader equals gguf's GGUFReader on every scalar and string value, and refuses a
-truncated or corrupt file as GGUFReader did (auditor.artifacts.gguf_header)."""
+"""The fast GGUF header reader equals gguf's GGUFReader on every scalar and string value and on the tensor
+table, and refuses a truncated or corrupt file as GGUFReader did (auditor.artifacts.gguf_header)."""
 from __future__ import annotations
 
 import pytest
 
-from auditor.artifacts.gguf_header import gguf_metadata
+from auditor.artifacts.gguf_header import gguf_header, gguf_metadata
 from auditor.core.errors import ModelError
 
 
@@ -24,6 +24,16 @@ def test_equals_gguf_reader_on_the_embedded_model(smollm2_source):
     assert ours.keys() == theirs.keys() and "tokenizer.chat_template" in ours
     for key, value in theirs.items():
         assert ours[key] == pytest.approx(value) if isinstance(value, float) else ours[key] == value, key
+
+
+def test_tensor_table_equals_gguf_reader_on_the_embedded_model(smollm2_source):
+    from gguf import GGUFReader
+
+    theirs = [(t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_elements), int(t.n_bytes))
+              for t in GGUFReader(str(smollm2_source.path)).tensors]
+    ours = [tuple(t) for t in gguf_header(smollm2_source.path).tensors]
+    assert len(ours) > 100 and {t[1] for t in ours} >= {"Q4_1", "F32"}
+    assert ours == theirs
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.999, 0.001])  # tensor data cut, last bytes gone, header itself cut

@@ -54,7 +54,7 @@ def test_a_large_model_is_timed_on_a_few_of_its_blocks():
     assert shape.n_params == one + 27 * (two - one)
 
 
-@pytest.mark.parametrize("budget, expected", [(10**12, 28), (1, 2)])
+@pytest.mark.parametrize("budget, expected", [(10**12, 28), (1, 4)])
 def test_proxy_depth_is_bounded_by_the_parameter_budget(budget, expected):
     from transformers import Qwen2Config
 
@@ -144,3 +144,37 @@ def test_a_second_plan_reads_this_machines_timings(tmp_path, tiny_model_dir, cap
     capsys.readouterr()
     assert main(["run", str(study), "--retime"]) == 2
     assert "--retime applies to --plan only" in capsys.readouterr().err
+
+
+def test_llama_cpp_kinds_are_quantized_from_one_f32_export(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """The plan writes the proxy's F32 GGUF once and quantizes it into every llama.cpp kind (the runtime
+    baseline's F16 too); each kind's build counts that export, as the run exports once per variant."""
+    from auditor.artifacts.gguf_info import read_gguf_info
+    from auditor.cli import main
+    from auditor.study import estimate
+    from tests.conftest import SAMPLE_BBQ
+    from tests.study.conftest import write_study
+
+    exports, timed = [], {}
+    real_write, real_time_kind = estimate.write_gguf, estimate.time_kind
+    monkeypatch.setattr(estimate, "write_gguf", lambda *a, **k: exports.append(k["outtype"]) or real_write(*a, **k))
+
+    def time_kind(kind, *args, **kwargs):
+        timing = real_time_kind(kind, *args, **kwargs)
+        files = sorted(kwargs["workdir"].glob("*.gguf"))
+        timed[kind] = (timing, kwargs["f32_export"], read_gguf_info(files[0]).file_type if files else None)
+        return timing
+
+    monkeypatch.setattr(estimate, "time_kind", time_kind)
+    study = write_study(tmp_path / "plan.toml", {
+        "name": "plan", "output_dir": str(tmp_path / "reports"), "models": [str(tiny_model_dir)], "seeds": [0],
+        "null_baselines": True}, data={"bbq": str(SAMPLE_BBQ), "n_items": 4},
+        compression={"variants": ["gguf-q8_0", "gguf-q4_k_m"]}, execution={"batch_size": 2, "dtype": "float32"})
+    assert main(["run", str(study), "--plan", "--plan-groups", "2"]) == 0
+    assert "llama.cpp Q4_K_M" in capsys.readouterr().out
+    llama = {kind: t for kind, t in timed.items() if kind.startswith("llama.cpp")}
+    assert {kind: file_type for kind, (_, _, file_type) in llama.items()} == {
+        "llama.cpp F16": "F16", "llama.cpp Q8_0": "Q8_0", "llama.cpp Q4_K_M": "Q4_K_M"}
+    assert exports == ["f32"]
+    (export,) = {f32 for _, f32, _ in llama.values()}
+    assert all(timing.build_s > export.export_s > 0 for timing, _, _ in llama.values())
