@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -33,8 +34,9 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _STRING, _ARRAY = 8, 9
 
 
-class GGUFTensor(NamedTuple):
-    """One entry of the tensor table: GGML type name, shape in GGUF order (ne[0] = row width), size."""
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as stored: GGML type name, shape in GGUF order (ne[0] = row width), size."""
 
     name: str
     type_name: str  # gguf.GGMLQuantizationType's name: "Q4_K", "F32", ...
@@ -42,10 +44,14 @@ class GGUFTensor(NamedTuple):
     n_elements: int
     n_bytes: int
 
+    @property
+    def is_block_matrix(self) -> bool:
+        return self.name.startswith("blk.") and self.name.endswith(".weight") and len(self.shape) >= 2
+
 
 class GGUFHeader(NamedTuple):
     metadata: dict[str, object]  # scalar and string values; arrays left out
-    tensors: tuple[GGUFTensor, ...]
+    tensors: tuple[TensorInfo, ...]
 
 
 def unreadable_gguf(path: Path, exc: Exception) -> ModelError:
@@ -96,7 +102,7 @@ def _read(path: str, size: int, mtime_ns: int) -> GGUFHeader:  # size and mtime:
         return GGUFHeader(out, tensors)
 
 
-def _tensor_table(fh: BinaryIO, n_tensors: int, alignment: int, size: int) -> tuple[GGUFTensor, ...]:
+def _tensor_table(fh: BinaryIO, n_tensors: int, alignment: int, size: int) -> tuple[TensorInfo, ...]:
     """Read the tensor table and check the data of every tensor ends within the file's `size` bytes."""
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
@@ -115,7 +121,7 @@ def _tensor_table(fh: BinaryIO, n_tensors: int, alignment: int, size: int) -> tu
         n = 1
         for d in dims:
             n *= d
-        tensors.append(GGUFTensor(name, ggml_type.name, tuple(dims), n, n // block * type_size))
+        tensors.append(TensorInfo(name, ggml_type.name, tuple(dims), n, n // block * type_size))
         end = max(end, offset + tensors[-1].n_bytes)
     start = -(-fh.tell() // alignment) * alignment
     if start + end > size:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from auditor.artifacts.gguf_header import gguf_header
+from auditor.artifacts.gguf_header import TensorInfo, gguf_header
 
 #: Types llama.cpp's quantizer may choose on purpose for each file type (its
 #: per-tensor mixes, e.g. Q6_K for some attn_v/ffn_down in *_K_M); any other
@@ -38,21 +38,6 @@ EXPECTED_TYPES: dict[str, frozenset[str]] = {
 }
 #: Weights per block of the K-quant types: rows must be a multiple of this.
 QK_K = 256
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor as stored: GGML type name, shape in GGUF order (ne[0] = row width), size."""
-
-    name: str
-    type_name: str
-    shape: tuple[int, ...]
-    n_elements: int
-    n_bytes: int
-
-    @property
-    def is_block_matrix(self) -> bool:
-        return self.name.startswith("blk.") and self.name.endswith(".weight") and len(self.shape) >= 2
 
 
 @dataclass(frozen=True)
@@ -150,8 +135,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
             file_type = LlamaFileType(int(value)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
         except ValueError:
             file_type = f"file_type {value}"
-    tensors = tuple(TensorInfo(*t) for t in header.tensors)
-    return GGUFInfo(path, file_type, path.stat().st_size, tensors)
+    return GGUFInfo(path, file_type, path.stat().st_size, header.tensors)
 
 
 def detect_fallback(info: GGUFInfo, requested: str) -> Fallback | None:

@@ -31,7 +31,7 @@ def test_tensor_table_equals_gguf_reader_on_the_embedded_model(smollm2_source):
 
     theirs = [(t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_elements), int(t.n_bytes))
               for t in GGUFReader(str(smollm2_source.path)).tensors]
-    ours = [tuple(t) for t in gguf_header(smollm2_source.path).tensors]
+    ours = [(t.name, t.type_name, t.shape, t.n_elements, t.n_bytes) for t in gguf_header(smollm2_source.path).tensors]
     assert len(ours) > 100 and {t[1] for t in ours} >= {"Q4_1", "F32"}
     assert ours == theirs
 
