@@ -99,7 +99,7 @@ def run(args) -> int:
         for kind in kinds:
             spec, dtype = KINDS[kind]
             load_start = os.getloadavg()[0]
-            timing = time_kind(kind, spec, dtype, dense, tokenizer, prompts, n_groups=len(prompts.groups),
+            timing = time_kind(kind, spec, dtype, dense, tokenizer, prompts, calls=[prompts.groups],
                                batch_size=args.batch_size, pad_id=int(pad),
                                workdir=Path(tmp) / kind.replace(" ", "_"), seed=0,
                                n_threads=args.llama_threads if kind.startswith("llama.cpp") else None,

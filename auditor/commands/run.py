@@ -55,7 +55,8 @@ def register(sub) -> None:
                    help="run (or --plan) only this variant's units now, e.g. wanda@0.7 or dense-float32; repeat "
                         "for more. The rest stay pending: a later run without --only does them")
     p.add_argument("--plan-groups", type=int, default=None, metavar="N",
-                   help="items timed per runtime kind by --plan (default: twice the study's batch_size)")
+                   help="items timed per runtime kind by --plan, in the run's own forward passes of batch_size "
+                        "items (default: four passes)")
     p.add_argument("--memory-limit", type=float, default=None, metavar="GB",
                    help="memory the run may use, in GB (10^9 bytes), instead of what this machine has available "
                         "now: a unit whose predicted peak exceeds it is refused before anything runs")

@@ -19,14 +19,16 @@ each *runtime kind* the plan uses (torch in a dtype, bitsandbytes int8/NF4,
 llama.cpp per GGUF type) is timed on a *proxy*: the source's architecture and
 widths with random decoder blocks, all of them for a model of up to
 PROXY_MAX_PARAMS parameters, else as many as fit (`proxy_model`), scoring real
-prompts of the study: warm-up, then calls of batch_size of the first `n_groups`
-groups in token order until PLAN_BUDGET_S seconds are spent. A kind's rate for
-the real model is the proxy's rate x the FLOPs of the same work on the proxy /
-on the real model (`forward_flops`: blocks and attention scale with the depth,
-the head does not); a build (cast, quantize, export) and the model load are
-scaled by parameters. The llama.cpp kinds are quantized from one F32 GGUF of the
-proxy (`export_f32`), whose export time each kind's build counts, as the run
-exports once per variant. Estimate of a unit = tokens / rate of its kind; of the run
+prompts of the study: warm-up, then some of the forward passes the run itself
+makes (`sample_calls`) until PLAN_BUDGET_S seconds are spent. A torch kind timed
+on a shallower proxy is timed again on the same passes with no blocks at all
+(`blockless`): what a pass costs that does not grow with the depth (the head, the
+embedding, Python) is counted once and the blocks' time x the model's depth /
+the proxy's (`deepen`). A llama.cpp kind's rate is the proxy's x the FLOPs of
+the same work on the proxy / on the real model (`forward_flops`). A build (cast,
+quantize, export) and the model load are scaled by parameters. The llama.cpp
+kinds are quantized from one F32 GGUF of the proxy (`export_f32`), whose export
+time each kind's build counts, as the run exports once per variant. Estimate of a unit = tokens / rate of its kind; of the run
 = the units + compression + model load.
 
 Every unit's predicted peak memory comes from the same shape
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -56,6 +59,7 @@ from auditor.data.prompts import PromptGroup
 from auditor.data.rundir import MEASURE, PPL, SCORE, Unit
 from auditor.scoring.backends.factory import make_backend
 from auditor.scoring.backends.llama_backend import planned_decode_tokens
+from auditor.scoring.backends.torch_backend import tree_batches
 from auditor.scoring.backends.trees import plan_trees
 from auditor.scoring.engine import PromptSet
 from auditor.scoring.gemm import ModelDims, forward_flops
@@ -75,9 +79,17 @@ log = logging.getLogger(__name__)
 #: `--plan` times each kind on chunks of items until this many seconds have been spent (a slow kind,
 #: e.g. bitsandbytes on CPU, then times fewer items); at least one chunk is always timed.
 PLAN_BUDGET_S = 30.0
+#: A perplexity window is one forward (about 1 s on Qwen 1.5B's proxy at 512 tokens): the median of this many.
+WINDOW_ROUNDS = 3
+#: Forward passes timed per kind unless --plan-groups says otherwise (x batch_size groups): the plan's
+#: rates from two passes of Qwen 1.5B's proxy ranged over 98-155 tokens/s (torch bfloat16, three plans).
+PLAN_PASSES = 4
 #: Under a budget the perplexity window is timed on at most this many tokens; the rate is scaled to
 #: the study's max_length by the FLOPs per token of both lengths (`window_flops_per_token`).
 BUDGET_WINDOW = 512
+#: A timing without blocks is subtracted (depth ratio - 1) times (`deepen`: 6 on Qwen 1.5B's 4-block proxy)
+#: and is short (about 1 s there, 0.8-1.4 s in three plans), so each is the median of this many rounds.
+BLOCKLESS_ROUNDS = 3
 #: The rate cache's entry for the proxy's construction time (the model load is scaled from it).
 PROXY_KIND = "proxy construction"
 
@@ -118,7 +130,10 @@ class KindTiming:
     ppl_tokens: int = 0
     ppl_wall_s: float = 0.0
     peak_tokens_per_s: float = float("nan")  # llama.cpp's prefill rate, when asked for
-
+    score_calls: int = 0  # how many of the sampled passes were timed (the budget may stop early)
+    # The same passes and window on the proxy without its blocks (`blockless`), torch kinds of a shallower proxy:
+    blockless_score_s: float | None = None
+    blockless_ppl_s: float | None = None
 
     @property
     def score_tokens_per_s(self) -> float:
@@ -190,9 +205,22 @@ def window_flops_per_token(dims: ModelDims, n_tokens: int) -> float:
     return forward_flops(dims, n_tokens, n_tokens * (n_tokens + 1) / 2, n_tokens) / n_tokens
 
 
-def sample_groups(groups: Sequence[PromptGroup], n: int) -> list[PromptGroup]:
-    """The first n groups in token order: neighbours share contexts as they do in a whole shard."""
-    return sorted(groups, key=lambda g: g.prefix_ids)[:n]
+def sample_calls(groups: Sequence[PromptGroup], batch_size: int, n_groups: int) -> list[list[PromptGroup]]:
+    """About n_groups / batch_size of the forward passes the torch engine makes over `groups` in one call, as
+    a run does over its shard (`tree_batches`: trees of similar width together), each as the groups it holds.
+
+    They are spread evenly over the passes' widths, the median one first, so a budget that stops after
+    one pass has timed a typical one. Why the run's own passes: calls of consecutive groups mix narrow
+    and wide trees in one pass, and on the Qwen 1.5B team audit 17-22% of the tokens they computed were
+    padding, against 0.8% in a run's shard; torch's rate came out 20% low (docs/engine.md).
+    """
+    plan = plan_trees(groups)
+    batches = tree_batches(plan, batch_size)
+    if not batches:
+        return []
+    k = max(1, min(len(batches), round(n_groups / batch_size)))
+    picked = sorted({int((i + 0.5) * len(batches) / k) for i in range(k)}, key=lambda b: abs(b - len(batches) // 2))
+    return [[groups[g] for g in sorted({g for t in batches[b] for g, _ in plan.members[t]})] for b in picked]
 
 
 def _planned_tokens(backend_name: str, groups: Sequence[PromptGroup]) -> int:
@@ -202,24 +230,28 @@ def _planned_tokens(backend_name: str, groups: Sequence[PromptGroup]) -> int:
     return plan_trees(groups).n_nodes
 
 
-def _time_scoring(backend, backend_name: str, groups: Sequence[PromptGroup], letter_ids,
-                  budget_s: float | None, chunk: int) -> tuple[int, int, float]:
-    """(items scored, tokens computed, seconds): all groups in one call, or calls of `chunk` groups (the
-    run's batch size: a smaller batch computes less efficiently than the run will) until `budget_s` is spent."""
-    backend.letter_logprobs(list(groups[:2]), letter_ids)  # warm-up: thread pools, allocator, kernels
-    chunk = len(groups) if budget_s is None else max(1, chunk)
-    n_items = tokens = 0
+def _time_scoring(backend, backend_name: str, calls: Sequence[Sequence[PromptGroup]], letter_ids,
+                  budget_s: float | None, rounds: int = 1) -> tuple[int, int, int, float]:
+    """(calls timed, items scored, tokens computed, seconds): `letter_logprobs` on each call in order, its
+    median of `rounds` timings counted, until `budget_s` is spent (at least one call; all without a budget)."""
+    if not calls:
+        return 0, 0, 0, 0.0
+    backend.letter_logprobs(list(calls[0][:2]), letter_ids)  # warm-up: thread pools, allocator, kernels
+    n_calls = n_items = tokens = 0
     wall = 0.0
-    for i in range(0, len(groups), chunk):
-        part = list(groups[i:i + chunk])
-        start = time.perf_counter()
-        backend.letter_logprobs(part, letter_ids)
-        wall += time.perf_counter() - start
+    for part in calls:
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            backend.letter_logprobs(list(part), letter_ids)
+            times.append(time.perf_counter() - start)
+        wall += statistics.median(times)
+        n_calls += 1
         n_items += len(part)
         tokens += _planned_tokens(backend_name, part)
         if budget_s is not None and wall >= budget_s:
             break
-    return n_items, tokens, wall
+    return n_calls, n_items, tokens, wall
 
 
 def _time_window(backend, ids: Sequence[int]) -> float:
@@ -245,11 +277,12 @@ def export_f32(dense, workdir: Path) -> F32Export:
 
 
 def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts: PromptSet, *,
-              n_groups: int, batch_size: int, pad_id: int, workdir: Path, seed: int,
+              calls: Sequence[Sequence[PromptGroup]], batch_size: int, pad_id: int, workdir: Path, seed: int,
               window_ids: Sequence[int] | None = None, n_threads: int | None = None,
               peak_prefill_ids: Sequence[int] | None = None, budget_s: float | None = None,
-              f32_export: F32Export | None = None) -> KindTiming:
-    """Build the kind's variant from `dense` (timed), score `n_groups` groups (timed) and one window.
+              f32_export: F32Export | None = None, rounds: int = 1) -> KindTiming:
+    """Build the kind's variant from `dense` (timed), score `calls` (timed, `_time_scoring`: each call's
+    median of `rounds`) and one window (the median of WINDOW_ROUNDS).
 
     With `f32_export` a llama.cpp kind is quantized from that file by llama.cpp's quantizer (F16
     too: the same tensor types as the converter's F16) and its build is the export's time plus its
@@ -273,12 +306,12 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
                            workdir=workdir, n_threads=n_threads, dtype=dtype)
     build_s = time.perf_counter() - start  # quantizing, casting or exporting, and loading the runtime
     try:
-        groups = sample_groups(prompts.groups, n_groups)
-        n_items, tokens, wall = _time_scoring(backend, backend_name, groups, prompts.letter_ids, budget_s,
-                                              chunk=batch_size)
+        n_calls, n_items, tokens, wall = _time_scoring(backend, backend_name, calls, prompts.letter_ids, budget_s,
+                                                       rounds)
         ppl_tokens, ppl_wall = 0, 0.0
         if window_ids:
-            ppl_tokens, ppl_wall = len(window_ids), _time_window(backend, window_ids)
+            ppl_tokens = len(window_ids)
+            ppl_wall = statistics.median(_time_window(backend, window_ids) for _ in range(WINDOW_ROUNDS))
         peak = float("nan")
         if peak_prefill_ids and hasattr(backend, "prefill_s"):
             backend.prefill_s(peak_prefill_ids)
@@ -286,7 +319,7 @@ def time_kind(kind: str, spec: str | None, dtype: str, dense, tokenizer, prompts
     finally:
         backend.close()
     log.info("%s: %d items, %d tokens in %.1fs (build %.1fs)", kind, n_items, tokens, wall, build_s)
-    return KindTiming(kind, n_items, tokens, wall, build_s, ppl_tokens, ppl_wall, peak)
+    return KindTiming(kind, n_items, tokens, wall, build_s, ppl_tokens, ppl_wall, peak, score_calls=n_calls)
 
 
 def _times_window(plan: RunPlan, kind: str, dtype: str) -> bool:
@@ -294,10 +327,28 @@ def _times_window(plan: RunPlan, kind: str, dtype: str) -> bool:
     return any(u.kind == PPL and unit_kind(u, dtype) == kind for u in plan.units)
 
 
-def work_flops(dims: ModelDims, groups: Sequence[PromptGroup]) -> float:
-    """FLOPs of scoring `groups` as the torch engine plans them (tokens, attended pairs, head rows)."""
-    trees = plan_trees(groups)
-    return forward_flops(dims, trees.n_nodes, trees.n_attended_pairs, trees.n_answer_nodes)
+def work_flops(dims: ModelDims, calls: Sequence[Sequence[PromptGroup]]) -> float:
+    """FLOPs of scoring `calls` as the torch engine plans them (tokens, attended pairs, head rows)."""
+    total = 0.0
+    for groups in calls:
+        trees = plan_trees(groups)
+        total += forward_flops(dims, trees.n_nodes, trees.n_attended_pairs, trees.n_answer_nodes)
+    return total
+
+
+def deepen(proxy_s: float, blockless_s: float | None, n_layers: int, proxy_layers: int) -> float | None:
+    """Seconds on a model of `n_layers` blocks for work that took `proxy_s` on `proxy_layers` of them and
+    `blockless_s` on none: the part that does not grow with the depth once, the blocks' part x the depths'
+    ratio (the proxy's blocks are the model's, shape for shape). None without a blockless timing or when
+    the two contradict that (the blockless one not below the proxy's: noise); the caller scales by FLOPs then.
+
+    Why not FLOPs alone: a pass's head (the answer rows' float32 logits, cast from the whole vocabulary
+    matrix), embedding and Python cost far more than their FLOPs. Scaled with the blocks they made the
+    plan time Qwen 1.5B's torch bfloat16 at 71-85 planned tokens/s on a 4-block proxy against 104 measured.
+    """
+    if blockless_s is None or not 0 <= blockless_s < proxy_s:
+        return None
+    return blockless_s + (proxy_s - blockless_s) * n_layers / proxy_layers
 
 
 def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float | None = PLAN_BUDGET_S,
@@ -340,10 +391,9 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
         cap = ctx.perplexity.max_length if budget_s is None else min(ctx.perplexity.max_length, BUDGET_WINDOW)
         window = corpus.ids[:min(len(corpus.ids), cap)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    n_timed = n_groups or 2 * ctx.batch_size
-    sample = sample_groups(prompts.groups, n_timed)
-    # The same work costs this much less on the proxy: its timed rates are scaled down by it.
-    score_scale = work_flops(proxy_dims, sample) / work_flops(shape.dims, sample)
+    n_timed = n_groups or PLAN_PASSES * ctx.batch_size
+    calls = sample_calls(prompts.groups, ctx.batch_size, n_timed)
+    shallower = proxy_dims.n_layers < shape.dims.n_layers
 
     def key(kind: str, with_window: bool) -> str:
         return timing_key(kind, proxy_cfg.to_json_string(use_diff=False), batch_size=ctx.batch_size,
@@ -375,6 +425,10 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
                 continue
             measured[kind] = hit[1]
             cached.add(kind)
+
+    def kind_dtype(kind: str, spec: str | None) -> str:
+        return kind.split()[-1] if kind.startswith("torch ") and not spec else "float32"
+
     dense = f32 = None
     with tempfile.TemporaryDirectory(prefix="auditor-plan-") as tmp:  # never inside the run directory
         for kind, spec in kinds.items():
@@ -384,27 +438,57 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
                 dense = build_proxy()
             if kind.startswith("llama.cpp") and f32 is None:  # one export for every llama.cpp kind (time_kind)
                 f32 = export_f32(dense, Path(tmp))
-            dtype = kind.split()[-1] if kind.startswith("torch ") and not spec else "float32"
             raw[kind] = time_kind(
-                kind, spec, dtype, dense, tokenizer, prompts, n_groups=n_timed,
+                kind, spec, kind_dtype(kind, spec), dense, tokenizer, prompts, calls=calls,
                 batch_size=ctx.batch_size, pad_id=int(pad), workdir=Path(tmp) / kind.replace(" ", "_"),
                 seed=ctx.compress_seed, window_ids=window if with_window[kind] else None,
                 n_threads=ctx.threads, budget_s=budget_s, f32_export=f32)
             measured[kind] = now_utc()
         if PROXY_KIND not in raw:  # every kind cached but the proxy's construction: build it once to time it
             dense = build_proxy()
-    del dense
+        del dense
+        # The torch kinds just timed on a shallower proxy, again on the same passes without blocks (`deepen`).
+        blockless_kinds = [kind for kind in kinds if shallower and kind.startswith("torch ") and kind not in cached]
+        bare = None
+        try:
+            for kind in blockless_kinds:
+                if bare is None:
+                    bare = proxy_model(ctx.source, shape, seed=ctx.compress_seed, n_layers=0,
+                                       trust_remote_code=ctx.trust_remote_code).to(ctx.device)
+                t = raw[kind]
+                bare_t = time_kind(
+                    kind, kinds[kind], kind_dtype(kind, kinds[kind]), bare, tokenizer, prompts,
+                    calls=calls[:t.score_calls], batch_size=ctx.batch_size, pad_id=int(pad),
+                    workdir=Path(tmp) / f"blockless_{kind.replace(' ', '_')}", seed=ctx.compress_seed,
+                    window_ids=window if with_window[kind] else None, n_threads=ctx.threads, budget_s=None,
+                    rounds=BLOCKLESS_ROUNDS)
+                raw[kind] = replace(t, blockless_score_s=bare_t.score_wall_s,
+                                    blockless_ppl_s=bare_t.ppl_wall_s if t.ppl_tokens else None)
+        except Exception as exc:  # an architecture that cannot run without blocks: its kinds keep the FLOPs scaling
+            log.warning("--plan: the proxy without blocks did not run (%s: %s); torch rates scaled by FLOPs",
+                        type(exc).__name__, exc)
+        del bare
     if cache is not None:
         for kind, timing in raw.items():
             if kind not in cached:
                 cache.put(keys[kind], asdict(timing), measured[kind])
     timings: dict[str, KindTiming] = {}
+    n_deepened = 0
     for kind in kinds:
         t = raw[kind]
-        timings[kind] = replace(t, score_wall_s=t.score_wall_s / score_scale, build_s=t.build_s * by_params,
-                                ppl_wall_s=t.ppl_wall_s * (window_flops_per_token(shape.dims, t.ppl_tokens)
-                                                           / window_flops_per_token(proxy_dims, t.ppl_tokens))
-                                if t.ppl_tokens else 0.0)
+        timed = calls[:t.score_calls] or calls
+        score_s = deepen(t.score_wall_s, t.blockless_score_s, shape.dims.n_layers, proxy_dims.n_layers)
+        if score_s is None:  # by FLOPs: the same work costs this much more on the model
+            score_s = t.score_wall_s * work_flops(shape.dims, timed) / work_flops(proxy_dims, timed)
+        else:
+            n_deepened += 1
+        ppl_s = 0.0
+        if t.ppl_tokens:
+            ppl_s = deepen(t.ppl_wall_s, t.blockless_ppl_s, shape.dims.n_layers, proxy_dims.n_layers)
+            if ppl_s is None:
+                ppl_s = t.ppl_wall_s * (window_flops_per_token(shape.dims, t.ppl_tokens)
+                                        / window_flops_per_token(proxy_dims, t.ppl_tokens))
+        timings[kind] = replace(t, score_wall_s=score_s, build_s=t.build_s * by_params, ppl_wall_s=ppl_s)
     proxy_s = raw[PROXY_KIND].build_s
 
     units = []
@@ -434,9 +518,11 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
             seconds += calib_passes[spec] * c.n_samples * c.seq_len / timings["torch float32"].score_tokens_per_s
         compression[spec] = seconds
     notes = [f"rates timed on a {proxy_dims.n_layers}-block proxy of the model ({proxy_params:,} random "
-             f"parameters; the model has {shape.n_params:,} in {shape.dims.n_layers} blocks), scaled by FLOPs; "
-             "builds and the model load scaled by parameters (the load from the proxy's construction)"
-             if proxy_dims.n_layers < shape.dims.n_layers else
+             f"parameters; the model has {shape.n_params:,} in {shape.dims.n_layers} blocks) and scaled to its "
+             f"depth: {n_deepened} kind(s) by the blocks' share of the time (the same passes timed without "
+             "blocks), the others by FLOPs; builds and the model load scaled by parameters (the load from the "
+             "proxy's construction)"
+             if shallower else
              f"rates timed on the model's architecture with random weights ({shape.n_params:,} parameters); "
              "the model load is the time to build it",
              "pruning masks and RTN rounding are not counted (seconds on a small model, minutes at 1.5B "

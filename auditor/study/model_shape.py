@@ -25,9 +25,11 @@ from auditor.scoring.gemm import ModelDims
 #: full size: a 7-8B shape's proxy holds ~1.9B parameters).
 PROXY_MAX_PARAMS = 200_000_000
 #: Why 4: a call's costs that do not grow with the depth (the head's few answer rows reading the whole
-#: vocabulary matrix, the embedding, Python) are scaled up with the blocks' FLOPs. On two blocks of
+#: vocabulary matrix, the embedding, Python) were scaled up with the blocks' FLOPs. On two blocks of
 #: Qwen2.5-Coder-1.5B they made torch bfloat16 look half as fast as the real model (53 against 104
 #: planned tokens/s, same 16 groups, batch 8); four and eight blocks both gave 85 (docs/engine.md).
+#: Torch kinds now time those costs on their own (auditor.study.estimate.deepen); the llama.cpp kinds
+#: are still scaled by FLOPs, and the deeper proxy keeps the blocks a larger share of every timing.
 PROXY_MIN_LAYERS = 4
 
 

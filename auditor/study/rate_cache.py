@@ -33,7 +33,7 @@ from auditor.scoring.backends.llama_amx import library_identity
 
 RATES_FILE = "plan-rates.json"
 #: Bumped when what a timing means changes (how `time_kind` measures), so old entries miss.
-RATES_VERSION = 1
+RATES_VERSION = 2  # 2: the run's own passes sampled; torch kinds timed without blocks too
 
 
 def timing_key(kind: str, proxy_config: str, **settings: Any) -> str:

@@ -131,7 +131,7 @@ class TorchBackend(ScoringBackend):
         with torch.inference_mode(), progress(n_prompts, "prompts") as bar, float32_head(self.model), \
                 _tree_attention(self.model, self.tree_attention == "auto"):
             prefix_kv = self._prefix_kv(plan.prefix_ids)
-            for idx in _batches(plan, self.batch_size):
+            for idx in tree_batches(plan, self.batch_size):
                 batch = [plan.trees[t] for t in idx]
                 packed = pack_trees(batch, self.pad_id, prefix_len=len(plan.prefix_ids))
                 picked = self._answer_logprobs(packed, prefix_kv)[:, :, letters].float().cpu().numpy()
@@ -360,8 +360,9 @@ def smallest_sliding_window(config) -> int | None:
     return int(window)
 
 
-def _batches(plan: TreePlan, batch_size: int) -> list[list[int]]:
-    """Tree indices in forward passes of about `batch_size` items, trees of similar size together."""
+def tree_batches(plan: TreePlan, batch_size: int) -> list[list[int]]:
+    """Tree indices in forward passes of about `batch_size` items, trees of similar size together (the
+    passes `letter_logprobs` makes, which `auditor run --plan` samples to time)."""
     order = sorted(range(len(plan.trees)), key=lambda t: plan.trees[t].n_nodes)
     batches: list[list[int]] = []
     items = 0
