@@ -22,14 +22,15 @@ PROXY_MAX_PARAMS parameters, else as many as fit (`proxy_model`), scoring real
 prompts of the study: warm-up, then some of the forward passes the run itself
 makes (`sample_calls`) until PLAN_BUDGET_S seconds are spent. A torch kind timed
 on a shallower proxy is timed again on the same passes with no blocks at all
-(`blockless`): what a pass costs that does not grow with the depth (the head, the
-embedding, Python) is counted once and the blocks' time x the model's depth /
-the proxy's (`deepen`). A llama.cpp kind's rate is the proxy's x the FLOPs of
+(`KindTiming.blockless_score_s`): what a pass costs that does not grow with the
+depth (the head, the embedding, Python) is counted once and the blocks' time x
+the model's depth / the proxy's (`deepen`). A llama.cpp kind's rate is the proxy's x the FLOPs of
 the same work on the proxy / on the real model (`forward_flops`). A build (cast,
 quantize, export) and the model load are scaled by parameters. The llama.cpp
 kinds are quantized from one F32 GGUF of the proxy (`export_f32`), whose export
-time each kind's build counts, as the run exports once per variant. Estimate of a unit = tokens / rate of its kind; of the run
-= the units + compression + model load.
+time each kind's build counts, as the run exports once per variant. Estimate of
+a unit = tokens / rate of its kind; of the run = the units + compression + model
+load.
 
 Every unit's predicted peak memory comes from the same shape
 (auditor.study.memory_plan); `auditor run` refuses units that exceed the machine's.
@@ -131,7 +132,7 @@ class KindTiming:
     ppl_wall_s: float = 0.0
     peak_tokens_per_s: float = float("nan")  # llama.cpp's prefill rate, when asked for
     score_calls: int = 0  # how many of the sampled passes were timed (the budget may stop early)
-    # The same passes and window on the proxy without its blocks (`blockless`), torch kinds of a shallower proxy:
+    # The same passes and window on the proxy without its blocks, torch kinds of a shallower proxy (`deepen`):
     blockless_score_s: float | None = None
     blockless_ppl_s: float | None = None
 
@@ -476,7 +477,7 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
     n_deepened = 0
     for kind in kinds:
         t = raw[kind]
-        timed = calls[:t.score_calls] or calls
+        timed = calls[:t.score_calls]
         score_s = deepen(t.score_wall_s, t.blockless_score_s, shape.dims.n_layers, proxy_dims.n_layers)
         if score_s is None:  # by FLOPs: the same work costs this much more on the model
             score_s = t.score_wall_s * work_flops(shape.dims, timed) / work_flops(proxy_dims, timed)

@@ -263,7 +263,8 @@ def test_a_shallower_proxy_times_torch_kinds_without_blocks_too(tmp_path, tiny_m
     assert (proxy_t.score_wall_s, bare_t.score_wall_s, n_layers, 1) in captured
     assert (proxy_t.ppl_wall_s, bare_t.ppl_wall_s, n_layers, 1) in captured
     # how many kinds were deepened depends on the tiny model's timings (noise may refuse the split): said in the notes
-    assert f"{sum(v is not None for a, v in captured.items() if a[0] == proxy_t.score_wall_s)} kind(s) by the blocks'" in out
+    n_deepened = sum(v is not None for a, v in captured.items() if a[0] == proxy_t.score_wall_s)
+    assert f"{n_deepened} kind(s) by the blocks'" in out
 
 
 def test_each_timed_pass_counts_its_median_round_and_the_budget_stops_after_a_pass(monkeypatch):
