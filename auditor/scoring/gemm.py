@@ -101,6 +101,8 @@ def measure_gemm(dims: ModelDims, tokens: int, head_rows: int, *, repeats: int =
 
     `dtype` ("float32", "bfloat16", "float16") is the type of x and W: the rate is the peak of
     the precision the model computes in, so each precision is judged against its own peak.
+    "int8" times 8-bit integer products summed in int32 (`torch._int_mm`): the arithmetic of
+    quantized kernels (llama.cpp quantizes the activations to 8 bits), counted as 2 ops a product.
 
     Best-of timing gives the machine's sustained rate without interference,
     which makes the bound the higher (stricter) one.
@@ -116,14 +118,20 @@ def measure_gemm(dims: ModelDims, tokens: int, head_rows: int, *, repeats: int =
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for name, m, k, n, count in shapes:
-            x = torch.randn(m, k, generator=gen).to(getattr(torch, dtype))
-            w = torch.randn(n, k, generator=gen).to(getattr(torch, dtype))
-            torch.matmul(x, w.t())  # warm-up: thread pool, packing buffers
+            if dtype == "int8":
+                x = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=gen)
+                w = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=gen)
+                mm = torch._int_mm
+            else:
+                x = torch.randn(m, k, generator=gen).to(getattr(torch, dtype))
+                w = torch.randn(n, k, generator=gen).to(getattr(torch, dtype))
+                mm = torch.matmul
+            mm(x, w.t())  # warm-up: thread pool, packing buffers
             inner = 1
             while True:  # enough calls per sample to outlast timer noise
                 t0 = time.perf_counter()
                 for _ in range(inner):
-                    torch.matmul(x, w.t())
+                    mm(x, w.t())
                 if time.perf_counter() - t0 >= min_time_s or inner >= 1024:
                     break
                 inner *= 2
@@ -131,7 +139,7 @@ def measure_gemm(dims: ModelDims, tokens: int, head_rows: int, *, repeats: int =
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 for _ in range(inner):
-                    torch.matmul(x, w.t())
+                    mm(x, w.t())
                 best = min(best, (time.perf_counter() - t0) / inner)
             flops = 2.0 * m * k * n
             per_shape[name] = flops / best / 1e9

@@ -32,6 +32,11 @@ time each kind's build counts, as the run exports once per variant. Estimate of
 a unit = tokens / rate of its kind; of the run = the units + compression + model
 load.
 
+The plan also prints a *floor*: the same scoring, perplexity and calibration tokens through
+the model's linear layers alone at the matmul rates measured on this CPU (`floor_seconds`,
+`matmul_peaks`): what no engine at those rates beats. It tells a team whether a deadline needs a
+faster engine, or a bigger machine (or fewer items, orders or variants).
+
 Every unit's predicted peak memory comes from the same shape
 (auditor.study.memory_plan); `auditor run` refuses units that exceed the machine's.
 
@@ -63,7 +68,7 @@ from auditor.scoring.backends.llama_backend import planned_decode_tokens
 from auditor.scoring.backends.torch_backend import tree_batches
 from auditor.scoring.backends.trees import plan_trees
 from auditor.scoring.engine import PromptSet
-from auditor.scoring.gemm import ModelDims, forward_flops
+from auditor.scoring.gemm import ModelDims, forward_flops, measure_gemm
 from auditor.scoring.perplexity import corpus_token_ids, sliding_windows
 from auditor.study.model_shape import (ModelShape, count_parameters, model_shape, proxy_config, proxy_layers,
                                       proxy_model)
@@ -93,6 +98,11 @@ BUDGET_WINDOW = 512
 BLOCKLESS_ROUNDS = 3
 #: The rate cache's entry for the proxy's construction time (the model load is scaled from it).
 PROXY_KIND = "proxy construction"
+#: The rate cache's entries for this machine's matmul peaks (`matmul_peaks`), one per arithmetic.
+PEAK_KIND = "matmul peak"
+#: The arithmetics a runtime other than torch in one dtype (llama.cpp, bitsandbytes) could run its linears in:
+#: its floor takes the fastest (ggml's quantized kernels multiply the weights with 8-bit activations).
+ANY_ARITHMETIC = ("float32", "bfloat16", "int8")
 
 
 def kind_spec(spec: str, backend: str) -> str | None:
@@ -164,6 +174,8 @@ class PlanEstimate:
     load_s: float
     load_avg: tuple[float, float]  # 1-minute load average before and after the timings
     notes: list[str] = field(default_factory=list)
+    floor_s: float | None = None  # `floor_seconds`; None where the run's device is not this CPU
+    peaks: dict[str, float] = field(default_factory=dict)  # matmul FLOP/s by arithmetic, of the floor
 
     @property
     def score_s(self) -> float:
@@ -350,6 +362,57 @@ def deepen(proxy_s: float, blockless_s: float | None, n_layers: int, proxy_layer
     if blockless_s is None or not 0 <= blockless_s < proxy_s:
         return None
     return blockless_s + (proxy_s - blockless_s) * n_layers / proxy_layers
+
+
+def floor_arithmetics(kind: str) -> tuple[str, ...]:
+    """The matmul arithmetics `kind` can compute its linears in: a torch kind in one dtype its own; any other
+    kind (llama.cpp, bitsandbytes) any of ANY_ARITHMETIC."""
+    dtype = kind.removeprefix("torch ")
+    if kind.startswith("torch ") and dtype in ("float32", "bfloat16", "float16"):
+        return (dtype,)
+    return ANY_ARITHMETIC
+
+
+def floor_seconds(dims: ModelDims, units: Sequence[UnitEstimate], calib_tokens: int,
+                  peaks: dict[str, float]) -> float | None:
+    """The least time the units' scoring and perplexity tokens, and `calib_tokens` of float32 calibration,
+    take through the model's linear layers alone, each unit at the fastest of `peaks` (FLOP/s by arithmetic)
+    its kind can use. Attention, norms, the head, builds, loads and the measurement unit are not counted, so
+    no engine at these rates finishes the same work sooner. None when some of that work has no peak."""
+    per_token = 2.0 * dims.block_params
+    work = [(calib_tokens, ("float32",))] if calib_tokens else []
+    work += [(u.tokens, floor_arithmetics(u.kind)) for u in units if u.unit.kind in (SCORE, PPL)]
+    seconds = 0.0
+    for tokens, arithmetics in work:
+        rates = [peaks[a] for a in arithmetics if a in peaks]
+        if not rates:
+            return None
+        seconds += tokens * per_token / max(rates)
+    return seconds
+
+
+def matmul_peaks(dims: ModelDims, arithmetics: Sequence[str], tokens: int, head_rows: int, *,
+                 cache: RateCache | None, key, retime: bool) -> tuple[dict[str, float], list[str]]:
+    """FLOP/s of each arithmetic at the widths of `dims` and a pass of `tokens` rows (`measure_gemm`, best of
+    3), read from `cache` under `key(PEAK_KIND arithmetic)` where kept (one this torch cannot run is left
+    out); and when the kept ones were taken."""
+    peaks: dict[str, float] = {}
+    kept: list[str] = []
+    for arithmetic in arithmetics:
+        entry = key(f"{PEAK_KIND} {arithmetic}")
+        hit = cache.get(entry) if cache and not retime else None
+        if hit is not None and isinstance(hit[0].get("flops_per_s"), (int, float)):
+            peaks[arithmetic] = float(hit[0]["flops_per_s"])
+            kept.append(hit[1])
+            continue
+        try:
+            peaks[arithmetic] = measure_gemm(dims, tokens, head_rows, repeats=3, dtype=arithmetic).flops_per_s
+        except RuntimeError as exc:  # an arithmetic this torch build cannot run here: the floor goes without it
+            log.warning("--plan: the %s matmul rate could not be measured (%s)", arithmetic, exc)
+            continue
+        if cache is not None:
+            cache.put(entry, {"flops_per_s": peaks[arithmetic]}, now_utc())
+    return peaks, kept
 
 
 def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float | None = PLAN_BUDGET_S,
@@ -540,13 +603,29 @@ def estimate_plan(plan: RunPlan, *, n_groups: int | None = None, budget_s: float
                          f"({WORKER_START_S:.0f} s start-up each), its tokens at the scoring rate of the artifact's "
                          "kind (torch float32 where the plan times no such kind); batch-1 decoding is slower per "
                          "token than scoring, so it is a lower bound on a large model")
+    floor_s, peaks = None, {}
+    if ctx.device == "cpu" and units:  # the peaks are this CPU's; on a GPU they would say nothing
+        c = ctx.calibration
+        calib_tokens = sum(calib_passes.values()) * c.n_samples * c.seq_len if calib_passes else 0
+        needed = {"float32"} if calib_tokens else set()  # the arithmetics to measure
+        for u in units:
+            if u.unit.kind in (SCORE, PPL):
+                needed.update(floor_arithmetics(u.kind))
+        first = plan_trees(calls[0]) if calls else None  # the median pass: the matmuls' row count
+        rows, head_rows = (first.n_nodes, max(1, first.n_answer_nodes)) if first else (512, 1)
+        peaks, kept = matmul_peaks(shape.dims, sorted(needed), rows, head_rows, cache=cache,
+                                   key=lambda kind: key(kind, False), retime=retime)
+        floor_s = floor_seconds(shape.dims, units, calib_tokens, peaks) if needed else None
+        if kept:
+            notes.append(f"the floor's matmul rates read from this machine's cache (taken {min(kept)}); "
+                         "`--retime` measures them anew")
     if cached:
         when = sorted(measured[k] for k in cached)
         notes.append(f"{len(cached)} of {len(raw)} timings read from this machine's cache ({cache.path}; taken "
                      f"{when[0]}" + (f" to {when[-1]}" if when[-1] != when[0] else "")
                      + "): the load average above is today's, not theirs; `--retime` measures them anew")
     return PlanEstimate(plan.run_dir, units, timings, compression, proxy_s * by_params,
-                        (load_before, os.getloadavg()[0]), notes)
+                        (load_before, os.getloadavg()[0]), notes, floor_s, peaks)
 
 
 def format_estimate(est: PlanEstimate, n_cores: int | None = None) -> str:
@@ -574,6 +653,11 @@ def format_estimate(est: PlanEstimate, n_cores: int | None = None) -> str:
     lines.append(f"estimated wall time: {est.total_s / 3600:.2f} h on {n_cores or os.cpu_count()} cores "
                  f"(rates timed at load average {est.load_avg[0]:.2f} -> {est.load_avg[1]:.2f}; a busier or "
                  "quieter machine changes it in proportion)")
+    if est.floor_s is not None:
+        rates = ", ".join(f"{a} {r / 1e9:,.0f}" for a, r in sorted(est.peaks.items()))
+        lines.append(f"floor: {est.floor_s / 3600:.2f} h: the same scoring, perplexity and calibration tokens "
+                     f"through the linear layers alone at the matmul rates measured on this CPU ({rates} GFLOP/s "
+                     "at the model's widths): a faster engine can approach it, not pass it")
     lines += [f"note: {n}" for n in est.notes]
     return "\n".join(lines)
 

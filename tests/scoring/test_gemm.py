@@ -21,3 +21,12 @@ def test_bound_is_rate_over_mean_flops() -> None:
     rate = 1e6
     assert gemm_bound_prompts_per_s(rate, DIMS, [3, 3]) == 2 * rate / (2 * prompt_flops(DIMS, 3))
     assert gemm_bound_prompts_per_s(rate, DIMS, []) != gemm_bound_prompts_per_s(rate, DIMS, [])  # NaN
+
+
+def test_int8_peak_times_integer_products() -> None:
+    """dtype "int8" times 8-bit integer matmuls (the quantized kernels' arithmetic) at every shape of a forward."""
+    from auditor.scoring.gemm import measure_gemm
+
+    m = measure_gemm(DIMS, tokens=3, head_rows=1, repeats=1, min_time_s=0.0, dtype="int8")
+    assert m.dtype == "int8" and m.flops_per_s > 0
+    assert set(m.per_shape_gflops) == {name for name, _, _ in DIMS.block_linears()} | {"lm_head"}

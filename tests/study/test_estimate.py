@@ -288,3 +288,61 @@ def test_each_timed_pass_counts_its_median_round_and_the_budget_stops_after_a_pa
     assert estimate._time_scoring(backend, "torch", passes, [1], budget_s=2.5, rounds=3) == (2, 5, 50, 3)
     assert backend.calls == [2, 3, 3, 3, 2, 2, 2]  # warm-up on the first pass's first 2 groups
     assert estimate._time_scoring(Backend(), "torch", [], [1], budget_s=None) == (0, 0, 0, 0.0)
+
+
+def test_the_floor_counts_every_kinds_tokens_at_the_fastest_arithmetic_it_can_use():
+    """floor = (calibration tokens at float32's peak + each scoring/perplexity unit's tokens at its kind's
+    fastest arithmetic) x the linears' 2 FLOPs per weight; torch kinds compute in their dtype only, llama.cpp and
+    bitsandbytes in any; the measurement unit is not counted."""
+    from auditor.data.rundir import MEASURE, PPL, SCORE, Unit
+    from auditor.study.estimate import ANY_ARITHMETIC, UnitEstimate, floor_arithmetics, floor_seconds
+
+    assert floor_arithmetics("torch bfloat16") == ("bfloat16",)
+    assert floor_arithmetics("torch float32") == ("float32",)
+    assert floor_arithmetics("llama.cpp Q4_K_M") == floor_arithmetics("torch bnb-nf4") == ANY_ARITHMETIC
+    dims = ModelDims(n_layers=2, hidden=4, intermediate=8, n_heads=2, n_kv_heads=1, head_dim=2, vocab=10)
+    per_token = 2 * dims.block_params
+    peaks = {"float32": 10.0, "bfloat16": 40.0, "int8": 80.0}
+
+    def unit(kind: str, unit_kind: str, tokens: int) -> UnitEstimate:
+        return UnitEstimate(Unit(unit_kind, "v", "v", "torch"), kind, tokens, 1.0)
+
+    units = [unit("torch bfloat16", SCORE, 100), unit("torch float32", SCORE, 50), unit("llama.cpp Q8_0", PPL, 160),
+             unit("measure", MEASURE, 10**9)]
+    expected = per_token * (30 / 10 + 100 / 40 + 50 / 10 + 160 / 80)
+    assert floor_seconds(dims, units, 30, peaks) == pytest.approx(expected)
+    # llama.cpp takes the fastest arithmetic there is, whichever it is on this machine
+    assert floor_seconds(dims, units[2:3], 0, {**peaks, "float32": 1000.0}) == pytest.approx(per_token * 160 / 1000)
+    # llama.cpp takes whichever arithmetic was measured; a bfloat16 unit without a bfloat16 rate has no floor
+    assert floor_seconds(dims, units[2:3], 0, {"float32": 10.0}) == pytest.approx(per_token * 160 / 10)
+    assert floor_seconds(dims, units[:1], 0, {"float32": 10.0}) is None
+
+
+def test_the_plan_prints_a_floor_and_keeps_its_peaks(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """The plan measures the matmul peak of each arithmetic its units need, prints the floor, and keeps the peaks
+    with the timings: the next plan reads them (no matmul timed) and prints the same floor."""
+    import re
+
+    from auditor.cli import main
+    from auditor.study import estimate
+    from tests.conftest import SAMPLE_BBQ
+    from tests.study.conftest import write_study
+
+    study = write_study(tmp_path / "plan.toml", {
+        "name": "plan", "output_dir": str(tmp_path / "reports"), "models": [str(tiny_model_dir)], "seeds": [0],
+        "null_baselines": False}, data={"bbq": str(SAMPLE_BBQ), "n_items": 4},
+        compression={"variants": ["magnitude@0.5"]}, execution={"batch_size": 2, "dtype": "float32"})
+    measured = []
+    real = estimate.measure_gemm
+    monkeypatch.setattr(estimate, "measure_gemm",
+                        lambda *a, dtype, **k: measured.append(dtype) or real(*a, dtype=dtype, **k))
+    assert main(["run", str(study), "--plan", "--plan-groups", "2"]) == 0
+    first = capsys.readouterr().out
+    assert measured == ["float32"]  # float32 torch units only: one arithmetic
+    floor = re.search(r"floor: ([\d.]+) h: .*measured on this CPU \(float32 [\d,]+ GFLOP/s", first)
+    assert floor and float(floor.group(1)) >= 0
+    measured.clear()
+    assert main(["run", str(study), "--plan", "--plan-groups", "2"]) == 0
+    second = capsys.readouterr().out
+    assert measured == [] and "the floor's matmul rates read from this machine's cache" in second
+    assert re.search(r"floor: ([\d.]+) h", second).group(1) == floor.group(1)
