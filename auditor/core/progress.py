@@ -1,5 +1,6 @@
 """Progress: a bar with items/s and ETA for long loops (rich) on a terminal; plain unit lines and a heartbeat
-with the estimated time left for a log (`start_unit_progress`), when stdout is not a terminal."""
+with the estimated time left, and where the running unit's loop is, for a log (`start_unit_progress`), when
+stdout is not a terminal."""
 from __future__ import annotations
 
 import math
@@ -16,20 +17,48 @@ T = TypeVar("T")
 
 
 class _Bar:
-    def __init__(self, progress, task) -> None:
+    """One loop's count: what the rich bar shows on a terminal, and what a log's heartbeat reads (`loop_text`)."""
+
+    def __init__(self, total: int, unit: str, progress=None, task=None) -> None:
+        self.total, self.unit, self.done, self.start = total, unit, 0, time.monotonic()
         self._progress, self._task = progress, task
 
     def update(self, n: int = 1) -> None:
+        self.done += n
         if self._progress is not None:
             self._progress.advance(self._task, n)
 
 
+#: The loops running now, innermost last (a loop's progress() is entered and left on one thread at a time).
+_loops: list[_Bar] = []
+
+
+def loop_text() -> str | None:
+    """The innermost running loop as "done/total unit, h:mm:ss left in it" (None when no loop runs): where a
+    unit is, for a heartbeat before any unit has finished."""
+    running = _loops[-1:]  # one read: the heartbeat's thread may see the loop end meanwhile
+    if not running:
+        return None
+    bar = running[0]
+    text = f"{bar.done:,}/{bar.total:,} {bar.unit}"
+    if 0 < bar.done < bar.total:
+        rate = bar.done / max(time.monotonic() - bar.start, 1e-9)
+        text += f", about {_clock_text((bar.total - bar.done) / rate)} left in it"
+    return text
+
+
 @contextmanager
 def progress(total: int, unit: str) -> Iterator[_Bar]:
-    """Shows `done/total unit, unit/s, ETA` on stderr when it is a terminal (or AUDITOR_PROGRESS=1)."""
+    """Counts a loop of `total` steps (`loop_text` reads it) and shows `done/total unit, unit/s, ETA` on stderr
+    when it is a terminal (or AUDITOR_PROGRESS=1)."""
     show = sys.stderr.isatty() or os.environ.get("AUDITOR_PROGRESS") == "1"
     if not show or total <= 0:
-        yield _Bar(None, None)
+        bar = _Bar(total, unit)
+        _loops.append(bar)
+        try:
+            yield bar
+        finally:
+            _loops.remove(bar)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -42,7 +71,12 @@ def progress(total: int, unit: str) -> Iterator[_Bar]:
     with Progress(TextColumn(f"[bold]{unit}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
         task = prog.add_task(unit, total=total)
-        yield _Bar(prog, task)
+        bar = _Bar(total, unit, prog, task)
+        _loops.append(bar)
+        try:
+            yield bar
+        finally:
+            _loops.remove(bar)
 
 
 #: Seconds between heartbeat lines of `start_unit_progress` (0 turns them off); default DEFAULT_HEARTBEAT_S.
@@ -123,8 +157,9 @@ class UnitProgress:
         return f"about {_clock_text(per_unit * left)} left"
 
     def heartbeat(self) -> None:
+        loop = loop_text()
         self._say(f"{self.done}/{self.total} units finished, {_clock_text(self.clock() - self.start)} elapsed, "
-                  f"{self.eta_text()}")
+                  f"{self.eta_text()}" + (f"; the running unit: {loop}" if loop else ""))
 
     def follow(self, results: Iterable[T], labels: Sequence[str] | None, label: Callable[[T], str],
                error: Callable[[T], str | None]) -> Iterator[T]:

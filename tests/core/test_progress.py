@@ -79,6 +79,27 @@ def test_the_heartbeat_thread_beats_until_closed(monkeypatch):
     assert out.getvalue().count("\n") == beats  # closed: no line after
 
 
+def test_the_heartbeat_says_where_the_running_units_loop_is(monkeypatch):
+    """Before any unit finishes the run's time left is unknown, but the running unit's loop (prompts scored,
+    windows) is counted even off a terminal: the heartbeat says done/total and the time left in it."""
+    from auditor.core import progress as progress_module
+
+    monkeypatch.delenv("AUDITOR_PROGRESS", raising=False)
+    monkeypatch.setattr(progress_module.sys.stderr, "isatty", lambda: False, raising=False)
+    out = io.StringIO()
+    reporter = UnitProgress(total=2, done=0, stream=out, interval_s=0, clock=Clock())
+    with progress_module.progress(1200, "prompts") as bar:
+        reporter.heartbeat()  # nothing counted yet: no time left to say
+        bar.update(300)
+        reporter.heartbeat()
+    reporter.heartbeat()  # the loop has ended
+    beats = out.getvalue().splitlines()
+    assert beats[0].endswith("time left unknown until a unit finishes; the running unit: 0/1,200 prompts")
+    assert re.search(r"time left unknown until a unit finishes; the running unit: 300/1,200 prompts, "
+                     r"about \d+:\d\d:\d\d left in it$", beats[1]), beats[1]
+    assert beats[2].endswith("time left unknown until a unit finishes")
+
+
 def test_a_study_run_into_a_log_says_each_unit_and_beats(small_study, capsys, monkeypatch):
     monkeypatch.setenv(HEARTBEAT_ENV, "0.05")
     study = small_study("logged", variants=("magnitude@0.5",), n_items=4, seeds=(0,))
