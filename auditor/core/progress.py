@@ -48,17 +48,23 @@ def loop_text() -> str | None:
 
 
 @contextmanager
+def _running(bar: _Bar) -> Iterator[_Bar]:
+    """`bar` among the running loops while the block runs."""
+    _loops.append(bar)
+    try:
+        yield bar
+    finally:
+        _loops.remove(bar)
+
+
+@contextmanager
 def progress(total: int, unit: str) -> Iterator[_Bar]:
     """Counts a loop of `total` steps (`loop_text` reads it) and shows `done/total unit, unit/s, ETA` on stderr
     when it is a terminal (or AUDITOR_PROGRESS=1)."""
     show = sys.stderr.isatty() or os.environ.get("AUDITOR_PROGRESS") == "1"
     if not show or total <= 0:
-        bar = _Bar(total, unit)
-        _loops.append(bar)
-        try:
+        with _running(_Bar(total, unit)) as bar:
             yield bar
-        finally:
-            _loops.remove(bar)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -71,12 +77,8 @@ def progress(total: int, unit: str) -> Iterator[_Bar]:
     with Progress(TextColumn(f"[bold]{unit}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
         task = prog.add_task(unit, total=total)
-        bar = _Bar(total, unit, prog, task)
-        _loops.append(bar)
-        try:
+        with _running(_Bar(total, unit, prog, task)) as bar:
             yield bar
-        finally:
-            _loops.remove(bar)
 
 
 #: Seconds between heartbeat lines of `start_unit_progress` (0 turns them off); default DEFAULT_HEARTBEAT_S.
