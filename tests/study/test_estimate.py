@@ -313,7 +313,7 @@ def test_the_floor_counts_every_kinds_tokens_at_the_fastest_arithmetic_it_can_us
     assert floor_seconds(dims, units, 30, peaks) == pytest.approx(expected)
     # llama.cpp takes the fastest arithmetic there is, whichever it is on this machine
     assert floor_seconds(dims, units[2:3], 0, {**peaks, "float32": 1000.0}) == pytest.approx(per_token * 160 / 1000)
-    # llama.cpp takes whichever arithmetic was measured; a bfloat16 unit without a bfloat16 rate has no floor
+    # with only float32 measured llama.cpp counts at it, and a bfloat16 unit has no floor at all
     assert floor_seconds(dims, units[2:3], 0, {"float32": 10.0}) == pytest.approx(per_token * 160 / 10)
     assert floor_seconds(dims, units[:1], 0, {"float32": 10.0}) is None
 
