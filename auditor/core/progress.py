@@ -112,7 +112,10 @@ class UnitProgress:
     CI log or `nohup` keeps is readable line by line.
 
     `done` units were finished before this process started (a resume); the estimate uses only the units this
-    process finished: mean wall time per unit times the units left, "unknown" until the first one finishes.
+    process finished: their mean wall time (from the start to the last one finished, over their number) times
+    the units left, less the time the running unit has had since (at most one mean), "unknown" until the first
+    one finishes. Counting the running unit's time as if it were finished work made the estimate grow with every
+    heartbeat: by 51 min a minute on the findings study with 2 of its 104 units finished.
     """
 
     def __init__(self, total: int, done: int, stream: TextIO | None, interval_s: float,
@@ -120,6 +123,7 @@ class UnitProgress:
         self.total, self.done, self.stream, self.interval_s, self.clock = total, done, stream, interval_s, clock
         self.start = clock()
         self.finished_here = 0
+        self.last_finish = self.start  # when this process last finished a unit
         self.unit_start: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -145,6 +149,7 @@ class UnitProgress:
         if error is None:
             self.done += 1
             self.finished_here += 1
+            self.last_finish = self.clock()
             self._say(f"unit {label} finished in {_clock_text(took)} ({self.done}/{self.total} finished)")
         else:
             self._say(f"unit {label} failed after {_clock_text(took)}: {' '.join(error.splitlines())}")
@@ -155,8 +160,9 @@ class UnitProgress:
             return "nothing left"
         if not self.finished_here:
             return "time left unknown until a unit finishes"
-        per_unit = (self.clock() - self.start) / self.finished_here
-        return f"about {_clock_text(per_unit * left)} left"
+        per_unit = (self.last_finish - self.start) / self.finished_here
+        running = min(self.clock() - self.last_finish, per_unit)
+        return f"about {_clock_text(per_unit * left - running)} left"
 
     def heartbeat(self) -> None:
         loop = loop_text()

@@ -46,6 +46,16 @@ def test_unit_lines_and_the_estimate_from_the_units_this_process_finished():
         # 90 s for the 2 units finished here: 45 s per unit, 1 left
         "progress: 3/4 units finished, 0:01:30 elapsed, about 0:00:45 left",
     ]
+    # the last unit has run 20 s of its expected 45: 25 s left, not 55 (elapsed over units finished) ...
+    clock.now += 20.0
+    progress.heartbeat()
+    # ... and once it has run longer than a mean unit the estimate stays at nothing more to wait for, not growing
+    clock.now += 60.0
+    progress.heartbeat()
+    assert out.getvalue().splitlines()[-2:] == [
+        "progress: 3/4 units finished, 0:01:50 elapsed, about 0:00:25 left",
+        "progress: 3/4 units finished, 0:02:50 elapsed, about 0:00:00 left",
+    ]
 
 
 def test_without_labels_only_finished_units_are_said():
