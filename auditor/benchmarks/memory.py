@@ -37,6 +37,7 @@ from pathlib import Path
 
 from auditor.artifacts.models import resolve_model, return_freed_memory, source_chat_template
 from auditor.core.errors import AuditorError
+from auditor.core.rss import reset_peak, vm_hwm_bytes, vm_rss_bytes
 from auditor.core.names import DENSE, TORCH
 from auditor.data.bbq import select_items
 from auditor.data.prompt_format import choose_format
@@ -172,40 +173,6 @@ def measure_step(settings: StepSettings, *, timeout_s: float | None = None) -> S
 
 
 # --- the child process ------------------------------------------------------------------------------------
-
-
-def vm_hwm_bytes() -> int:
-    """The process's resident high-water mark: VmHWM on Linux, else ru_maxrss (KiB; bytes on macOS)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    scale = 1 if sys.platform == "darwin" else 1024
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
-
-
-def vm_rss_bytes() -> int:
-    """Resident memory now (VmRSS); 0 where /proc is absent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: 5 written to /proc/self/clear_refs); False if refused."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def run_step(settings: StepSettings) -> StepPeak:

@@ -39,6 +39,12 @@ def run(args) -> int:
     print(f"units: {status.n_finished}/{len(status.units)} finished; report: {report}")
     width = max((len(u.id) for u in status.units), default=0)
     for u in status.units:
-        print(f"  {u.state:<9} {u.id:<{width}}  {u.variant} on {u.backend}"
+        peak = f"  peak {u.peak_rss_bytes / 1e9:.2f} GB" if u.peak_rss_bytes else ""
+        print(f"  {u.state:<9} {u.id:<{width}}  {u.variant} on {u.backend}{peak}"
               + (f"  - {u.problem}" if u.problem else ""))
+    measured = [u for u in status.units if u.peak_rss_bytes]
+    if measured:  # the run's peak memory, whichever invocations ran its units (a resumed run included)
+        top = max(measured, key=lambda u: u.peak_rss_bytes)
+        print(f"highest unit peak memory: {top.peak_rss_bytes / 1e9:.2f} GB ({top.id}; {len(measured)} of "
+              f"{status.n_finished} finished units measured)")
     return 0

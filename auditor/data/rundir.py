@@ -178,10 +178,11 @@ def file_digest(path: Path) -> dict[str, int | str]:
     return {"size_bytes": path.stat().st_size, "sha256": sha.hexdigest()}
 
 
-def commit_record(run_dir: Path, unit: Unit, key: str, finished_utc: str) -> dict:
-    """The commit record of a unit whose files are written: its key and each file's size and sha256."""
+def commit_record(run_dir: Path, unit: Unit, key: str, finished_utc: str, peak_rss: dict | None = None) -> dict:
+    """The commit record of a unit whose files are written: its key and each file's size and sha256, and the
+    unit's measured peak memory (`peak_rss_bytes`, `children_peak_rss_bytes`; auditor.study.units) when given."""
     files = unit.written(run_dir)
-    return {"unit": unit.id, "unit_key": key, "finished_utc": finished_utc,
+    return {"unit": unit.id, "unit_key": key, "finished_utc": finished_utc, **(peak_rss or {}),
             "files": {p.relative_to(run_dir).as_posix(): file_digest(p) for p in files}}
 
 
@@ -655,6 +656,7 @@ class UnitStatus:
     state: str  # FINISHED | PENDING | DAMAGED | UNIT_FAILED
     final: str = ""  # the unit's final file, relative to the run directory
     problem: str = ""  # why it is damaged or failed (or what a pending unit left behind)
+    peak_rss_bytes: int | None = None  # a finished unit's peak resident memory, from its commit record
 
 
 @dataclass(frozen=True)
@@ -732,6 +734,15 @@ def state_file_problem(run_dir: Path) -> str:
     return ""
 
 
+def _peak_rss(run_dir: Path, unit: Unit) -> int | None:
+    """The unit's peak resident memory as its commit record keeps it: its own process's or, when higher, a
+    child's it waited for; None for a record without one (runs before it was kept, or not Linux)."""
+    doc = read_commit(run_dir, unit) or {}
+    peaks = [doc.get(k) for k in ("peak_rss_bytes", "children_peak_rss_bytes")]
+    peaks = [p for p in peaks if isinstance(p, int) and not isinstance(p, bool)]
+    return max(peaks) if peaks else None
+
+
 def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
     """What a run directory holds: planned units, which are finished, and whether a process runs it.
 
@@ -755,7 +766,8 @@ def run_status(run_dir: Path, manifest: dict | None = None) -> RunStatus:
         if state != FINISHED and unit.id in failures:
             state, problem = UNIT_FAILED, failures[unit.id]
         units.append(UnitStatus(unit.id, unit.kind, unit.variant, unit.backend, unit.shard, state,
-                                unit.final_path(run_dir).relative_to(run_dir).as_posix(), problem))
+                                unit.final_path(run_dir).relative_to(run_dir).as_posix(), problem,
+                                _peak_rss(run_dir, unit) if state == FINISHED else None))
     state_doc = read_state_file(run_dir)
     holder = lock_holder(run_dir)
     recorded = state_doc.get("state", "unknown")

@@ -541,12 +541,12 @@ def _commit(run_dir: Path, result, key: str) -> None:
             _guard(save_base, base)(result.kld_base, base)
             figures["kld"] = {**figures.get("kld", {}), "base_file": base.name, "base_bytes": base.stat().st_size}
         _guard(write_json, final)(figures, final)
-    _write_commit(run_dir, unit, key, finished)
+    _write_commit(run_dir, unit, key, finished, result.peak_rss)
 
 
-def _write_commit(run_dir: Path, unit: Unit, key: str, finished_utc: str) -> None:
+def _write_commit(run_dir: Path, unit: Unit, key: str, finished_utc: str, peak_rss: dict | None = None) -> None:
     path = unit.commit_path(run_dir)
-    _guard(write_json, path)(commit_record(run_dir, unit, key, finished_utc), path)
+    _guard(write_json, path)(commit_record(run_dir, unit, key, finished_utc, peak_rss), path)
 
 
 def _merge_variants(run_dir: Path, plan: RunPlan) -> None:

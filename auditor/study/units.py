@@ -48,6 +48,7 @@ from auditor.artifacts.models import (DENSE_WEIGHTS_FOLDER, ModelSource, float32
 from auditor.artifacts.precision import FLOAT32, is_bnb_quantized, model_compute_dtype, torch_dtype
 from auditor.core.errors import AuditorError
 from auditor.core.names import DENSE, LLAMA_CPP, TORCH, variant_id
+from auditor.core.rss import children_peak_bytes, reset_peak, vm_hwm_bytes
 from auditor.data.bbq import BBQItem
 from auditor.data.cloze import CLOZE_VERSION, cloze_requests
 from auditor.data.prompt_format import CHAT, CHAT_VERSION, PromptFormat
@@ -106,6 +107,24 @@ class UnitResult:
     kld_base: KldBase | None = None  # the dense perplexity unit's rows (auditor.analysis.kld), committed beside it
     error: str | None = None  # why the unit failed (then nothing else is set)
     measurements: Any = None  # the measurement unit's auditor.measure.measurement.MeasureReport
+    peak_rss: dict[str, int | None] = field(default_factory=dict)  # `_UnitPeak.read()`, kept in the commit record
+
+
+class _UnitPeak:
+    """A unit's peak resident memory, for its commit record: this process's high-water mark reset when the unit
+    starts (what it holds then, e.g. the variant kept from the shard before, plus what it adds), and the
+    largest child process it waited for (a converter, the measurement's timing workers) where one peaked
+    higher than any before. None where the mark cannot be reset (not Linux): the process's peak since it
+    started would say nothing about the unit."""
+
+    def __init__(self) -> None:
+        self.reset = reset_peak()
+        self.children_before = children_peak_bytes()
+
+    def read(self) -> dict[str, int | None]:
+        children = children_peak_bytes()
+        return {"peak_rss_bytes": vm_hwm_bytes() if self.reset else None,
+                "children_peak_rss_bytes": children if children > self.children_before else None}
 
 
 def shard_indices(n_items: int, shard: int, n_shards: int) -> np.ndarray:
@@ -195,9 +214,12 @@ class UnitWorker:
         units still run; any other exception is a bug and propagates."""
         log.info("unit %s: started", unit.id)
         start = time.perf_counter()
+        peaks = _UnitPeak()
         try:
             if unit.kind == MEASURE:
-                return self._measure(unit, start)
+                result = self._measure(unit, start)
+                result.peak_rss = peaks.read()
+                return result
             dtype = FLOAT32 if unit.variant == DENSE_FLOAT32 else self.ctx.dtype
             built = self._variant(unit.spec, unit.backend, dtype)
             backend = self._backend(built, unit.backend, dtype)
@@ -215,6 +237,7 @@ class UnitWorker:
             "n_shards": unit.n_shards, "unit_wall_s": time.perf_counter() - start,
             "compute_dtype": getattr(backend, "compute_dtype", "gguf"),
         })
+        result.peak_rss = peaks.read()
         _test_delay(unit)
         return result
 

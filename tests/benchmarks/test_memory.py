@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from auditor.benchmarks.memory import StepPeak, fit_bytes_per_param, reset_peak, vm_hwm_bytes, vm_rss_bytes
+from auditor.benchmarks.memory import StepPeak, fit_bytes_per_param
 from auditor.cli import main
+from auditor.core.rss import reset_peak, vm_hwm_bytes, vm_rss_bytes
 
 
 def _peak(n_params: int, peak: int, step: str = "load") -> StepPeak:

@@ -87,3 +87,45 @@ def test_gguf_source_gets_a_float32_folder_removed_at_close(tmp_path, converter,
     finally:
         worker.close()
     assert not folder.exists() and path.is_file()
+
+
+def test_each_finished_unit_keeps_its_own_peak_memory_and_status_shows_the_highest(small_study, capsys,
+                                                                                  monkeypatch):
+    """A unit's commit record keeps its peak resident memory: the process's high-water mark reset when the unit
+    starts, so a unit that allocates 300 MB peaks 300 MB higher and the next one, after it freed them, does not.
+    `auditor status` shows each unit's and the run's highest (any invocation's units, a resumed run's too)."""
+    import pytest
+
+    from auditor.cli import main
+    from auditor.core.rss import reset_peak
+    from auditor.data.rundir import Unit, load_manifest, read_commit
+    from auditor.study import units
+
+    if not reset_peak():
+        pytest.skip("this system cannot reset the resident high-water mark (/proc/self/clear_refs)")
+    real_score = units.score
+    big = 300 * 1024 * 1024
+
+    def score(backend, prompts, variant):
+        if variant == "dense":  # the first unit run: 300 MB touched, then freed
+            held = np.ones(big, dtype=np.uint8)
+            assert held.sum() == big
+            del held
+        return real_score(backend, prompts, variant)
+
+    monkeypatch.setattr(units, "score", score)
+    study = small_study("peaks", variants=("magnitude@0.5",), n_items=4, seeds=(0,))
+    assert main(["run", str(study)]) == 0
+    run_dir = study.parent / "reports" / "peaks"
+    manifest = load_manifest(run_dir)
+    peaks = {}
+    for raw in manifest["units"]:
+        unit = Unit.from_manifest(raw)
+        peaks[unit.variant] = read_commit(run_dir, unit)["peak_rss_bytes"]
+    assert all(isinstance(p, int) and p > 0 for p in peaks.values()), peaks
+    assert peaks["dense"] - peaks["magnitude@0.5"] > 0.8 * big, peaks
+    capsys.readouterr()
+    assert main(["status", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert sum(" peak " in line for line in out.splitlines() if line.startswith("  finished")) == len(peaks)
+    assert f"highest unit peak memory: {peaks['dense'] / 1e9:.2f} GB (" in out and "2 of 2 finished units" in out
