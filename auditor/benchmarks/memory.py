@@ -37,8 +37,8 @@ from pathlib import Path
 
 from auditor.artifacts.models import resolve_model, return_freed_memory, source_chat_template
 from auditor.core.errors import AuditorError
-from auditor.core.rss import reset_peak, vm_hwm_bytes, vm_rss_bytes
 from auditor.core.names import DENSE, TORCH
+from auditor.core.rss import reset_peak, vm_hwm_bytes, vm_rss_bytes
 from auditor.data.bbq import select_items
 from auditor.data.prompt_format import choose_format
 from auditor.data.rundir import PPL, SCORE, Unit

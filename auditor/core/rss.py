@@ -26,7 +26,9 @@ def _status_bytes(field: str) -> int | None:
 
 
 def vm_hwm_bytes() -> int:
-    """The process's resident high-water mark: VmHWM on Linux, else ru_maxrss."""
+    """The process's resident high-water mark: VmHWM on Linux, the mark of the address space exec created;
+    elsewhere ru_maxrss. Not ru_maxrss on Linux: it carries the forked parent's mark across execve, so a
+    child of a parent holding two models would report the parent's memory."""
     hwm = _status_bytes("VmHWM:")
     return hwm if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * _RU_SCALE
 

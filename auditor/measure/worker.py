@@ -23,13 +23,13 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from auditor.artifacts.models import load_model, resolve_model
+from auditor.core.rss import vm_hwm_bytes
 from auditor.data.prompts import PromptGroup
 from auditor.scoring.backends.llama_amx import extra_weight_buffers
 from auditor.scoring.backends.llama_backend import LlamaCppBackend, open_llama
@@ -40,24 +40,6 @@ def _rss_bytes() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
-
-
-def _peak_rss_bytes() -> int:
-    """This process's peak resident memory.
-
-    Linux: VmHWM of /proc/self/status, the high-water mark of the address space
-    created by exec. Not ru_maxrss: Linux carries the pre-exec (forked parent's)
-    high-water mark into ru_maxrss across execve, so a child of a parent holding
-    two models would report the parent's memory. Elsewhere ru_maxrss (KiB; bytes on macOS).
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # "VmHWM:  123456 kB"
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
 def _groups(request: dict):
@@ -206,7 +188,7 @@ def measure(request: dict) -> dict:
     prefill_s = [runtime.prefill(prompt) for _ in range(repeats)]
     decodes = [runtime.decode(prompt, request["new_tokens"]) for _ in range(repeats)]
     bbq = _bbq_latency(runtime, request)
-    peak = _peak_rss_bytes()
+    peak = vm_hwm_bytes()
     for _ in range(repeats - 1):
         runtime.unload()
         gc.collect()
