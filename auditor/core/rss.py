@@ -3,7 +3,7 @@
 A step's peak (a study unit, a `bench memory` step) is VmHWM read after the step with the mark reset at its
 start (5 written to /proc/self/clear_refs, Linux >= 4.0), so it counts what is resident when the step starts
 plus what the step adds. Children (converter or measurement processes) are not in it: `children_peak_bytes`
-is the largest of those this process has waited for.
+bounds those this process has waited for from above.
 """
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ def vm_rss_bytes() -> int:
 
 
 def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: 5 written to /proc/self/clear_refs); False if refused."""
+    """Reset VmHWM to the current RSS (Linux >= 4.0: 5 written to /proc/self/clear_refs); False if refused.
+
+    The earlier mark is gone for good: the kernel reads the mark at exit for ru_maxrss, so `/usr/bin/time -v`
+    on a process that resets reports its peak since the last reset, not its whole life."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -48,6 +51,11 @@ def reset_peak() -> bool:
 
 
 def children_peak_bytes() -> int:
-    """The largest resident high-water mark among the child processes this process has waited for (ru_maxrss
-    of RUSAGE_CHILDREN; it cannot be reset, so a step's children peaked above it only if it rose)."""
+    """An upper bound of the resident high-water marks of the child processes this process has waited for
+    (ru_maxrss of RUSAGE_CHILDREN; it cannot be reset, so a step's children peaked above it only if it rose).
+
+    Not a child's own peak on Linux: execve keeps the mark of the address space the child was forked (or
+    vforked) with, so a child counts this process's memory when it was started. In the findings study the
+    converter of wanda@0.5+gguf-q4_k_m, sampled at 0.93 GB at most, was counted at 9.94 GB, the parent's
+    mark when it started. The measurement's timing workers report their own VmHWM in their results."""
     return int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * _RU_SCALE

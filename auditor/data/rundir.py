@@ -735,8 +735,10 @@ def state_file_problem(run_dir: Path) -> str:
 
 
 def _peak_rss(run_dir: Path, unit: Unit) -> int | None:
-    """The unit's peak resident memory as its commit record keeps it: its own process's or, when higher, a
-    child's it waited for; None for a record without one (runs before it was kept, or not Linux)."""
+    """The unit's peak resident memory as its commit record keeps it: its own process's or, when higher, the
+    bound of the children it waited for where it rose (auditor.core.rss.children_peak_bytes: never below a
+    child's own peak, so the highest over a run's records is never below any one process's); None for a
+    record without one (runs before it was kept, or not Linux)."""
     doc = read_commit(run_dir, unit) or {}
     peaks = [doc.get(k) for k in ("peak_rss_bytes", "children_peak_rss_bytes")]
     peaks = [p for p in peaks if isinstance(p, int) and not isinstance(p, bool)]

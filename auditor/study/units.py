@@ -112,10 +112,11 @@ class UnitResult:
 
 class _UnitPeak:
     """A unit's peak resident memory, for its commit record: this process's high-water mark reset when the unit
-    starts (what it holds then, e.g. the variant kept from the shard before, plus what it adds), and the
-    largest child process it waited for (a converter, the measurement's timing workers) where one peaked
-    higher than any before. None where the mark cannot be reset (not Linux): the process's peak since it
-    started would say nothing about the unit."""
+    starts (what it holds then, e.g. the variant kept from the shard before, plus what it adds), and an upper
+    bound of the child processes it waited for (a converter, the measurement's timing workers) where it rose
+    above any before (`children_peak_bytes`: a child counts this process's memory when it started). None
+    where the mark cannot be reset (not Linux): the process's peak since it started would say nothing about
+    the unit."""
 
     def __init__(self) -> None:
         self.reset = reset_peak()
