@@ -55,7 +55,6 @@ def children_peak_bytes() -> int:
     (ru_maxrss of RUSAGE_CHILDREN; it cannot be reset, so a step's children peaked above it only if it rose).
 
     Not a child's own peak on Linux: execve keeps the mark of the address space the child was forked (or
-    vforked) with, so a child counts this process's memory when it was started. In the findings study the
-    converter of wanda@0.5+gguf-q4_k_m, sampled at 0.93 GB at most, was counted at 9.94 GB, the parent's
-    mark when it started. The measurement's timing workers report their own VmHWM in their results."""
+    vforked) with, so a child counts this process's memory when it was started (a measured case: docs/study.md,
+    "Each unit's peak memory"). The measurement's timing workers report their own VmHWM in their results."""
     return int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * _RU_SCALE
