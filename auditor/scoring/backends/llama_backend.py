@@ -42,6 +42,7 @@ import numpy as np
 from auditor.artifacts.models import resolve_model
 from auditor.core.errors import AuditorError, ModelError
 from auditor.core.progress import progress
+from auditor.core.signals import held_signals
 from auditor.data.prompts import PromptGroup
 from auditor.scoring.backends.base import ScoringBackend
 from auditor.scoring.backends.llama_amx import extra_weight_buffers
@@ -384,19 +385,29 @@ class LlamaCppBackend(ScoringBackend):
             return
         queue = iter(batches)
         lock = threading.Lock()
+        stop = threading.Event()  # a lane failed, or Ctrl-C / SIGTERM came: lanes end after the batch in hand
 
         def take():
-            while True:
+            while not stop.is_set():
                 with lock:
                     batch = next(queue, None)
                 if batch is None:
                     return
                 yield batch
 
+        def run(lane: _Lane) -> None:
+            try:
+                self._run_lane(lane, plan, take(), record)
+            except BaseException:
+                stop.set()
+                raise
+
         try:
-            with ThreadPoolExecutor(max_workers=n) as pool:
-                for done in [pool.submit(self._run_lane, lane, plan, take(), record) for lane in self._open_lanes(n)]:
-                    done.result()  # re-raises a lane's error here
+            # The signals wait until every lane has returned: the caller frees the contexts when they arrive.
+            with held_signals(stop), ThreadPoolExecutor(max_workers=n) as pool:
+                running = [pool.submit(run, lane) for lane in self._open_lanes(n)]
+            for done in running:
+                done.result()  # re-raises a lane's error here
         finally:
             self._llama_cpp.llama_set_n_threads(self.llm.ctx, self.n_threads, self.n_threads)
 

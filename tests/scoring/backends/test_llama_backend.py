@@ -353,3 +353,77 @@ def test_score_reports_planned_and_computed_tokens(backend, prompts):
     # One lane: llama.cpp computes exactly the plan, the torch engine's plan of the same prompts.
     assert result.planned_tokens == result.computed_tokens == plan_trees(prompts.groups).n_nodes
     assert result.planned_tokens < sum(len(g.full_ids(s)) for g in prompts.groups for s in range(3))
+
+
+def test_sigterm_stops_the_lanes_before_the_call_returns(tiny_gguf, prompts, monkeypatch):
+    """SIGTERM (the CLI's handler raises `Terminated`, a KeyboardInterrupt, as Ctrl-C does) that comes while
+    the lanes decode in pool threads stops them after the batch in hand, and the call raises it only when no
+    lane decodes: the caller frees the contexts next. Before `held_signals`, the exception left the main
+    thread's wait at once: the lanes emptied the queue, or went on decoding after the call had returned (a
+    study run stopped this way went on scoring, and a second SIGTERM crashed it with SIGSEGV). A second
+    signal while they finish is held too.
+    """
+    import signal
+    import threading
+    import time
+
+    from auditor.cli import Terminated, _on_sigterm
+    from auditor.scoring.backends import llama_backend
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend
+
+    submit = llama_backend._Lane.submit
+    main = threading.main_thread().ident
+    signalled = []
+
+    def signalling_submit(lane, *args, **kwargs):
+        if threading.current_thread().ident != main and not signalled:
+            signalled.append(True)
+            signal.pthread_kill(main, signal.SIGTERM)  # wakes the main thread's wait, as a real one does
+            time.sleep(0.3)  # the main thread now waits for the lanes to stop
+            signal.pthread_kill(main, signal.SIGTERM)
+        submit(lane, *args, **kwargs)
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    lanes = LlamaCppBackend(tiny_gguf, n_ctx=512, n_batch=64, n_threads=THREADS, n_lanes=2)
+    try:
+        monkeypatch.setattr(llama_backend._Lane, "submit", signalling_submit)
+        with pytest.raises(Terminated):
+            lanes.letter_scores(prompts.groups, prompts.letter_ids)
+        at_return = lanes.tokens_decoded
+        time.sleep(0.5)
+        monkeypatch.setattr(llama_backend._Lane, "submit", submit)
+        assert signalled, "no lane thread decoded: the test needs two lanes"
+        assert lanes.tokens_decoded == at_return, "a lane went on decoding after the call returned"
+        assert at_return < lanes.planned_tokens(prompts.groups), "the lanes decoded the whole plan after SIGTERM"
+        # The contexts are whole: the same backend scores again.
+        again = lanes.letter_scores(prompts.groups, prompts.letter_ids)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        lanes.close()
+    assert len(again) == len(prompts.groups)
+
+
+def test_a_failing_lane_stops_the_others(tiny_gguf, prompts, monkeypatch):
+    """A lane's error ends the call after the batches in hand, not after the other lanes emptied the queue."""
+    import threading
+
+    from auditor.scoring.backends import llama_backend
+    from auditor.scoring.backends.llama_backend import LlamaCppBackend
+
+    submit = llama_backend._Lane.submit
+    failed = []
+
+    def failing_submit(lane, *args, **kwargs):
+        if threading.current_thread() is not threading.main_thread() and not failed:
+            failed.append(True)
+            raise ModelError("a lane's llama_decode failed")
+        submit(lane, *args, **kwargs)
+
+    lanes = LlamaCppBackend(tiny_gguf, n_ctx=512, n_batch=64, n_threads=THREADS, n_lanes=2)
+    try:
+        monkeypatch.setattr(llama_backend._Lane, "submit", failing_submit)
+        with pytest.raises(ModelError, match="a lane's llama_decode failed"):
+            lanes.letter_scores(prompts.groups, prompts.letter_ids)
+        assert lanes.tokens_decoded < lanes.planned_tokens(prompts.groups) / 2
+    finally:
+        lanes.close()
